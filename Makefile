@@ -1,0 +1,34 @@
+# Set-up and entry points. Each target creates or reuses the virtual environment in $(VENV).
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+# The CPU build of PyTorch, pinned so that a fresh machine never pulls a multi-GB CUDA wheel.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: venv demo test lint format clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: venv
+	$(PY) examples/smoke.py
+
+lint: venv
+	$(PY) -m ruff check src tests examples
+	$(PY) -m ruff format --check src tests examples
+
+test: lint
+	$(PY) -m pytest -q
+
+format: venv
+	$(PY) -m ruff check --fix src tests examples
+	$(PY) -m ruff format src tests examples
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

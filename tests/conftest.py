@@ -1,0 +1,38 @@
+"""Shared test fixtures: the parity data in ../shared/fixtures and small models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures"
+
+
+def fixtures_dir() -> Path:
+    """The shared fixtures folder; fails (not skips) with a clear message when it is missing."""
+    if not FIXTURES.is_dir():
+        pytest.fail(f"shared fixtures not found at {FIXTURES.resolve()}: check out ../shared beside the project")
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def parity() -> dict[str, torch.Tensor]:
+    """Every tensor of parity/tiny.safetensors: weights.*, input.*, causal.*, full.*, refstream.*."""
+    from safetensors.torch import load_file
+
+    return load_file(fixtures_dir() / "parity" / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def parity_weights(parity: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name.removeprefix("weights."): t for name, t in parity.items() if name.startswith("weights.")}
+
+
+@pytest.fixture(scope="session")
+def layout_1b() -> dict[str, list[int]]:
+    import json
+
+    with open(fixtures_dir() / "checkpoint_layout_1b.json", encoding="utf-8") as f:
+        return json.load(f)
