@@ -76,6 +76,9 @@ class Attention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         if rope_tables is not None:
             q, k = _rope_per_frame(q, rope_tables), _rope_per_frame(k, rope_tables)
+        # Under autocast qk-norm returns fp32 while v stays in the autocast dtype; SDPA would cast them to match
+        # anyway, and doing it here keeps cached keys as small as the values.
+        q, k = q.to(v.dtype), k.to(v.dtype)
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)
         out = attend(q, k, v, frame_tokens)

@@ -73,6 +73,9 @@ class Aggregator(nn.Module):
             raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {self.patch_size}")
         if kv_caches is not None and len(kv_caches) != self.depth:
             raise ValueError(f"expected {self.depth} KV caches, got {len(kv_caches)}")
+        if kv_caches is not None and frames != 1:
+            # Bounded caches reorder past tokens freely; that is only sound when a step holds a single frame.
+            raise ValueError(f"a streaming step takes one frame per stream, got {frames}")
         keep = set(keep_layers)
 
         normalised = (images - self._mean) / self._std

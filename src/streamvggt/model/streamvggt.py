@@ -60,6 +60,13 @@ class StreamVGGT(nn.Module):
             with torch.autocast(device_type=device.type, dtype=dtype):
                 yield
 
+    def stream(self, batch_size: int = 1, cache: str = "full", query_points: Tensor | None = None):
+        """A streaming session (see :class:`streamvggt.stream.StreamSession`); ``cache`` selects the policy:
+        ``"full"`` (exact), ``"window:K"`` or ``"budget:N"``. ``query_points`` [B, N, 2] are pixels in frame 0."""
+        from streamvggt.stream import StreamSession
+
+        return StreamSession(self, batch_size=batch_size, cache=cache, query_points=query_points)
+
     def forward(self, images: Tensor, query_points: Tensor | None = None, frames_chunk_size: int | None = 8) -> dict:
         """Offline forward over a clip.
 

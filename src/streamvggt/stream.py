@@ -1,0 +1,117 @@
+"""Streaming sessions: one frame in, that frame's camera, depth, points (and tracks) out.
+
+A session keeps, per global-attention layer, a cache of past frames' keys and values, and per camera-head
+iteration and trunk block a cache of past camera tokens, so each step costs one frame's work. With the full
+cache the outputs equal the offline block-causal forward frame by frame.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import Tensor
+
+from streamvggt.cache import CachePolicy, LayerCache, parse_policy
+from streamvggt.model.streamvggt import StreamVGGT
+
+log = logging.getLogger(__name__)
+
+
+class StreamSession:
+    """Frame-by-frame inference for ``batch_size`` independent streams of equal frame size.
+
+    Create with :meth:`StreamVGGT.stream`. ``step(frame)`` takes [B, 3, H, W] in [0, 1] and returns the offline
+    forward's keys without the S axis: pose_enc [B, 9], depth [B, H, W, 1], depth_conf [B, H, W],
+    world_points [B, H, W, 3], world_points_conf [B, H, W] (and track [B, N, 2], track_vis, track_conf [B, N]
+    when query points were given).
+    """
+
+    def __init__(
+        self,
+        model: StreamVGGT,
+        batch_size: int = 1,
+        cache: str | CachePolicy = "full",
+        query_points: Tensor | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.batch_size = batch_size
+        self.policy = parse_policy(cache)
+        self.query_points = query_points
+        if query_points is not None and (query_points.ndim != 3 or query_points.shape[0] != batch_size):
+            raise ValueError(f"query_points must be [{batch_size}, N, 2], got {tuple(query_points.shape)}")
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every frame: the next step starts a new stream (its first frame is the anchor)."""
+        self.num_frames = 0
+        self.frame_size: tuple[int, int] | None = None
+        self._trunk_caches: list[LayerCache] = []
+        self._camera_caches: list[list[LayerCache]] = []
+        self._tracker = None
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes held by every cache of this session (trunk, camera head and tracker)."""
+        caches = [*self._trunk_caches, *(c for per_iter in self._camera_caches for c in per_iter)]
+        tracker_bytes = self._tracker.nbytes if self._tracker is not None else 0
+        return sum(c.nbytes for c in caches) + tracker_bytes
+
+    @torch.no_grad()
+    def step(self, frame: Tensor) -> dict[str, Tensor]:
+        """Process the next frame [B, 3, H, W] (values in [0, 1]) and return its predictions."""
+        self._check_frame(frame)
+        if self.num_frames == 0:
+            self._open(frame)
+        model = self.model
+        with model.trunk_precision(frame.device):
+            tokens = model.aggregator(
+                frame[:, None], model.head_layers, first_frame_index=self.num_frames, kv_caches=self._trunk_caches
+            )
+        out = model.decode(tokens, self.frame_size, frames_chunk_size=None, camera_caches=self._camera_caches)
+        out = {key: (value[:, :, 0] if key == "pose_enc_iters" else value[:, 0]) for key, value in out.items()}
+        if self._tracker is not None:
+            out.update(self._tracker.step(tokens, self.frame_size))
+        self.num_frames += 1
+        return out
+
+    def _open(self, frame: Tensor) -> None:
+        """Allocate the caches for a stream whose frames look like ``frame``."""
+        model = self.model
+        height, width = frame.shape[-2:]
+        self.frame_size = (height, width)
+        frame_tokens = model.aggregator.tokens_per_frame(height, width)
+        self._trunk_caches = [self.policy.new_layer(frame_tokens) for _ in range(model.config.depth)]
+        camera_policy = self._camera_policy(frame_tokens)
+        head = model.camera_head
+        self._camera_caches = [
+            [camera_policy.new_layer(1) for _ in range(head.trunk_depth)] for _ in range(head.num_iterations)
+        ]
+        if self.query_points is not None:
+            from streamvggt.stream_tracks import StreamingTracker
+
+            self._tracker = StreamingTracker(model, self.query_points.to(frame.device).float())
+        log.debug("stream opened: %dx%d, %d tokens per frame, cache %s", height, width, frame_tokens, self.policy)
+
+    def _camera_policy(self, frame_tokens: int) -> CachePolicy:
+        """The camera head holds one token per frame: a token budget becomes the same number of frames."""
+        if self.policy.kind == "budget":
+            return CachePolicy("budget", tokens=max(2, self.policy.tokens // frame_tokens))
+        return self.policy
+
+    def _check_frame(self, frame: Tensor) -> None:
+        if frame.ndim != 4 or frame.shape[1] != 3:
+            raise ValueError(f"a frame must be [B, 3, H, W], got {tuple(frame.shape)}")
+        if frame.shape[0] != self.batch_size:
+            raise ValueError(f"this session streams batches of {self.batch_size}, got a frame batch of {frame.shape[0]}")
+        if self.frame_size is not None and tuple(frame.shape[-2:]) != self.frame_size:
+            h, w = self.frame_size
+            raise ValueError(
+                f"frame size {frame.shape[-2]}x{frame.shape[-1]} differs from the stream's {h}x{w}; "
+                "resize frames to the first frame's size or reset() the session"
+            )
+        patch = self.model.config.patch_size
+        if frame.shape[-2] % patch or frame.shape[-1] % patch:
+            raise ValueError(f"frame size {frame.shape[-2]}x{frame.shape[-1]} is not a multiple of {patch}")
