@@ -2,6 +2,7 @@
 
 from streamvggt.config import ModelConfig
 from streamvggt.model.streamvggt import StreamVGGT
+from streamvggt.weights import CheckpointError, load_model
 
-__all__ = ["ModelConfig", "StreamVGGT"]
+__all__ = ["CheckpointError", "ModelConfig", "StreamVGGT", "load_model"]
 __version__ = "0.1.0"

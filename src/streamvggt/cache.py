@@ -91,6 +91,15 @@ class LayerCache:
             v[:, :, : self.length] = self.v[:, :, : self.length]
         self.k, self.v = k, v
 
+    def _append(self, k: Tensor, v: Tensor, max_capacity: int | None = None) -> None:
+        """Write after the valid prefix, doubling the capacity (up to ``max_capacity``) when full."""
+        needed = self.length + k.shape[2]
+        if self.k is None or needed > self.k.shape[2]:
+            capacity = max(needed, 2 * (self.k.shape[2] if self.k is not None else 0))
+            self._allocate(k, capacity if max_capacity is None else min(capacity, max_capacity))
+        self._write(self.length, k, v)
+        self.length = needed
+
     def _write(self, start: int, k: Tensor, v: Tensor) -> None:
         end = start + k.shape[2]
         self.k[:, :, start:end] = k
@@ -101,12 +110,7 @@ class FullCache(LayerCache):
     """Keeps every token; capacity doubles when full."""
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        needed = self.length + k.shape[2]
-        if self.k is None or needed > self.k.shape[2]:
-            capacity = max(needed, 2 * (self.k.shape[2] if self.k is not None else 0))
-            self._allocate(k, capacity)
-        self._write(self.length, k, v)
-        self.length = needed
+        self._append(k, v)
         return self.views()
 
 
@@ -124,10 +128,7 @@ class WindowCache(LayerCache):
             raise ValueError(f"window cache expects one frame of {self.frame_tokens} tokens, got {k.shape[2]}")
         if self.k is None:
             self._allocate(k, (1 + self.frames) * self.frame_tokens)
-        if self.frames_seen == 0:
-            slot = 0
-        else:
-            slot = 1 + (self.frames_seen - 1) % self.frames
+        slot = 0 if self.frames_seen == 0 else 1 + (self.frames_seen - 1) % self.frames
         self._write(slot * self.frame_tokens, k, v)
         self.frames_seen += 1
         self.length = min(self.frames_seen, 1 + self.frames) * self.frame_tokens
@@ -135,7 +136,10 @@ class WindowCache(LayerCache):
 
 
 class BudgetCache(LayerCache):
-    """At most ``budget`` tokens; first-frame tokens are pinned, others evicted by key redundancy per head."""
+    """At most ``budget`` tokens; first-frame tokens are pinned, others evicted by key redundancy per head.
+
+    Storage grows like the full cache until it reaches the budget, then evicted slots are overwritten in place.
+    """
 
     def __init__(self, frame_tokens: int, budget: int) -> None:
         super().__init__()
@@ -148,11 +152,8 @@ class BudgetCache(LayerCache):
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         new = k.shape[2]
-        if self.k is None:
-            self._allocate(k, self.budget)
         if self.length + new <= self.budget:
-            self._write(self.length, k, v)
-            self.length += new
+            self._append(k, v, max_capacity=self.budget)
             return self.views()
         victims = self._most_redundant(new)  # [B, heads, new] slot indices, per head
         index = victims.unsqueeze(-1).expand(-1, -1, -1, k.shape[-1])

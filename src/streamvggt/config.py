@@ -120,7 +120,7 @@ class ModelConfig:
 
     @classmethod
     def preset(cls, name: str) -> ModelConfig:
-        """A named configuration: ``vggt-1b``, ``streamvggt-1b``, or the small test preset ``tiny``."""
+        """A named configuration: ``vggt-1b``, ``streamvggt-1b``, ``small`` (benchmarks) or ``tiny`` (tests)."""
         try:
             factory = PRESETS[name]
         except KeyError:
@@ -148,8 +148,21 @@ def _tiny() -> ModelConfig:
     )
 
 
+def _small() -> ModelConfig:
+    """A ViT-S-sized model (embed 384, all 24 block pairs): the CPU benchmark configuration."""
+    return ModelConfig(
+        embed_dim=384,
+        num_heads=6,
+        patch_embed=PatchEmbedConfig(embed_dim=384, depth=12, num_heads=6),
+        camera_head=CameraHeadConfig(num_heads=6),
+        dpt_head=DPTHeadConfig(features=64, out_channels=[48, 96, 192, 384]),
+        track_head=TrackHeadConfig(features=32, out_channels=[48, 96, 192, 384], hidden_size=96, tracker_depth=2),
+    )
+
+
 PRESETS = {
     "streamvggt-1b": lambda: ModelConfig(causal=True),
     "vggt-1b": lambda: ModelConfig(causal=False),
+    "small": _small,
     "tiny": _tiny,
 }

@@ -105,7 +105,7 @@ class StreamSession:
         if frame.ndim != 4 or frame.shape[1] != 3:
             raise ValueError(f"a frame must be [B, 3, H, W], got {tuple(frame.shape)}")
         if frame.shape[0] != self.batch_size:
-            raise ValueError(f"this session streams batches of {self.batch_size}, got a frame batch of {frame.shape[0]}")
+            raise ValueError(f"this session streams batches of {self.batch_size}, got {frame.shape[0]} frames")
         if self.frame_size is not None and tuple(frame.shape[-2:]) != self.frame_size:
             h, w = self.frame_size
             raise ValueError(

@@ -42,9 +42,7 @@ class CameraHead(nn.Module):
         self.adaln_norm = nn.LayerNorm(dim_in, elementwise_affine=False, eps=1e-6)
         self.pose_branch = Mlp(dim_in, dim_in // 2, POSE_ENCODING_DIM)
 
-    def forward(
-        self, camera_tokens: Tensor, kv_caches: Sequence[Sequence[KVCacheLayer]] | None = None
-    ) -> list[Tensor]:
+    def forward(self, camera_tokens: Tensor, kv_caches: Sequence[Sequence[KVCacheLayer]] | None = None) -> list[Tensor]:
         """camera_tokens: [B, S, C] (token 0 of the last aggregator layer) -> one [B, S, 9] encoding per iteration.
 
         kv_caches: ``[iteration][block]`` caches of earlier frames (streaming). Each iteration has its own caches

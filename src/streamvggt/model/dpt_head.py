@@ -145,7 +145,7 @@ class DPTHead(nn.Module):
     ) -> Tensor | tuple[Tensor, Tensor]:
         """tokens: {layer: [B, S, P, 2C]}; frames are decoded ``frames_chunk_size`` at a time to bound memory."""
         frames = tokens[self.intermediate_layer_idx[0]].shape[1]
-        step = frames if not frames_chunk_size else frames_chunk_size
+        step = frames_chunk_size if frames_chunk_size else frames
         chunks = [
             self._decode(tokens, image_size, patch_start_idx, start, min(start + step, frames))
             for start in range(0, frames, step)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +42,24 @@ class StreamVGGT(nn.Module):
         self.track_head = TrackHead(dim_in, cfg.patch_size, cfg.track_head, dpt.intermediate_layer_idx)
         # Trunk precision: "auto" picks bf16/fp16 autocast on CUDA and fp32 elsewhere (see streamvggt.device).
         self.precision = "auto"
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``folder``; :meth:`from_pretrained` reads it back."""
+        from streamvggt.weights import save_pretrained  # weights imports this module
+
+        return save_pretrained(self, folder)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | os.PathLike,
+        preset: str | ModelConfig | None = None,
+        device: str | torch.device | None = None,
+    ) -> StreamVGGT:
+        """The model with the weights of ``source`` (file, folder or Hugging Face repo id); see ``load_model``."""
+        from streamvggt.weights import load_model  # weights imports this module
+
+        return load_model(source, preset=preset, device=device)
 
     @property
     def head_layers(self) -> tuple[int, ...]:

@@ -1,0 +1,472 @@
+"""Loading and saving model weights: official checkpoints, training checkpoints, safetensors, Hugging Face repos.
+
+Sources that :func:`load_model` accepts:
+
+- a file: a raw state dict (``.pt``/``.pth``, e.g. VGGT-1B ``model.pt``), a training checkpoint wrapping one
+  (``{"model": ...}``, ``"state_dict"`` or ``"module"``; ``module.`` and ``_orig_mod.`` key prefixes are stripped),
+  or a ``.safetensors`` file;
+- a folder: ``config.json`` + ``model.safetensors`` (what :func:`save_pretrained` writes), or a Hugging Face snapshot
+  of an official repo holding ``model.pt`` (VGGT-1B) or ``checkpoints.pth`` (StreamVGGT);
+- a Hugging Face repo id ``owner/name`` (only when no such path exists): the official repos by their file, any
+  other repo in this project's format. Downloads honour ``HF_HUB_OFFLINE`` and the Hugging Face cache.
+
+Which architecture is built (first that applies):
+
+1. ``preset`` as a :class:`ModelConfig`: used exactly as given, ``causal`` included.
+2. ``preset`` as a name: gives the architecture; ``causal`` still comes from the source when the source knows it
+   (an official file: VGGT-1B is full attention, StreamVGGT is causal; or our ``config.json``). To run weights
+   with the other attention pattern, pass a ``ModelConfig``.
+3. the source's own config: our ``config.json``, or the preset of an official file.
+4. otherwise the ``streamvggt-1b`` preset.
+
+A ``config.json`` counts as ours only when it names ``causal``: the one in facebook/VGGT-1B, written by
+``PyTorchModelHubMixin``, lists constructor arguments only and is ignored.
+
+Checkpoints never execute code: ``torch.load`` always runs with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from streamvggt.config import ModelConfig
+from streamvggt.device import select_device, trunk_dtype
+from streamvggt.model.aggregator import _IMAGENET_MEAN, _IMAGENET_STD, Aggregator
+from streamvggt.model.streamvggt import StreamVGGT
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+DEFAULT_PRESET = "streamvggt-1b"
+
+
+@dataclass(frozen=True)
+class OfficialCheckpoint:
+    """A released checkpoint: its Hugging Face repo, file name, preset, and whether it was trained causal."""
+
+    repo_id: str
+    filename: str
+    preset: str
+    causal: bool
+
+
+OFFICIAL_CHECKPOINTS = (
+    OfficialCheckpoint("facebook/VGGT-1B", "model.pt", "vggt-1b", causal=False),
+    OfficialCheckpoint("lch01/StreamVGGT", "checkpoints.pth", "streamvggt-1b", causal=True),
+)
+
+# Keys under which training code nests the state dict, and key prefixes added by DDP and torch.compile.
+_WRAPPER_KEYS = ("model", "state_dict", "module")
+_KEY_PREFIXES = ("module.", "_orig_mod.")
+# Objects that training checkpoints carry beside the tensors and that are safe to rebuild (plain attribute bags).
+_SAFE_GLOBALS = [argparse.Namespace]
+# A missing path like "ckpt/model.pt" is a typo, not a repo id: never send it to the Hub.
+_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".json")
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+_LISTED = 5  # names shown per category in a mismatch message
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be found, read, or does not fit the model; the message says what to do."""
+
+
+# --------------------------------------------------------------------------------------------------------- public
+
+
+def load_model(
+    source: str | os.PathLike | None = None,
+    preset: str | ModelConfig | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+) -> StreamVGGT:
+    """Build the model for ``source`` with its weights, in eval mode on ``select_device(device)``.
+
+    source: a checkpoint file, a folder, or a Hugging Face repo id (see the module docstring).
+    preset: overrides the architecture: a preset name (``causal`` still from the source) or a full ModelConfig.
+    precision: trunk precision, ``auto``/``fp32``/``bf16``/``fp16`` (see :mod:`streamvggt.device`).
+    Raises CheckpointError when the source is missing, unreadable, or does not match the architecture.
+    """
+    target = select_device(device)
+    trunk_dtype(target, precision)  # reject a bad precision before a slow load
+    checkpoint = resolve_checkpoint(source)
+    config, described = _choose_config(checkpoint, preset)
+    # No reference kept here to the file's tensors, so casting fp16/bf16 weights frees each original as it goes.
+    model = build_from_state_dict(config, read_state_dict(checkpoint.path), f"{checkpoint.label} ({described})")
+    model.precision = precision
+    logger.info("loaded %s as %s (causal=%s) on %s", checkpoint.label, described, config.causal, target)
+    return model.to(target).eval()
+
+
+def save_pretrained(model: StreamVGGT, folder: str | os.PathLike) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into ``folder`` (created), each atomically; returns it."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    _atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    _atomic_write(folder / CONFIG_NAME, model.config.to_json)
+    logger.info("saved %d tensors and the config to %s", len(state), folder)
+    return folder
+
+
+# ------------------------------------------------------------------------------------------ finding the checkpoint
+
+
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    """A weights file on disk and the config its source implies (None when the file alone says nothing)."""
+
+    path: Path
+    config: ModelConfig | None
+    label: str  # names the checkpoint in messages
+
+
+def resolve_checkpoint(source: str | os.PathLike | None) -> ResolvedCheckpoint:
+    """Find the weights file for ``source``, downloading from the Hub only for a repo id."""
+    if source is None:
+        return default_checkpoint()
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _resolve_folder(path)
+    if path.is_file():
+        return ResolvedCheckpoint(path, None, str(path))
+    if isinstance(source, str) and _looks_like_repo_id(source):
+        return _resolve_repo(source)
+    raise CheckpointError(
+        f"checkpoint not found: '{source}' is neither a file, a folder, nor a Hugging Face repo id (owner/name)"
+    )
+
+
+def default_checkpoint() -> ResolvedCheckpoint:
+    """The bundled default model. None ships yet, so a checkpoint has to be named."""
+    raise CheckpointError(
+        "a checkpoint is needed (no default model is bundled yet): pass a .pt/.pth/.safetensors file, a folder, "
+        "or a Hugging Face repo id such as 'lch01/StreamVGGT' (StreamVGGT) or 'facebook/VGGT-1B' (VGGT)"
+    )
+
+
+def _looks_like_repo_id(source: str) -> bool:
+    return bool(_REPO_ID.fullmatch(source)) and not source.lower().endswith(_FILE_SUFFIXES)
+
+
+def _official_by_repo(repo_id: str) -> OfficialCheckpoint | None:
+    # Hub repo ids are case-insensitive in practice; users type "facebook/vggt-1b" too.
+    return next((o for o in OFFICIAL_CHECKPOINTS if o.repo_id.lower() == repo_id.lower()), None)
+
+
+def _official_resolved(path: Path, official: OfficialCheckpoint) -> ResolvedCheckpoint:
+    config = dataclasses.replace(ModelConfig.preset(official.preset), causal=official.causal)
+    return ResolvedCheckpoint(path, config, f"{official.repo_id} checkpoint {path}")
+
+
+def _resolve_folder(folder: Path) -> ResolvedCheckpoint:
+    """Our save_pretrained layout first, then an official snapshot, then a lone model.safetensors."""
+    config = _read_config(folder / CONFIG_NAME)
+    weights = folder / WEIGHTS_NAME
+    if config is not None and weights.is_file():
+        return ResolvedCheckpoint(weights, config, str(folder))
+    for official in OFFICIAL_CHECKPOINTS:
+        if (folder / official.filename).is_file():
+            return _official_resolved(folder / official.filename, official)
+    if weights.is_file():
+        return ResolvedCheckpoint(weights, None, str(weights))
+    names = ", ".join(o.filename for o in OFFICIAL_CHECKPOINTS)
+    raise CheckpointError(
+        f"no checkpoint in folder {folder}: expected {CONFIG_NAME} + {WEIGHTS_NAME} (save_pretrained) or one of {names}"
+    )
+
+
+def _resolve_repo(repo_id: str) -> ResolvedCheckpoint:
+    official = _official_by_repo(repo_id)
+    if official is not None:
+        path = _hub_file(official.repo_id, official.filename, f"download {official.filename} and pass its path")
+        return _official_resolved(path, official)
+    hint = f"download {CONFIG_NAME} and {WEIGHTS_NAME} into a folder and pass the folder"
+    config_path = _hub_file(repo_id, CONFIG_NAME, hint)
+    weights = _hub_file(repo_id, WEIGHTS_NAME, hint)
+    return ResolvedCheckpoint(weights, _read_config(config_path), f"Hugging Face repo {repo_id}")
+
+
+def _hub_file(repo_id: str, filename: str, hint: str) -> Path:
+    """Local path of ``filename`` in ``repo_id``: from the cache, or downloaded unless offline."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, library_name="streamvggt"))
+    except Exception as error:  # the hub raises many types (HTTP, OS, validation); each becomes one line
+        logger.debug("hf_hub_download(%s, %s) failed", repo_id, filename, exc_info=True)
+        raise CheckpointError(_hub_error_message(repo_id, filename, error, hint)) from None
+
+
+def _hub_error_message(repo_id: str, filename: str, error: Exception, hint: str) -> str:
+    """One line: what failed and what to do (``hint``: how to get the files without this call)."""
+    from huggingface_hub import constants, errors
+
+    where = f"'{filename}' from Hugging Face repo {repo_id}"
+    fallback = f"or {hint}"
+    if isinstance(error, errors.GatedRepoError):
+        return f"cannot get {where}: the repo is gated; accept its terms and log in (hf auth login), {fallback}"
+    if isinstance(error, errors.RepositoryNotFoundError):
+        return f"cannot get {where}: no such repo (or it is private; log in with hf auth login)"
+    if isinstance(error, errors.RevisionNotFoundError):
+        return f"cannot get {where}: revision not found"
+    if isinstance(error, errors.LocalEntryNotFoundError):
+        if constants.is_offline_mode():
+            return f"{where} is not in the Hugging Face cache and offline mode is on: unset HF_HUB_OFFLINE, {fallback}"
+        return f"cannot download {where} (no connection?) and it is not in the Hugging Face cache: {fallback}"
+    if isinstance(error, errors.EntryNotFoundError):
+        return f"cannot get {where}: the repo has no such file (expected {CONFIG_NAME} + {WEIGHTS_NAME})"
+    return f"cannot get {where}: {_one_line(error)}; {fallback}"
+
+
+def _read_config(path: Path) -> ModelConfig | None:
+    """Our ModelConfig from ``path``, or None when the file is missing or another library's config."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read {path}: {_one_line(error)}") from None
+    if not isinstance(data, dict) or "causal" not in data:
+        logger.info("ignoring %s: not a streamvggt model config", path)
+        return None
+    try:
+        return ModelConfig.from_dict(data)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"invalid model config {path}: {_one_line(error)}") from None
+
+
+def _choose_config(checkpoint: ResolvedCheckpoint, preset: str | ModelConfig | None) -> tuple[ModelConfig, str]:
+    """The config to build and a short description of where it came from (see the module docstring)."""
+    if isinstance(preset, ModelConfig):
+        return ModelConfig.from_dict(preset.to_dict()), "the given ModelConfig"  # a copy: the model owns its config
+    if preset is not None:
+        if not isinstance(preset, str):
+            raise TypeError(f"preset must be a name or a ModelConfig, got {type(preset).__name__}")
+        config = ModelConfig.preset(preset)
+        known = checkpoint.config
+        if known is None or known.causal == config.causal:
+            return config, f"preset '{preset}'"
+        return dataclasses.replace(config, causal=known.causal), f"preset '{preset}' with causal={known.causal}"
+    if checkpoint.config is not None:
+        return checkpoint.config, "its own config"
+    logger.info("no config known for %s: assuming preset '%s'", checkpoint.label, DEFAULT_PRESET)
+    return ModelConfig.preset(DEFAULT_PRESET), f"default preset '{DEFAULT_PRESET}'"
+
+
+# ------------------------------------------------------------------------------------------------ reading tensors
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The tensors of a checkpoint file by parameter name: unwrapped from a training checkpoint, prefixes stripped."""
+    path = Path(path)
+    raw = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+    return _strip_prefixes(_unwrap(raw, path), path)
+
+
+def _read_torch(path: Path) -> Any:
+    try:
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle, zip and OS errors alike: a bad file must not surface as a traceback
+        logger.debug("torch.load(%s) failed", path, exc_info=True)
+        unsafe = _unsafe_globals(path)
+        if unsafe:
+            raise CheckpointError(
+                f"{path} holds Python objects that cannot be loaded without running code ({', '.join(unsafe[:3])}); "
+                "if you trust the file, extract its state dict once: "
+                "torch.save(torch.load(path, weights_only=False)['model'], 'weights.pth')"
+            ) from None
+        raise CheckpointError(
+            f"cannot read {path}: not a PyTorch checkpoint, or truncated ({_one_line(error)})"
+        ) from None
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """Names of the classes a zip checkpoint would need to unpickle beyond the allowed ones (without loading it)."""
+    allowed = {f"{cls.__module__}.{cls.__qualname__}" for cls in _SAFE_GLOBALS}
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not a zip checkpoint: nothing to report
+        return []
+    return [name for name in found if name not in allowed]
+
+
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device="cpu")
+    except Exception as error:  # safetensors raises its own error types for a bad header
+        logger.debug("load_file(%s) failed", path, exc_info=True)
+        reason = _one_line(error)
+        raise CheckpointError(f"cannot read {path}: not a safetensors file, or truncated ({reason})") from None
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+    )
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
+    """The state dict itself, or the one a training checkpoint nests under "model"/"state_dict"/"module"."""
+    for _ in range(3):  # a wrapper may itself be wrapped, e.g. {"state_dict": {"model": ...}}
+        if _is_state_dict(obj):
+            return dict(obj)
+        if not isinstance(obj, Mapping):
+            break
+        key = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if key is None:
+            break
+        obj = obj[key]
+    found = f"keys {list(obj)[:_LISTED]}" if isinstance(obj, Mapping) else type(obj).__name__
+    raise CheckpointError(
+        f"{path} holds no state dict: expected tensors by name, or under one of {list(_WRAPPER_KEYS)}; found {found}"
+    )
+
+
+def _strip_prefixes(state: dict[str, Tensor], path: Path) -> dict[str, Tensor]:
+    """Drop the ``module.``/``_orig_mod.`` prefixes that DDP and torch.compile add (no model key starts so)."""
+    out: dict[str, Tensor] = {}
+    for name, tensor in state.items():
+        key = name.replace("._orig_mod.", ".")  # a compiled submodule
+        while key.startswith(_KEY_PREFIXES):
+            key = key.split(".", 1)[1]
+        if key in out:
+            raise CheckpointError(f"{path}: tensor names collide once prefixes are stripped ({name} -> {key})")
+        out[key] = tensor
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- checking, building
+
+
+def build_from_state_dict(config: ModelConfig, state: dict[str, Tensor], label: str) -> StreamVGGT:
+    """A CPU model for ``config`` holding exactly ``state`` (checked, floats cast to the model's dtypes).
+
+    The model is built on the meta device and takes the tensors by assignment, so a 1.2B model is never allocated
+    twice nor randomly initialised.
+    """
+    with torch.device("meta"):
+        model = StreamVGGT(config)
+    expected = model.state_dict()
+    _check_names_and_shapes(state, expected, label)
+    state = dict(state)  # ours to edit: the caller's mapping stays as given
+    _cast_in_place(state, expected, label)
+    _check_finite(state, label)
+    model.load_state_dict(state, strict=True, assign=True)
+    _materialise_buffers(model)
+    _check_materialised(model)
+    return model
+
+
+def _check_names_and_shapes(state: Mapping[str, Tensor], expected: Mapping[str, Tensor], label: str) -> None:
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    mismatched = [
+        f"{name} {list(state[name].shape)} vs model {list(expected[name].shape)}"
+        for name in expected
+        if name in state and state[name].shape != expected[name].shape
+    ]
+    problems = [
+        _listing(items, what)
+        for items, what in ((missing, "missing"), (unexpected, "unexpected"), (mismatched, "with the wrong shape"))
+        if items
+    ]
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {label} does not fit the model: {'; '.join(problems)}. "
+            "Is it a checkpoint of this architecture? Pass preset= (a name or a ModelConfig) to choose another"
+        )
+
+
+def _listing(items: list[str], what: str) -> str:
+    shown = ", ".join(items[:_LISTED])
+    more = f", ... ({len(items) - _LISTED} more)" if len(items) > _LISTED else ""
+    return f"{len(items)} tensors {what} ({shown}{more})"
+
+
+def _cast_in_place(state: dict[str, Tensor], expected: Mapping[str, Tensor], label: str) -> None:
+    """Cast stored floats (fp16/bf16 releases) to the model's dtypes: assign=True would keep the stored dtype.
+
+    Entries are replaced one by one so that each original can be freed at once: peak memory stays near one copy.
+    """
+    cast = 0
+    for name, tensor in state.items():
+        want = expected[name].dtype
+        if tensor.dtype != want:
+            if not (tensor.is_floating_point() and want.is_floating_point):
+                raise CheckpointError(f"checkpoint {label}: tensor {name} is {tensor.dtype}, the model needs {want}")
+            state[name] = tensor.to(want)
+            cast += 1
+    if cast:
+        logger.info("cast %d tensors of %s to the model's dtype", cast, label)
+
+
+def _check_finite(state: Mapping[str, Tensor], label: str) -> None:
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            nans, infs = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
+            raise CheckpointError(
+                f"checkpoint {label} is corrupt: tensor {name} holds {nans} NaN and {infs} inf values"
+            )
+
+
+def _materialise_buffers(model: StreamVGGT) -> None:
+    """Re-create the non-persistent buffers: not in the state dict, so still on the meta device after loading."""
+    for module in model.modules():
+        if isinstance(module, Aggregator):
+            module._mean = torch.tensor(_IMAGENET_MEAN).view(1, 1, 3, 1, 1)
+            module._std = torch.tensor(_IMAGENET_STD).view(1, 1, 3, 1, 1)
+
+
+def _check_materialised(model: StreamVGGT) -> None:
+    """Fail loudly if a module gained a non-persistent buffer that _materialise_buffers does not know."""
+    left = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if left:
+        raise RuntimeError(f"tensors left on the meta device after loading: {left}; re-create them in weights.py")
+
+
+# ------------------------------------------------------------------------------------------------------- helpers
+
+
+def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Run ``write(tmp)`` on a temporary file beside ``path``, then move it over ``path``: never a half file."""
+    # Not mkstemp: its 0600 mode would stick to the final file; a random name in the same folder (same filesystem,
+    # so os.replace is atomic) created by the writer gets the usual umask permissions.
+    tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp"))
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # the data must be on disk before the rename makes it visible
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else ""
+    text = text[:200] + "..." if len(text) > 200 else text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
