@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from streamvggt.cache import BudgetCache, CachePolicy, FullCache, WindowCache, parse_policy
+from streamvggt.cache import BudgetCache, CachePolicy, FullCache, Int8Store, PlainStore, WindowCache, parse_policy
 
 
 def frame_kv(index: int, tokens: int = 3, batch: int = 1, heads: int = 2, dim: int = 4) -> torch.Tensor:
@@ -24,17 +24,17 @@ def test_parse_policy():
 
 
 def test_full_cache_returns_everything_in_order_and_grows_geometrically():
-    cache = FullCache()
+    cache = FullCache(PlainStore())
     capacities = []
     for t in range(9):
         k, _ = cache.update(frame_kv(t), frame_kv(t))
-        capacities.append(cache.k.shape[2])
+        capacities.append(cache.store.capacity)
     assert k[0, 0, :, 0].tolist() == [float(t) for t in range(9) for _ in range(3)]
     assert capacities == [3, 6, 12, 12, 24, 24, 24, 24, 48]
 
 
 def test_window_cache_keeps_anchor_and_latest_frames():
-    cache = WindowCache(frame_tokens=3, frames=3)
+    cache = WindowCache(PlainStore(), frame_tokens=3, frames=3)
     for t in range(10):
         k, v = cache.update(frame_kv(t), frame_kv(t))
     kept = sorted(set(k[0, 0, :, 0].tolist()))
@@ -45,7 +45,7 @@ def test_window_cache_keeps_anchor_and_latest_frames():
 
 def test_budget_cache_pins_anchor_and_respects_budget():
     torch.manual_seed(0)
-    cache = BudgetCache(frame_tokens=3, budget=10)
+    cache = BudgetCache(PlainStore(), frame_tokens=3, budget=10)
     anchor = torch.randn(1, 2, 3, 4)
     cache.update(anchor, anchor)
     for _ in range(20):
@@ -55,7 +55,7 @@ def test_budget_cache_pins_anchor_and_respects_budget():
 
 
 def test_budget_cache_evicts_most_redundant_keys():
-    cache = BudgetCache(frame_tokens=1, budget=4)
+    cache = BudgetCache(PlainStore(), frame_tokens=1, budget=4)
     direction = torch.tensor([1.0, 0.0, 0.0, 0.0])
     distinct = [torch.tensor([0.0, 1.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 1.0, 0.0])]
     keys = [torch.tensor([0.0, 0.0, 0.0, 1.0]), distinct[0], direction * 2 + 0.1, distinct[1]]
@@ -73,4 +73,45 @@ def test_budget_cache_evicts_most_redundant_keys():
 
 def test_budget_smaller_than_two_frames_is_rejected():
     with pytest.raises(ValueError, match="cannot hold"):
-        BudgetCache(frame_tokens=5, budget=9)
+        BudgetCache(PlainStore(), frame_tokens=5, budget=9)
+
+
+def test_parse_policy_with_int8():
+    assert parse_policy("int8") == CachePolicy(int8=True)
+    assert parse_policy("full+int8") == CachePolicy(int8=True)
+    assert parse_policy("window:4+int8") == CachePolicy("window", frames=4, int8=True)
+    assert str(parse_policy("budget:64+int8")) == "budget:64+int8"
+    with pytest.raises(ValueError, match="unknown cache policy"):
+        parse_policy("int8+int8")
+
+
+def test_int8_store_round_trips_within_quantization_error():
+    torch.manual_seed(0)
+    cache = FullCache(Int8Store())
+    keys = [torch.randn(2, 3, 5, 8) * (1 + t) for t in range(4)]  # growing range forces key rescaling
+    values = [torch.randn(2, 3, 5, 8) for _ in range(4)]
+    for k, v in zip(keys, values, strict=True):
+        k_all, v_all = cache.update(k, v)
+    k_ref, v_ref = torch.cat(keys, dim=2), torch.cat(values, dim=2)
+    # Per-channel key step is max|k|/127 over all frames; per-token value step is max|v| of that token / 127.
+    key_step = k_ref.abs().amax(dim=2, keepdim=True) / 127
+    assert ((k_all - k_ref).abs() <= key_step + 1e-6).all()
+    value_step = v_ref.abs().amax(dim=-1, keepdim=True) / 127
+    assert ((v_all - v_ref).abs() <= value_step / 2 + 1e-6).all()
+    assert k_all.dtype == torch.float32
+
+
+def test_int8_store_is_about_four_times_smaller_than_fp32():
+    plain, quantized = FullCache(PlainStore()), FullCache(Int8Store())
+    k = torch.randn(1, 4, 64, 32)
+    plain.update(k, k)
+    quantized.update(k, k)
+    assert plain.nbytes / quantized.nbytes > 3.5
+
+
+def test_int8_budget_cache_scatters_into_quantized_slots():
+    torch.manual_seed(0)
+    cache = BudgetCache(Int8Store(), frame_tokens=2, budget=6)
+    for _ in range(6):
+        k_all, v_all = cache.update(torch.randn(1, 2, 2, 4), torch.randn(1, 2, 2, 4))
+    assert k_all.shape == (1, 2, 6, 4) and torch.isfinite(v_all).all()

@@ -69,6 +69,17 @@ def test_bounded_policies_are_exact_until_they_evict(causal_model, parity):
         assert not torch.allclose(bounded[4]["depth"], full[4]["depth"], atol=1e-6)
 
 
+def test_int8_cache_stays_close_to_full_cache_at_a_quarter_of_the_memory(causal_model, parity):
+    images = parity["input.images"]
+    exact = causal_model.stream()
+    quantized = causal_model.stream(cache="int8")
+    for t in range(images.shape[1]):
+        reference, approx = exact.step(images[:, t]), quantized.step(images[:, t])
+        assert ((approx["depth"] - reference["depth"]).abs() / reference["depth"]).max() < 1e-4
+        assert (approx["pose_enc"] - reference["pose_enc"]).abs().max() < 1e-2
+    assert quantized.cache_bytes < 0.3 * exact.cache_bytes
+
+
 def test_frame_size_change_is_a_clear_error(causal_model):
     session = causal_model.stream()
     session.step(torch.rand(1, 3, 28, 28))

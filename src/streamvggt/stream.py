@@ -7,6 +7,7 @@ cache the outputs equal the offline block-causal forward frame by frame.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import torch
@@ -98,7 +99,7 @@ class StreamSession:
     def _camera_policy(self, frame_tokens: int) -> CachePolicy:
         """The camera head holds one token per frame: a token budget becomes the same number of frames."""
         if self.policy.kind == "budget":
-            return CachePolicy("budget", tokens=max(2, self.policy.tokens // frame_tokens))
+            return dataclasses.replace(self.policy, tokens=max(2, self.policy.tokens // frame_tokens))
         return self.policy
 
     def _check_frame(self, frame: Tensor) -> None:
