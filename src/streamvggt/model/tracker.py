@@ -47,19 +47,19 @@ def flow_embedding(flow: Tensor, dim: int) -> Tensor:
     return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-3)
 
 
-def grid_sincos_embedding(dim: int, height: int, width: int, device: torch.device | None = None) -> Tensor:
-    """Fixed 2D sin-cos position code of a pixel grid -> [1, dim, H, W].
+def grid_sincos_embedding(dim: int, height: int, width: int) -> Tensor:
+    """Fixed 2D sin-cos position code of a pixel grid -> [1, dim, H, W] (float32, on the CPU).
 
     The first ``dim / 2`` channels encode x, the rest y; each half is [sin | cos] over geometric frequencies
-    with base 10000. Computed in float64 and rounded once, so the table is exact to float32 precision.
+    with base 10000. Computed in float64 (hence on the CPU: MPS has no float64) and rounded once.
     """
     if dim % 4:
         raise ValueError(f"grid embedding dimension must be a multiple of 4, got {dim}")
     per_axis = dim // 2
-    omega = 1.0 / 10000 ** (torch.arange(per_axis // 2, dtype=torch.float64, device=device) / (per_axis / 2))
+    omega = 1.0 / 10000 ** (torch.arange(per_axis // 2, dtype=torch.float64) / (per_axis / 2))
     ys, xs = torch.meshgrid(
-        torch.arange(height, dtype=torch.float64, device=device),
-        torch.arange(width, dtype=torch.float64, device=device),
+        torch.arange(height, dtype=torch.float64),
+        torch.arange(width, dtype=torch.float64),
         indexing="ij",
     )
     axes = []
@@ -276,7 +276,7 @@ class Tracker(nn.Module):
         pyramid = CorrelationPyramid(fmaps, self.corr_levels, self.corr_radius)
 
         # Constant over iterations: where each query lies in frame 0, and which frame is the query frame.
-        grid_code = grid_sincos_embedding(self.token_dim, height, width, fmaps.device)
+        grid_code = grid_sincos_embedding(self.token_dim, height, width).to(fmaps.device)
         query_pos = sample_points(grid_code.expand(b, -1, -1, -1), queries)[:, :, None]  # [B, N, 1, D]
         frame_tokens = torch.cat([self.query_ref_token[:, :1], self.query_ref_token[:, 1:].expand(-1, s - 1, -1)], 1)
 
@@ -284,9 +284,11 @@ class Tracker(nn.Module):
         for _ in range(iters):
             # Gradients do not flow from one iteration's estimate into the next.
             coords = coords.detach()
-            # The MLPs run on contiguous track-major [B, N, S, *] tensors as in the reference: with another
-            # memory layout, BLAS rounds differently and the refinement loop amplifies those last-bit differences.
-            corr = self.corr_mlp(pyramid.sample(track_feats, coords).transpose(1, 2).contiguous())
+            # Linear layers see the reference's memory layouts ([B*N, S, *] from a reshape, which is a view
+            # for B=1 and a copy otherwise): BLAS rounds differently per layout, and the refinement loop
+            # amplifies last-bit differences.
+            corr = pyramid.sample(track_feats, coords).transpose(1, 2).reshape(b * n, s, -1)
+            corr = self.corr_mlp(corr).reshape(b, n, s, c)
             flows = (coords - coords[:, :1]).transpose(1, 2)
             flow_code = flow_embedding(flows, self.latent_dim // 2)
             flow_code = torch.cat([flow_code, flows / self.max_scale, flows / self.max_scale], dim=-1)
@@ -301,6 +303,7 @@ class Tracker(nn.Module):
             coords = torch.cat([queries[:, None], coords[:, 1:]], dim=1)
             coord_preds.append(coords * self.stride)
 
-        vis = torch.sigmoid(self.vis_predictor(track_feats).squeeze(-1))
-        conf = None if self.conf_predictor is None else torch.sigmoid(self.conf_predictor(track_feats).squeeze(-1))
+        final_feats = track_feats.reshape(-1, c)
+        vis = torch.sigmoid(self.vis_predictor(final_feats).reshape(b, s, n))
+        conf = None if self.conf_predictor is None else torch.sigmoid(self.conf_predictor(final_feats).reshape(b, s, n))
         return coord_preds, vis, conf
