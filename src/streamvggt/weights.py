@@ -45,7 +45,6 @@ from torch import Tensor
 
 from streamvggt.config import ModelConfig
 from streamvggt.device import select_device, trunk_dtype
-from streamvggt.model.aggregator import _IMAGENET_MEAN, _IMAGENET_STD, Aggregator
 from streamvggt.model.streamvggt import StreamVGGT
 
 logger = logging.getLogger(__name__)
@@ -434,9 +433,8 @@ def _check_finite(state: Mapping[str, Tensor], label: str) -> None:
 def _materialise_buffers(model: StreamVGGT) -> None:
     """Re-create the non-persistent buffers: not in the state dict, so still on the meta device after loading."""
     for module in model.modules():
-        if isinstance(module, Aggregator):
-            module._mean = torch.tensor(_IMAGENET_MEAN).view(1, 1, 3, 1, 1)
-            module._std = torch.tensor(_IMAGENET_STD).view(1, 1, 3, 1, 1)
+        if hasattr(module, "reset_buffers"):
+            module.reset_buffers()
 
 
 def _check_materialised(model: StreamVGGT) -> None:

@@ -46,6 +46,11 @@ class Aggregator(nn.Module):
         self.camera_token = nn.Parameter(torch.randn(1, 2, 1, dim) * 1e-6)
         self.register_token = nn.Parameter(torch.randn(1, 2, config.num_register_tokens, dim) * 1e-6)
         self.patch_start_idx = 1 + config.num_register_tokens
+        self.reset_buffers()
+
+    def reset_buffers(self) -> None:
+        """(Re)create the ImageNet normalisation buffers; they are not in checkpoints, so a model built on the
+        meta device and then loaded needs them made again."""
         self.register_buffer("_mean", torch.tensor(_IMAGENET_MEAN).view(1, 1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(_IMAGENET_STD).view(1, 1, 3, 1, 1), persistent=False)
 
