@@ -120,7 +120,8 @@ class ModelConfig:
 
     @classmethod
     def preset(cls, name: str) -> ModelConfig:
-        """A named configuration: ``vggt-1b``, ``streamvggt-1b``, ``small`` (benchmarks) or ``tiny`` (tests)."""
+        """A named configuration: ``vggt-1b``, ``streamvggt-1b``, ``default`` (the bundled model), ``small``
+        (benchmarks) or ``tiny`` (tests)."""
         try:
             factory = PRESETS[name]
         except KeyError:
@@ -160,9 +161,25 @@ def _small() -> ModelConfig:
     )
 
 
+def _default() -> ModelConfig:
+    """The architecture of the bundled default model: 8.8M parameters, small enough to ship and to train on a CPU."""
+    return ModelConfig(
+        embed_dim=128,
+        depth=8,
+        num_heads=2,
+        patch_embed=PatchEmbedConfig(embed_dim=128, depth=3, num_heads=2),
+        camera_head=CameraHeadConfig(trunk_depth=2, num_heads=2),
+        dpt_head=DPTHeadConfig(features=48, out_channels=[32, 64, 128, 128], intermediate_layer_idx=[1, 3, 5, 7]),
+        track_head=TrackHeadConfig(
+            features=32, out_channels=[32, 64, 128, 128], corr_levels=3, corr_radius=3, hidden_size=96, tracker_depth=2
+        ),
+    )
+
+
 PRESETS = {
     "streamvggt-1b": lambda: ModelConfig(causal=True),
     "vggt-1b": lambda: ModelConfig(causal=False),
+    "default": _default,
     "small": _small,
     "tiny": _tiny,
 }
