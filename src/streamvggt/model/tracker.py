@@ -259,18 +259,36 @@ class Tracker(nn.Module):
         self.vis_predictor = nn.Sequential(nn.Linear(latent_dim, 1))
         self.conf_predictor = nn.Sequential(nn.Linear(latent_dim, 1)) if predict_conf else None
 
-    def forward(self, query_points: Tensor, fmaps: Tensor, iters: int) -> tuple[list[Tensor], Tensor, Tensor | None]:
+    def forward(
+        self,
+        query_points: Tensor,
+        fmaps: Tensor,
+        iters: int,
+        initial_coords: Tensor | None = None,
+        pinned_frames: int = 1,
+    ) -> tuple[list[Tensor], Tensor, Tensor | None]:
         """Track ``query_points`` [B, N, 2] (x, y image pixels in frame 0) through ``fmaps`` [B, S, C, H', W'].
+
+        ``initial_coords`` [B, S, N, 2] (image pixels) starts the refinement from a per-frame estimate instead of
+        the query point in every frame; the first ``pinned_frames`` frames keep their initial coordinates through
+        all iterations. The defaults pin frame 0, the query frame, to the query point; ``initial_coords[:, 0]``
+        should be the query point too, since flows are measured from frame 0. Streaming uses both arguments to
+        refine only the newest frame against tracks it has already emitted (``streamvggt.stream_tracks``).
 
         Returns the coordinates after each iteration (list of [B, S, N, 2], image pixels), and the
         visibility and confidence [B, S, N] in (0, 1) after the last one (confidence None if not predicted).
         """
         b, n, _ = query_points.shape
         s, c, height, width = fmaps.shape[1:]
+        if initial_coords is not None and tuple(initial_coords.shape) != (b, s, n, 2):
+            raise ValueError(f"initial_coords must be [{b}, {s}, {n}, 2], got {tuple(initial_coords.shape)}")
+        if not 1 <= pinned_frames <= s:
+            raise ValueError(f"pinned_frames must be in [1, {s}], got {pinned_frames}")
         fmaps = self.fmap_norm(fmaps.movedim(2, -1)).movedim(-1, 2)
 
         queries = query_points / float(self.stride)  # feature-map pixels
-        coords = queries[:, None].expand(b, s, n, 2)
+        coords = queries[:, None].expand(b, s, n, 2) if initial_coords is None else initial_coords / float(self.stride)
+        pinned = coords[:, :pinned_frames]
         # A real copy, not expand(): matmul with a stride-0 operand rounds differently from the reference.
         track_feats = sample_points(fmaps[:, 0], queries)[:, None].repeat(1, s, 1, 1)
         pyramid = CorrelationPyramid(fmaps, self.corr_levels, self.corr_radius)
@@ -299,8 +317,8 @@ class Tracker(nn.Module):
             feat_update = self.ffeat_updater(self.ffeat_norm(delta[..., 2:].reshape(-1, c)))
             track_feats = track_feats + feat_update.reshape(b, n, s, c).transpose(1, 2)
             coords = coords + delta[..., :2].transpose(1, 2)
-            # The query frame stays pinned at the query point.
-            coords = torch.cat([queries[:, None], coords[:, 1:]], dim=1)
+            # Pinned frames (by default the query frame, at the query point) keep their coordinates.
+            coords = torch.cat([pinned, coords[:, pinned_frames:]], dim=1)
             coord_preds.append(coords * self.stride)
 
         final_feats = track_feats.reshape(-1, c)
