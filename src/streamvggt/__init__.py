@@ -2,7 +2,17 @@
 
 from streamvggt.config import ModelConfig
 from streamvggt.model.streamvggt import StreamVGGT
+from streamvggt.reconstruction import FrameResult, ReconstructionSummary, Reconstructor, reconstruct
 from streamvggt.weights import CheckpointError, load_model
 
-__all__ = ["CheckpointError", "ModelConfig", "StreamVGGT", "load_model"]
+__all__ = [
+    "CheckpointError",
+    "FrameResult",
+    "ModelConfig",
+    "ReconstructionSummary",
+    "Reconstructor",
+    "StreamVGGT",
+    "load_model",
+    "reconstruct",
+]
 __version__ = "0.1.0"

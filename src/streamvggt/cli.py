@@ -1,0 +1,185 @@
+"""The ``streamvggt`` command: parses arguments, calls the library, prints a summary or a one-line error.
+
+Exit codes: 0 success, 1 a fatal error (the message says what to do), 2 bad arguments, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+
+from streamvggt import ReconstructionSummary, __version__
+
+log = logging.getLogger("streamvggt")
+
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamvggt", description="Streaming 4D reconstruction with StreamVGGT.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    rec = commands.add_parser(
+        "reconstruct",
+        help="reconstruct a folder, video, camera or stream into 3D outputs",
+        description="Stream frames through the model one at a time and write points.ply, scene.glb, cameras.json, "
+        "trajectory.tum, a COLMAP text model and per-frame depth into OUTDIR.",
+    )
+    rec.add_argument(
+        "input",
+        metavar="INPUT",
+        help="a folder of images (natural order), a glob ('frames/*.png'), an image or video file, "
+        "a camera index (0) or a stream URL (rtsp://...)",
+    )
+    rec.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder (created)")
+    rec.add_argument(
+        "--checkpoint",
+        metavar="SOURCE",
+        help="a .pt/.pth/.safetensors file, a folder, or a Hugging Face repo id (default: the bundled model)",
+    )
+    sampling = rec.add_mutually_exclusive_group()
+    sampling.add_argument("--stride", type=int, metavar="N", help="keep every N-th frame (default for images: 1)")
+    sampling.add_argument(
+        "--fps", type=float, metavar="F", help="keep F frames per second of video or stream (default: 1)"
+    )
+    rec.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    rec.add_argument(
+        "--cache",
+        default="full",
+        metavar="POLICY",
+        help="key/value cache: full (exact), window:K (first + K recent frames) or budget:N (N tokens per layer); "
+        "bounded policies bound memory on long inputs (default: full)",
+    )
+    rec.add_argument(
+        "--conf-threshold",
+        type=float,
+        default=50.0,
+        metavar="P",
+        help="drop each frame's pixels below the P-th percentile of its confidence, 0-100 (default: 50)",
+    )
+    rec.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    rec.add_argument(
+        "--preprocess",
+        choices=("crop", "pad"),
+        default="crop",
+        help="crop: width SIZE, height a multiple of 14, centre-cropped to SIZE; pad: longest side SIZE, padded "
+        "with white to a square (default: crop)",
+    )
+    rec.add_argument("--size", type=int, default=518, metavar="PX", help="processing size, a multiple of 14 (518)")
+    rec.add_argument(
+        "--points",
+        choices=("depth", "pointmap"),
+        default="depth",
+        help="depth: depth maps unprojected with the predicted cameras; pointmap: the point head (default: depth)",
+    )
+    rec.add_argument("--voxel-size", type=float, metavar="V", help="merge points into voxels of V (model units)")
+    rec.add_argument("--depth-png", action="store_true", help="also write a colour PNG of each depth map")
+    rec.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    rec.add_argument("-v", "--verbose", action="store_true", help="log progress details; tracebacks for bugs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    log.addHandler(handler)
+    log.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return _reconstruct(args)
+    finally:
+        log.removeHandler(handler)
+
+
+def _reconstruct(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from streamvggt.io.errors import InputError, OutputError
+    from streamvggt.reconstruction import reconstruct
+    from streamvggt.weights import CheckpointError
+
+    progress = not args.no_progress
+    try:
+        redirect = logging_redirect_tqdm(loggers=[log]) if progress else contextlib.nullcontext()
+        with redirect:
+            summary = reconstruct(
+                args.input,
+                args.output,
+                args.checkpoint,
+                stride=args.stride,
+                fps=args.fps,
+                max_frames=args.max_frames,
+                cache=args.cache,
+                conf_threshold=args.conf_threshold,
+                device=args.device,
+                preprocess=args.preprocess,
+                size=args.size,
+                points=args.points,
+                voxel_size=args.voxel_size,
+                depth_png=args.depth_png,
+                progress=progress,
+            )
+    except (InputError, OutputError, CheckpointError, ValueError) as error:
+        return _fail(str(error))
+    except torch.OutOfMemoryError:
+        return _fail(
+            "out of memory: bound the cache (--cache window:16 or budget:N), lower --size or --max-frames, "
+            "or use --device cpu"
+        )
+    except KeyboardInterrupt:
+        print("streamvggt: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # a bug: one line for the user, the traceback with --verbose
+        log.debug("unexpected error", exc_info=True)
+        hint = "" if args.verbose else " (run with --verbose for the traceback)"
+        return _fail(f"unexpected {type(error).__name__}: {_first_line(str(error))}{hint}")
+    print(_describe(summary))
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"streamvggt: error: {_first_line(message)}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0] if lines else "unknown error"
+
+
+def _describe(summary: ReconstructionSummary) -> str:
+    """The end-of-run summary: frames, time, rate, points, files."""
+    lines = [
+        f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.frames_per_second:.2f} frames/s streaming), "
+        f"{summary.points:,} points"
+    ]
+    if summary.scene_points < summary.points:
+        lines.append(f"scene.glb and colmap/ hold a uniform sample of {summary.scene_points:,} points")
+    if summary.interrupted:
+        lines.append("interrupted: the outputs hold the frames before Ctrl-C")
+    if summary.skipped:
+        name, reason = summary.skipped[0]
+        more = f" and {len(summary.skipped) - 1} more" if len(summary.skipped) > 1 else ""
+        lines.append(f"skipped {len(summary.skipped)} unreadable: {name} ({reason}){more}")
+    top = Counter()
+    for path in summary.files:
+        relative = path.relative_to(summary.output_dir)
+        top[relative.parts[0] + ("/" if len(relative.parts) > 1 else "")] += 1
+    listed = ", ".join(name if name[-1] != "/" else f"{name} ({count} files)" for name, count in top.items())
+    lines.append(f"wrote {summary.output_dir}: {listed}")
+    return "\n".join(lines)
+
+
+class _Formatter(logging.Formatter):
+    """``warning: message``, the way command-line tools report."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text

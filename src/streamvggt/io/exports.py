@@ -1,0 +1,190 @@
+"""Writing a reconstruction into an output folder as frames arrive.
+
+Per frame: depth and confidence files (complete files only: each is written under a temporary name, then
+renamed). At the end (:meth:`ReconstructionWriter.finish`): ``points.ply``, ``scene.glb``, ``cameras.json``,
+``trajectory.tum`` and ``colmap/``. If anything fails, temporary files are removed and folders this writer
+created are removed again when empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from streamvggt.io.atomic import atomic_output, temporary_name
+from streamvggt.io.cameras import CameraRecord, write_cameras_json, write_tum
+from streamvggt.io.colmap import write_colmap_text
+from streamvggt.io.depth import depth_names, write_depth
+from streamvggt.io.errors import OutputError
+from streamvggt.io.ply import write_ply
+from streamvggt.io.points import PointSpool, VoxelGrid, confident_points, subsample
+from streamvggt.io.scene import write_glb
+
+if TYPE_CHECKING:
+    from streamvggt.reconstruction import FrameResult
+
+log = logging.getLogger(__name__)
+
+POINT_SOURCES = ("depth", "pointmap")
+# Points in scene.glb and colmap/points3D.txt (a uniform sample when points.ply has more): both formats hold
+# everything in memory or text, and viewers slow down well before this.
+SCENE_POINTS = 1_000_000
+DEPTH_DIR = "depth"
+
+
+@dataclass(frozen=True)
+class WrittenOutputs:
+    files: list[Path]  # every file written, depth files included
+    points: int  # points in points.ply
+    scene_points: int  # points in scene.glb and the COLMAP model
+
+
+class ReconstructionWriter:
+    """Writes frames' outputs into ``output_dir`` (created; must be writable, else OutputError at once).
+
+    points: "depth" (depth unprojected with the predicted camera) or "pointmap" (the point head).
+    conf_threshold: percentile in [0, 100) of each frame's confidence below which its pixels are dropped.
+    voxel_size: merge points into voxels of this size (world units); None keeps every point.
+    depth_png: also write a colour image of each depth map.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        points: str = "depth",
+        conf_threshold: float = 50.0,
+        voxel_size: float | None = None,
+        depth_png: bool = False,
+        scene_points: int = SCENE_POINTS,
+    ) -> None:
+        if points not in POINT_SOURCES:
+            raise ValueError(f"unknown point source '{points}': use {' or '.join(POINT_SOURCES)}")
+        if not 0 <= conf_threshold < 100:
+            raise ValueError(f"the confidence threshold is a percentile in [0, 100), got {conf_threshold}")
+        if voxel_size is not None and not voxel_size > 0:
+            raise ValueError(f"voxel size must be positive, got {voxel_size}")
+        self.output_dir = Path(output_dir)
+        self.points = points
+        self.conf_threshold = conf_threshold
+        self.depth_png = depth_png
+        self.scene_points = scene_points
+        self._created = _prepare_folder(self.output_dir)
+        self._accumulator = VoxelGrid(voxel_size) if voxel_size is not None else PointSpool(self.output_dir)
+        self.cameras: list[CameraRecord] = []
+        self._frame_files: dict[int, dict[str, str]] = {}
+        self._depth_files: list[Path] = []
+
+    def __enter__(self) -> ReconstructionWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            self.abort()
+        self._close_accumulator()
+
+    def add(self, frame: FrameResult) -> None:
+        """Write ``frame``'s depth files and keep its camera and confident points."""
+        with _as_output_error(self.output_dir / DEPTH_DIR):
+            depth_dir = self.output_dir / DEPTH_DIR
+            if not depth_dir.is_dir():
+                self._created += _prepare_folder(depth_dir)
+            written = write_depth(depth_dir, frame.index, frame.depth, frame.depth_conf, frame.valid, self.depth_png)
+        self._depth_files += written
+        self._frame_files[frame.index] = {
+            key: f"{DEPTH_DIR}/{name}"
+            for key, name in zip(("depth", "depth_conf", "depth_png"), depth_names(frame.index), strict=True)
+            if self.depth_png or key != "depth_png"
+        }
+        self.cameras.append(
+            CameraRecord(
+                index=frame.index,
+                name=frame.name,
+                source_index=frame.source_index,
+                timestamp=frame.timestamp,
+                extrinsic=frame.extrinsic,
+                intrinsic=frame.intrinsic,
+                image_size=frame.image_size,
+            )
+        )
+        xyz, conf = frame.points(self.points)
+        records = confident_points(xyz, conf, frame.image, frame.valid, frame.index, self.conf_threshold)
+        with _as_output_error(self.output_dir):
+            self._accumulator.add(records)
+
+    def finish(self, metadata: dict[str, Any] | None = None) -> WrittenOutputs:
+        """Write the whole-sequence outputs; ``metadata`` goes into cameras.json. Needs at least one frame."""
+        if not self.cameras:
+            raise ValueError("no frame was added: nothing to write")
+        out = self.output_dir
+        records = self._accumulator.records()
+        scene = subsample(records, self.scene_points)
+        extrinsics = np.stack([c.extrinsic for c in self.cameras])
+        intrinsics = np.stack([c.intrinsic for c in self.cameras])
+        image_size = self.cameras[0].image_size
+        extra = {"points": {"source": self.points, "conf_threshold_percentile": self.conf_threshold}}
+        extra.update(metadata or {})
+        files = []
+        with _as_output_error(out / "points.ply"), atomic_output(out / "points.ply") as tmp:
+            write_ply(tmp, records["xyz"], records["rgb"])
+        files.append(out / "points.ply")
+        with _as_output_error(out / "scene.glb"), atomic_output(out / "scene.glb") as tmp:
+            write_glb(tmp, scene["xyz"], scene["rgb"], extrinsics, intrinsics, image_size)
+        files.append(out / "scene.glb")
+        with _as_output_error(out / "colmap"):
+            files += write_colmap_text(out / "colmap", self.cameras, scene)
+        with _as_output_error(out / "cameras.json"), atomic_output(out / "cameras.json") as tmp:
+            write_cameras_json(tmp, self.cameras, extra, self._frame_files)
+        files.append(out / "cameras.json")
+        with _as_output_error(out / "trajectory.tum"), atomic_output(out / "trajectory.tum") as tmp:
+            write_tum(tmp, self.cameras)
+        files.append(out / "trajectory.tum")
+        count = len(records)
+        del records  # drop the memory map before the spool file is deleted
+        self._close_accumulator()
+        return WrittenOutputs(files + self._depth_files, count, len(scene))
+
+    def abort(self) -> None:
+        """Remove temporary files, and the folders this writer created if they are empty."""
+        self._close_accumulator()
+        for folder in reversed(self._created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only succeeds when empty: never removes a file
+
+    def _close_accumulator(self) -> None:
+        if isinstance(self._accumulator, PointSpool):
+            self._accumulator.close()
+
+
+def _prepare_folder(path: Path) -> list[Path]:
+    """Create ``path`` and check that files can be created in it; return the folders that had to be created."""
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"cannot write to {path}: it is a file, not a folder")
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = temporary_name(path / "probe")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        for folder in missing:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise OutputError(f"cannot write to output folder {path}: {error.strerror or error}") from None
+    return list(reversed(missing))  # outermost first
+
+
+@contextlib.contextmanager
+def _as_output_error(path: Path) -> Iterator[None]:
+    """Turn an OS error while writing ``path`` into a one-line OutputError."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None

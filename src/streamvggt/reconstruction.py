@@ -1,0 +1,240 @@
+"""The main job: frames in, a 3D reconstruction out.
+
+:class:`Reconstructor` streams frames through a model session one at a time and yields a :class:`FrameResult`
+per frame (camera, depth, point map, the processed image). :func:`reconstruct` runs it on an input (folder, glob,
+video, camera, stream URL) and writes the outputs (see :mod:`streamvggt.io.exports`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamvggt.cache import parse_policy
+from streamvggt.device import select_device
+from streamvggt.geometry import pose_encoding_to_extri_intri, unproject_depth
+from streamvggt.io.exports import ReconstructionWriter
+from streamvggt.io.preprocess import DEFAULT_SIZE, Preprocessor
+from streamvggt.io.sources import Frame, expected_frames, open_source, read_frames
+from streamvggt.model.streamvggt import StreamVGGT
+from streamvggt.weights import load_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """One frame's reconstruction (numpy, on the CPU), in the conventions of :mod:`streamvggt.geometry`."""
+
+    index: int  # position in the stream
+    name: str  # frame name in the input
+    source_index: int  # position in the input before sampling
+    timestamp: float | None  # seconds, for video and streams
+    image: np.ndarray  # [H, W, 3] uint8: the processed frame the model saw
+    valid: np.ndarray  # [H, W] bool: False on padding (pad mode)
+    extrinsic: np.ndarray  # [3, 4] float64 camera-from-world, OpenCV axes
+    intrinsic: np.ndarray  # [3, 3] float64
+    depth: np.ndarray  # [H, W] float32, z in the camera frame
+    depth_conf: np.ndarray  # [H, W] float32
+    world_points: np.ndarray  # [H, W, 3] float32 from the point head, world (first camera) frame
+    world_points_conf: np.ndarray  # [H, W] float32
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.image.shape[0], self.image.shape[1]
+
+    def points(self, source: str = "depth") -> tuple[np.ndarray, np.ndarray]:
+        """World points [H, W, 3] and their confidence [H, W]: ``"depth"`` unprojects the depth map with the
+        predicted camera, ``"pointmap"`` is the point head's output."""
+        if source == "pointmap":
+            return self.world_points, self.world_points_conf
+        if source != "depth":
+            raise ValueError(f"unknown point source '{source}': use depth or pointmap")
+        points = unproject_depth(
+            torch.from_numpy(self.depth), torch.from_numpy(self.extrinsic), torch.from_numpy(self.intrinsic)
+        )
+        return points.numpy(), self.depth_conf
+
+
+class Reconstructor:
+    """Streams frames through ``model`` one at a time (a :meth:`StreamVGGT.stream` session); one per stream.
+
+    cache: the session's cache policy ("full", "window:K", "budget:N"); bounded policies bound memory.
+    preprocess: "crop" or "pad" (see :class:`streamvggt.io.preprocess.Preprocessor`); size: its target size.
+    """
+
+    def __init__(
+        self, model: StreamVGGT, cache: str = "full", preprocess: str | Preprocessor = "crop", size: int = DEFAULT_SIZE
+    ) -> None:
+        self.model = model
+        self.preprocessor = preprocess if isinstance(preprocess, Preprocessor) else Preprocessor(preprocess, size)
+        self.session = model.stream(batch_size=1, cache=cache)
+        self.device = next(model.parameters()).device
+
+    def step(self, frame: Frame) -> FrameResult:
+        """Process the next frame of the stream."""
+        prepared = self.preprocessor(frame.image, frame.name)
+        image = torch.tensor(prepared.image, device=self.device).permute(2, 0, 1).float().div(255)
+        out = self.session.step(image[None])
+        size = prepared.image.shape[:2]
+        # Cameras in float64 on the CPU (MPS has no float64): they go into text files and invert cleanly.
+        extrinsic, intrinsic = pose_encoding_to_extri_intri(out["pose_enc"][0].cpu().double(), size)
+        valid = np.zeros(size, dtype=bool)
+        top, left, height, width = prepared.valid
+        valid[top : top + height, left : left + width] = True
+
+        def cpu(key: str) -> np.ndarray:
+            return out[key][0].float().cpu().numpy()
+
+        return FrameResult(
+            index=self.session.num_frames - 1,
+            name=frame.name,
+            source_index=frame.index,
+            timestamp=frame.timestamp,
+            image=prepared.image,
+            valid=valid,
+            extrinsic=extrinsic.numpy(),
+            intrinsic=intrinsic.numpy(),
+            depth=cpu("depth")[..., 0],
+            depth_conf=cpu("depth_conf"),
+            world_points=cpu("world_points"),
+            world_points_conf=cpu("world_points_conf"),
+        )
+
+    def run(self, frames: Iterable[Frame]) -> Iterator[FrameResult]:
+        """Process ``frames`` in order, yielding each result as soon as it is ready."""
+        for frame in frames:
+            yield self.step(frame)
+
+
+@dataclass(frozen=True)
+class ReconstructionSummary:
+    """What :func:`reconstruct` did."""
+
+    output_dir: Path
+    frames: int
+    seconds: float  # wall time of the whole call, model loading and writing included
+    stream_seconds: float  # time spent reading and processing frames
+    points: int  # points in points.ply
+    scene_points: int  # points in scene.glb and colmap/ (a uniform sample when points.ply holds more)
+    files: list[Path] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (frame, reason) of unreadable frames
+    interrupted: bool = False  # stopped by Ctrl-C; the outputs hold the frames before it
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.stream_seconds if self.stream_seconds > 0 else float("nan")
+
+
+def reconstruct(
+    source: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    model: StreamVGGT | str | os.PathLike | None = None,
+    *,
+    stride: int | None = None,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    cache: str = "full",
+    conf_threshold: float = 50.0,
+    device: str | torch.device | None = None,
+    preprocess: str = "crop",
+    size: int = DEFAULT_SIZE,
+    points: str = "depth",
+    voxel_size: float | None = None,
+    depth_png: bool = False,
+    progress: bool = False,
+) -> ReconstructionSummary:
+    """Reconstruct ``source`` into ``output_dir``; returns a summary.
+
+    source: a folder of images (natural order), a glob, an image or video file, a camera index, or a stream URL.
+    model: a loaded StreamVGGT, or a checkpoint source for :func:`streamvggt.load_model` (None: the default model),
+    loaded on ``device`` (None or "auto": CUDA, else MPS, else CPU).
+    stride / fps: keep every stride-th frame, or fps frames per second (default: every image; 1 fps of video).
+    Other options: see :class:`Reconstructor` and :class:`streamvggt.io.exports.ReconstructionWriter`.
+    progress: show a progress bar (tqdm, on stderr) with frames per second.
+
+    Inputs and outputs are checked before the model is loaded. Ctrl-C stops the stream: the outputs are written
+    for the frames so far (``summary.interrupted``). Raises InputError, OutputError, CheckpointError or ValueError
+    with a one-line message; no half-written file stays behind.
+    """
+    started = time.perf_counter()
+    parse_policy(cache)  # reject bad settings before anything slow
+    preprocessor = Preprocessor(preprocess, size)
+    if not isinstance(model, StreamVGGT):
+        device = _checked_device(device)
+    with (
+        open_source(source) as frames_source,
+        ReconstructionWriter(output_dir, points, conf_threshold, voxel_size, depth_png) as writer,
+    ):
+        frames = read_frames(frames_source, stride, fps, max_frames)
+        first = next(frames)  # the input's problems surface before the model loads
+        preprocessor.check(first.image.shape[1], first.image.shape[0], first.name)
+        if not isinstance(model, StreamVGGT):
+            model = load_model(model, device=device)
+        reconstructor = Reconstructor(model, cache, preprocessor)
+        total = expected_frames(frames_source, stride, fps, max_frames)
+        stream_started = time.perf_counter()
+        count, interrupted = _stream(reconstructor, itertools.chain([first], frames), writer, total, progress)
+        stream_seconds = time.perf_counter() - stream_started
+        metadata = {
+            "source": frames_source.description,
+            "preprocess": {
+                "mode": preprocessor.mode,
+                "size": preprocessor.size,
+                "content_box": list(preprocessor.content_box),  # top, left, height, width: the image, not padding
+            },
+            "cache": str(parse_policy(cache)),
+        }
+        written = writer.finish(metadata)
+    summary = ReconstructionSummary(
+        output_dir=Path(output_dir),
+        frames=count,
+        seconds=time.perf_counter() - started,
+        stream_seconds=stream_seconds,
+        points=written.points,
+        scene_points=written.scene_points,
+        files=written.files,
+        skipped=list(frames_source.skipped),
+        interrupted=interrupted,
+    )
+    log.info("reconstructed %d frames into %s (%d points)", count, output_dir, written.points)
+    return summary
+
+
+def _checked_device(name: str | torch.device | None) -> torch.device:
+    """The device to load on; ValueError for a name torch does not know or a device that is not there."""
+    try:
+        return select_device(name)
+    except RuntimeError as error:  # torch.device("gpu") raises RuntimeError listing the known types
+        raise ValueError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps") from error
+
+
+def _stream(
+    reconstructor: Reconstructor,
+    frames: Iterable[Frame],
+    writer: ReconstructionWriter,
+    total: int | None,
+    progress: bool,
+) -> tuple[int, bool]:
+    """Feed frames to the writer; returns (frames processed, whether Ctrl-C stopped it)."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
+        try:
+            for result in reconstructor.run(frames):
+                writer.add(result)
+                bar.update()
+        except KeyboardInterrupt:
+            if not writer.cameras:
+                raise
+            log.warning("interrupted: writing the outputs of the first %d frames", len(writer.cameras))
+            return len(writer.cameras), True
+    return len(writer.cameras), False

@@ -1,0 +1,168 @@
+"""The Python API: per-frame results from a Reconstructor, and reconstruct() writing a folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pycolmap
+import pytest
+import torch
+import trimesh
+
+import streamvggt
+from streamvggt.geometry import pose_encoding_to_extri_intri, unproject_depth
+from streamvggt.io import InputError, open_source, read_frames
+from streamvggt.io.exports import ReconstructionWriter
+from streamvggt.reconstruction import FrameResult, Reconstructor, reconstruct
+from tests.reconstruct_helpers import HEIGHT, WIDTH, tiny_model, write_images
+
+
+@pytest.fixture(scope="module")
+def model() -> streamvggt.StreamVGGT:
+    return tiny_model()
+
+
+@pytest.fixture
+def frames_dir(tmp_path):
+    write_images(tmp_path / "frames", ["1.png", "2.png", "3.png"])
+    return tmp_path / "frames"
+
+
+def leftovers(folder) -> list[str]:
+    return [p.name for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_reconstructor_yields_one_result_per_frame_matching_the_session(model, frames_dir):
+    with open_source(frames_dir) as source:
+        frames = list(read_frames(source))
+    results = list(Reconstructor(model, preprocess="crop", size=70).run(frames))
+    assert [r.index for r in results] == [0, 1, 2]
+    assert [r.name for r in results] == ["1.png", "2.png", "3.png"]
+
+    session = model.stream()
+    for frame, result in zip(frames, results, strict=True):
+        assert isinstance(result, FrameResult)
+        assert result.image_size == (HEIGHT, WIDTH) and result.image.dtype == np.uint8
+        assert result.depth.shape == result.depth_conf.shape == (HEIGHT, WIDTH)
+        assert result.world_points.shape == (HEIGHT, WIDTH, 3)
+        assert result.valid.all()  # crop mode: no padding
+        out = session.step(torch.tensor(frame.image).permute(2, 0, 1)[None].float() / 255)
+        np.testing.assert_allclose(result.depth, out["depth"][0, ..., 0].numpy(), rtol=1e-5, atol=1e-6)
+        extrinsic, intrinsic = pose_encoding_to_extri_intri(out["pose_enc"][0].double(), (HEIGHT, WIDTH))
+        np.testing.assert_allclose(result.extrinsic, extrinsic.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(result.intrinsic, intrinsic.numpy(), rtol=1e-5)
+
+
+def test_frame_points_from_depth_or_point_map(model, frames_dir):
+    with open_source(frames_dir) as source:
+        result = Reconstructor(model, size=70).step(next(read_frames(source)))
+    points, conf = result.points("depth")
+    expected = unproject_depth(
+        torch.from_numpy(result.depth), torch.from_numpy(result.extrinsic), torch.from_numpy(result.intrinsic)
+    )
+    np.testing.assert_allclose(points, expected.numpy(), rtol=1e-6)
+    assert conf is result.depth_conf
+    points, conf = result.points("pointmap")
+    assert points is result.world_points and conf is result.world_points_conf
+    with pytest.raises(ValueError, match="point source"):
+        result.points("mesh")
+
+
+def test_reconstruct_writes_every_output_and_reports(model, frames_dir, tmp_path):
+    out = tmp_path / "out"
+    summary = reconstruct(frames_dir, out, model, size=70)
+    assert summary.frames == 3 and not summary.interrupted and summary.skipped == []
+    assert summary.frames_per_second > 0 and summary.seconds >= summary.stream_seconds
+    names = {p.relative_to(out).as_posix() for p in summary.files}
+    assert {"points.ply", "scene.glb", "cameras.json", "trajectory.tum"} <= names
+    assert {"colmap/cameras.txt", "colmap/images.txt", "colmap/points3D.txt", "depth/000002_conf.npy"} <= names
+    assert all(p.is_file() for p in summary.files)
+    assert len(trimesh.load(out / "points.ply").vertices) == summary.points > 0
+    assert leftovers(out) == []
+
+
+def test_reconstruct_checks_the_input_before_loading_a_model(tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("the model was loaded for a missing input")
+
+    monkeypatch.setattr("streamvggt.reconstruction.load_model", fail)
+    with pytest.raises(InputError, match="input not found"):
+        reconstruct(tmp_path / "missing", tmp_path / "out", "some-checkpoint")
+    assert not (tmp_path / "out").exists()  # the output folder it created is removed again
+
+
+def test_ctrl_c_keeps_the_frames_so_far(model, frames_dir, tmp_path, monkeypatch):
+    step = Reconstructor.step
+    calls = []
+
+    def interrupt_third(self, frame):
+        calls.append(frame.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return step(self, frame)
+
+    monkeypatch.setattr(Reconstructor, "step", interrupt_third)
+    summary = reconstruct(frames_dir, tmp_path / "out", model, size=70)
+    assert summary.interrupted and summary.frames == 2
+    document = json.loads((tmp_path / "out" / "cameras.json").read_text())
+    assert [f["name"] for f in document["frames"]] == ["1.png", "2.png"]
+
+
+def test_a_fatal_frame_leaves_no_temporary_or_final_file(model, tmp_path):
+    write_images(tmp_path / "frames", ["1.png", "2.png"])
+    write_images(tmp_path / "frames", ["3.png"], width=1, height=1)
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=r"3\.png is 1x1 pixels"):
+        reconstruct(tmp_path / "frames", out, model, size=70)
+    assert leftovers(out) == []
+    assert not (out / "points.ply").exists() and not (out / "cameras.json").exists()
+
+
+def test_voxel_size_merges_points(model, frames_dir, tmp_path):
+    full = reconstruct(frames_dir, tmp_path / "full", model, size=70, conf_threshold=0)
+    merged = reconstruct(frames_dir, tmp_path / "voxel", model, size=70, conf_threshold=0, voxel_size=1e6)
+    assert full.points == 3 * HEIGHT * WIDTH
+    assert merged.points < 10  # one huge voxel holds everything (a few if the cloud straddles the origin)
+
+
+def test_pad_mode_writes_no_points_from_the_padding(model, frames_dir, tmp_path):
+    out = tmp_path / "out"
+    reconstruct(frames_dir, out, model, preprocess="pad", size=70, conf_threshold=0, depth_png=True)
+    document = json.loads((out / "cameras.json").read_text())
+    assert document["preprocess"] == {"mode": "pad", "size": 70, "content_box": [7, 0, 56, 70]}
+    assert document["frames"][0]["image_size"] == [70, 70]
+    assert document["frames"][0]["depth_png"] == "depth/000000.png"
+    rows = [line.split() for line in (out / "colmap" / "images.txt").read_text().splitlines()[4:]]
+    observations = np.array([float(x) for row in rows[1::2] for x in row]).reshape(-1, 3)
+    assert len(observations) == 3 * 56 * 70  # every content pixel, no padding pixel
+    v = observations[:, 1] - 0.5
+    assert v.min() == 7 and v.max() == 7 + 56 - 1
+
+
+def test_bounded_cache_policy_runs(model, frames_dir, tmp_path):
+    summary = reconstruct(frames_dir, tmp_path / "out", model, size=70, cache="window:1")
+    assert summary.frames == 3
+    assert json.loads((tmp_path / "out" / "cameras.json").read_text())["cache"] == "window:1"
+
+
+def test_bad_options_fail_before_reading(tmp_path, frames_dir):
+    with pytest.raises(ValueError, match="cache policy"):
+        reconstruct(frames_dir, tmp_path / "out", None, cache="lru")
+    with pytest.raises(ValueError, match="crop or pad"):
+        reconstruct(frames_dir, tmp_path / "out", None, preprocess="stretch")
+
+
+def test_scene_and_colmap_hold_the_same_sample_when_points_exceed_the_cap(model, frames_dir, tmp_path):
+    with open_source(frames_dir) as source, ReconstructionWriter(tmp_path / "out", scene_points=100) as writer:
+        for result in Reconstructor(model, size=70).run(read_frames(source)):
+            writer.add(result)
+        written = writer.finish()
+    assert written.scene_points == 100 and written.points == len(trimesh.load(tmp_path / "out" / "points.ply").vertices)
+    assert written.points > 100
+    scene = trimesh.load(tmp_path / "out" / "scene.glb")
+    glb_points = scene.geometry["points"].vertices
+    colmap = pycolmap.Reconstruction()
+    colmap.read_text(str(tmp_path / "out" / "colmap"))
+    colmap_points = np.array([colmap.points3D[i].xyz for i in sorted(colmap.points3D)])
+    np.testing.assert_allclose(colmap_points, glb_points, atol=1e-5)  # the same sample, in the same order
