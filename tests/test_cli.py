@@ -362,7 +362,10 @@ def test_checkpoint_with_nan_is_a_clear_error(tmp_path, checkpoint):
     assert files_in(tmp_path / "out") == []
 
 
-def test_without_a_checkpoint_the_message_says_one_is_needed(tmp_path):
+def test_without_a_checkpoint_or_bundled_model_the_message_says_one_is_needed(tmp_path, monkeypatch):
+    import streamvggt.weights as weights
+
+    monkeypatch.setattr(weights, "DEFAULT_MODEL_DIR", tmp_path / "absent")
     write_images(tmp_path / "frames", ["0.png"])
     code, _, stderr = run_cli("reconstruct", tmp_path / "frames", "-o", tmp_path / "out")
     assert_clean_failure(code, stderr, "a checkpoint is needed")

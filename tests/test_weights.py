@@ -372,6 +372,22 @@ def test_folder_without_checkpoint_is_refused(tmp_path: Path) -> None:
         load(tmp_path)
 
 
-def test_no_source_asks_for_a_checkpoint() -> None:
+def test_missing_bundled_model_asks_for_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamvggt.weights as weights
+
+    monkeypatch.setattr(weights, "DEFAULT_MODEL_DIR", tmp_path / "absent")
     with pytest.raises(CheckpointError, match="checkpoint is needed"):
         load(None)
+
+
+def test_no_source_loads_the_bundled_model_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamvggt.weights as weights
+
+    torch.manual_seed(0)
+    bundled = StreamVGGT(ModelConfig.preset("tiny"))
+    bundled.save_pretrained(tmp_path / "default_model")
+    monkeypatch.setattr(weights, "DEFAULT_MODEL_DIR", tmp_path / "default_model")
+    loaded = load(None)
+    assert loaded.config == bundled.config
+    for name, tensor in bundled.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name

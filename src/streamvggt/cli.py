@@ -10,13 +10,16 @@ import contextlib
 import logging
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from streamvggt import ReconstructionSummary, __version__
 
 log = logging.getLogger("streamvggt")
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,50 +83,106 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--depth-png", action="store_true", help="also write a colour PNG of each depth map")
     rec.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     rec.add_argument("-v", "--verbose", action="store_true", help="log progress details; tracebacks for bugs")
+
+    demo = commands.add_parser(
+        "demo",
+        help="reconstruct a held-out synthetic sequence with the bundled model and score it",
+        description="Render a procedural scene the bundled model never saw, stream it through reconstruct, and "
+        "write every reconstruct output plus demo.png and metrics.json (the model beside trivial baselines).",
+    )
+    demo.add_argument("-o", "--output", type=Path, default=Path("demo_output"), metavar="OUTDIR", help="(demo_output)")
+    demo.add_argument("--checkpoint", metavar="SOURCE", help="another model to score (default: the bundled model)")
+    demo.add_argument("--frames", type=int, default=16, metavar="N", help="frames in the sequence (16)")
+    demo.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    demo.add_argument("-v", "--verbose", action="store_true", help="log progress details; tracebacks for bugs")
+
+    commands.add_parser(
+        "train",
+        add_help=False,
+        help="train or fine-tune a model (see streamvggt train --help)",
+        description="Train StreamVGGT; every argument goes to the training command.",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # the training command owns its arguments (config file and overrides)
+        from streamvggt.train.command import main as train_main
+
+        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter())
     log.addHandler(handler)
     log.setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
-        return _reconstruct(args)
+        return _demo(args) if args.command == "demo" else _reconstruct(args)
     finally:
         log.removeHandler(handler)
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
+    from streamvggt.reconstruction import reconstruct
+
+    def run() -> ReconstructionSummary:
+        return reconstruct(
+            args.input,
+            args.output,
+            args.checkpoint,
+            stride=args.stride,
+            fps=args.fps,
+            max_frames=args.max_frames,
+            cache=args.cache,
+            conf_threshold=args.conf_threshold,
+            device=args.device,
+            preprocess=args.preprocess,
+            size=args.size,
+            points=args.points,
+            voxel_size=args.voxel_size,
+            depth_png=args.depth_png,
+            progress=not args.no_progress,
+        )
+
+    return _guarded(args, run, _describe)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from streamvggt.demo import run_demo
+
+    if args.frames < 2:
+        return _fail("--frames must be at least 2 (camera errors compare pairs of frames)")
+
+    def run() -> tuple[ReconstructionSummary, dict]:
+        return run_demo(args.output, args.checkpoint, args.frames, args.device, progress=not args.no_progress)
+
+    def describe(result: tuple[ReconstructionSummary, dict]) -> str:
+        summary, metrics = result
+        model, flat, still = metrics["model"], metrics["baseline_constant_depth"], metrics["baseline_identity_pose"]
+        return (
+            f"{_describe(summary)}\n"
+            f"depth Abs Rel {model['depth_abs_rel']:.3f} (constant depth: {flat['depth_abs_rel']:.3f}); "
+            f"RRA {model['rra_deg']:.2f} deg, RTA {model['rta_deg']:.2f} deg (identity: {still['rra_deg']:.2f}, "
+            f"{still['rta_deg']:.2f}); AUC@30 {model['auc_30']:.3f}\n"
+            f"figure: {summary.output_dir / 'demo.png'}, metrics: {summary.output_dir / 'metrics.json'}"
+        )
+
+    return _guarded(args, run, describe)
+
+
+def _guarded(args: argparse.Namespace, run: Callable[[], T], describe: Callable[[T], str]) -> int:
+    """Run ``run()`` and print ``describe(result)``; every failure becomes one line and an exit code."""
     import torch
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from streamvggt.io.errors import InputError, OutputError
-    from streamvggt.reconstruction import reconstruct
     from streamvggt.weights import CheckpointError
 
-    progress = not args.no_progress
     try:
-        redirect = logging_redirect_tqdm(loggers=[log]) if progress else contextlib.nullcontext()
+        redirect = logging_redirect_tqdm(loggers=[log]) if not args.no_progress else contextlib.nullcontext()
         with redirect:
-            summary = reconstruct(
-                args.input,
-                args.output,
-                args.checkpoint,
-                stride=args.stride,
-                fps=args.fps,
-                max_frames=args.max_frames,
-                cache=args.cache,
-                conf_threshold=args.conf_threshold,
-                device=args.device,
-                preprocess=args.preprocess,
-                size=args.size,
-                points=args.points,
-                voxel_size=args.voxel_size,
-                depth_png=args.depth_png,
-                progress=progress,
-            )
+            result = run()
     except (InputError, OutputError, CheckpointError, ValueError) as error:
         return _fail(str(error))
     except torch.OutOfMemoryError:
@@ -138,7 +197,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         log.debug("unexpected error", exc_info=True)
         hint = "" if args.verbose else " (run with --verbose for the traceback)"
         return _fail(f"unexpected {type(error).__name__}: {_first_line(str(error))}{hint}")
-    print(_describe(summary))
+    print(describe(result))
     return 0
 
 

@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 DEFAULT_PRESET = "streamvggt-1b"
+# A small model trained by this project on synthetic scenes, shipped so that everything works offline.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default_model"
 
 
 @dataclass(frozen=True)
@@ -153,10 +155,13 @@ def resolve_checkpoint(source: str | os.PathLike | None) -> ResolvedCheckpoint:
 
 
 def default_checkpoint() -> ResolvedCheckpoint:
-    """The bundled default model. None ships yet, so a checkpoint has to be named."""
+    """The bundled default model (see its model card, ``assets/default_model/README.md``)."""
+    if (DEFAULT_MODEL_DIR / WEIGHTS_NAME).is_file():
+        resolved = _resolve_folder(DEFAULT_MODEL_DIR)
+        return dataclasses.replace(resolved, label="the bundled default model")
     raise CheckpointError(
-        "a checkpoint is needed (no default model is bundled yet): pass a .pt/.pth/.safetensors file, a folder, "
-        "or a Hugging Face repo id such as 'lch01/StreamVGGT' (StreamVGGT) or 'facebook/VGGT-1B' (VGGT)"
+        f"a checkpoint is needed (the bundled default model is missing from {DEFAULT_MODEL_DIR}): pass a "
+        ".pt/.pth/.safetensors file, a folder, or a Hugging Face repo id such as 'lch01/StreamVGGT'"
     )
 
 

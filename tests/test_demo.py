@@ -1,0 +1,69 @@
+"""``streamvggt demo``: the held-out synthetic sequence, the outputs, and the scores against ground truth."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from streamvggt.demo import score, synthetic_sequence
+from streamvggt.geometry import unproject_depth
+from tests.reconstruct_helpers import tiny_checkpoint
+from tests.test_cli import run_cli
+
+
+def test_synthetic_sequence_geometry_is_consistent():
+    """The first camera is the world frame, and frame 1's depth unprojects onto points frame 0 also sees."""
+    import torch
+
+    seq = synthetic_sequence(3)
+    assert seq.images.shape == (3, 84, 112, 3) and seq.depth.shape == (3, 84, 112)
+    np.testing.assert_allclose(seq.extrinsics[0], np.eye(4), atol=1e-12)
+    points = unproject_depth(
+        torch.from_numpy(seq.depth[1]).double(),
+        torch.from_numpy(seq.extrinsics[1][:3]),
+        torch.from_numpy(seq.intrinsic),
+    )
+    # Depth of frame 0 at the pixel where a world point projects equals the point's camera-0 z (where visible).
+    cam0 = points.reshape(-1, 3).numpy()
+    u = seq.intrinsic[0, 0] * cam0[:, 0] / cam0[:, 2] + seq.intrinsic[0, 2]
+    v = seq.intrinsic[1, 1] * cam0[:, 1] / cam0[:, 2] + seq.intrinsic[1, 2]
+    inside = (u >= 0) & (u <= 111) & (v >= 0) & (v <= 83) & (cam0[:, 2] > 0)
+    sampled = seq.depth[0][np.round(v[inside]).astype(int), np.round(u[inside]).astype(int)]
+    close = np.abs(sampled - cam0[inside, 2]) < 0.05 * cam0[inside, 2]
+    assert inside.mean() > 0.5 and close.mean() > 0.8
+
+
+def test_perfect_prediction_scores_perfectly_and_beats_baselines():
+    seq = synthetic_sequence(4)
+    metrics = score(seq.depth * 3.0, seq.extrinsics, seq)
+    model = metrics["model"]
+    assert model["depth_abs_rel"] == pytest.approx(0, abs=1e-6) and model["rra_deg"] == pytest.approx(0, abs=1e-4)
+    assert model["auc_30"] == pytest.approx(1.0)
+    assert metrics["baseline_constant_depth"]["depth_abs_rel"] > 0.01
+    assert metrics["baseline_identity_pose"]["rta_deg"] == pytest.approx(90.0)
+
+
+def test_demo_command_writes_outputs_and_metrics(tmp_path):
+    checkpoint = tiny_checkpoint(tmp_path / "checkpoint")
+    out = tmp_path / "demo"
+    code, stdout, stderr = run_cli("demo", "-o", out, "--checkpoint", checkpoint, "--frames", "3", "--no-progress")
+    assert code == 0, stderr
+    assert "depth Abs Rel" in stdout and "metrics.json" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["frames"] == 3 and metrics["image_size"] == [84, 112]
+    for key in ("depth_abs_rel", "rra_deg", "rta_deg", "auc_30", "ate"):
+        assert np.isfinite(metrics["model"][key]), key
+    assert set(metrics) >= {"baseline_constant_depth", "baseline_identity_pose"}
+    assert Image.open(out / "demo.png").size[0] > 400
+    assert len(list((out / "frames").glob("*.png"))) == 3
+    assert len(json.loads((out / "cameras.json").read_text())["frames"]) == 3
+    assert len(trimesh.load(out / "points.ply").vertices) > 0
+
+
+def test_demo_rejects_a_single_frame(tmp_path):
+    code, _, stderr = run_cli("demo", "-o", tmp_path / "demo", "--frames", "1")
+    assert code == 1 and "at least 2" in stderr
