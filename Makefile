@@ -17,18 +17,18 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
-	$(PY) examples/smoke.py
+	$(VENV)/bin/streamvggt demo -o demo_output
 
 lint: venv
-	$(PY) -m ruff check src tests examples
-	$(PY) -m ruff format --check src tests examples
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
 
 test: lint
 	$(PY) -m pytest -q
 
 format: venv
-	$(PY) -m ruff check --fix src tests examples
-	$(PY) -m ruff format src tests examples
+	$(PY) -m ruff check --fix src tests benchmarks
+	$(PY) -m ruff format src tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
