@@ -28,14 +28,12 @@ Checkpoints never execute code: ``torch.load`` always runs with ``weights_only=T
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
 import os
 import re
-import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +43,7 @@ from torch import Tensor
 
 from streamvggt.config import ModelConfig
 from streamvggt.device import select_device, trunk_dtype
+from streamvggt.io.atomic import atomic_output
 from streamvggt.model.streamvggt import StreamVGGT
 
 logger = logging.getLogger(__name__)
@@ -120,8 +119,10 @@ def save_pretrained(model: StreamVGGT, folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    _atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    _atomic_write(folder / CONFIG_NAME, model.config.to_json)
+    with atomic_output(folder / WEIGHTS_NAME) as tmp:
+        save_file(state, tmp, metadata={"format": "pt"})
+    with atomic_output(folder / CONFIG_NAME) as tmp:
+        model.config.to_json(tmp)
     logger.info("saved %d tensors and the config to %s", len(state), folder)
     return folder
 
@@ -450,22 +451,6 @@ def _check_materialised(model: StreamVGGT) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
-
-
-def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """Run ``write(tmp)`` on a temporary file beside ``path``, then move it over ``path``: never a half file."""
-    # Not mkstemp: its 0600 mode would stick to the final file; a random name in the same folder (same filesystem,
-    # so os.replace is atomic) created by the writer gets the usual umask permissions.
-    tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp"))
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())  # the data must be on disk before the rename makes it visible
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _one_line(error: BaseException) -> str:
