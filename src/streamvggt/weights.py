@@ -44,6 +44,8 @@ from torch import Tensor
 from streamvggt.config import ModelConfig
 from streamvggt.device import select_device, trunk_dtype
 from streamvggt.io.atomic import atomic_output
+from streamvggt.model.aggregator import Aggregator
+from streamvggt.model.dpt_head import DPTHead
 from streamvggt.model.streamvggt import StreamVGGT
 
 logger = logging.getLogger(__name__)
@@ -379,7 +381,7 @@ def build_from_state_dict(config: ModelConfig, state: dict[str, Tensor], label: 
     _cast_in_place(state, expected, label)
     _check_finite(state, label)
     model.load_state_dict(state, strict=True, assign=True)
-    _materialise_buffers(model)
+    _restore_after_assign(model)
     _check_materialised(model)
     return model
 
@@ -436,15 +438,18 @@ def _check_finite(state: Mapping[str, Tensor], label: str) -> None:
             )
 
 
-def _materialise_buffers(model: StreamVGGT) -> None:
-    """Re-create the non-persistent buffers: not in the state dict, so still on the meta device after loading."""
+def _restore_after_assign(model: StreamVGGT) -> None:
+    """Redo what assigning checkpoint tensors undoes: the non-persistent buffers (not in the state dict, so still
+    on the meta device) and the DPT heads' channels-last weight layout."""
     for module in model.modules():
-        if hasattr(module, "reset_buffers"):
+        if isinstance(module, Aggregator):
             module.reset_buffers()
+        elif isinstance(module, DPTHead):
+            module.use_channels_last()
 
 
 def _check_materialised(model: StreamVGGT) -> None:
-    """Fail loudly if a module gained a non-persistent buffer that _materialise_buffers does not know."""
+    """Fail loudly if a module gained a non-persistent buffer that _restore_after_assign does not know."""
     left = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if left:
         raise RuntimeError(f"tensors left on the meta device after loading: {left}; re-create them in weights.py")

@@ -135,6 +135,7 @@ class DPTHead(nn.Module):
             self.scratch.output_conv2 = nn.Sequential(
                 nn.Conv2d(features // 2, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, output_dim, 1)
             )
+        self.use_channels_last()
 
     def forward(
         self,
@@ -144,7 +145,6 @@ class DPTHead(nn.Module):
         frames_chunk_size: int | None = 8,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """tokens: {layer: [B, S, P, 2C]}; frames are decoded ``frames_chunk_size`` at a time to bound memory."""
-        self._use_channels_last()
         frames = tokens[self.intermediate_layer_idx[0]].shape[1]
         step = frames_chunk_size if frames_chunk_size else frames
         chunks = [
@@ -155,13 +155,13 @@ class DPTHead(nn.Module):
             return torch.cat(chunks, dim=1)
         return torch.cat([c[0] for c in chunks], dim=1), torch.cat([c[1] for c in chunks], dim=1)
 
-    def _use_channels_last(self) -> None:
-        """Keep conv weights (and so activations) channels-last: identical results, 1.3x faster on CPU here.
+    def use_channels_last(self) -> None:
+        """Store conv weights channels-last (so activations follow): identical results, 1.3x faster on CPU here.
 
-        Checked on every call because loading with ``assign=True`` replaces the parameters with contiguous ones.
+        Done at construction; loading with ``assign=True`` replaces parameters, so loaders call it again. Never
+        switched lazily in forward: DDP records parameter layouts when it wraps the model.
         """
-        if not self.scratch.layer1_rn.weight.is_contiguous(memory_format=torch.channels_last):
-            self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)
 
     def _decode(
         self, tokens: Mapping[int, Tensor], image_size: tuple[int, int], patch_start_idx: int, start: int, end: int

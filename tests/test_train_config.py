@@ -1,0 +1,164 @@
+"""Training configs (YAML into dataclasses, overrides, the shipped recipes) and the optimiser set-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from streamvggt import ModelConfig, StreamVGGT
+from streamvggt.train.config import TrainConfig, from_dict, load_config
+from streamvggt.train.optim import (
+    build_optimizer,
+    enable_activation_checkpointing,
+    freeze,
+    lr_factor,
+    parameter_groups,
+)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def minimal(**sections) -> dict:
+    data = {
+        "loss": {"kind": "gt"},
+        "data": {"datasets": [{"type": "synthetic", "samples": 8}]},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return data
+
+
+def test_reference_recipe_matches_the_published_numbers() -> None:
+    config = load_config(CONFIGS / "distill_reference.yaml")
+    model, data, loss, optim = config.model, config.data, config.loss, config.optim
+    assert model.preset == "streamvggt-1b" and model.causal
+    assert model.init == model.teacher == "../ckpt/model.pt"
+    assert model.freeze == ["aggregator.patch_embed", "aggregator.camera_token", "aggregator.register_token"]
+    assert data.num_views == 10 and data.batch_size == 1 and data.aug_crop == 16
+    assert data.resolutions == [
+        (518, 392), (518, 336), (518, 294), (518, 266), (518, 210),
+        (518, 154), (392, 518), (336, 518), (294, 518), (266, 518),
+    ]  # fmt: skip
+    weights = torch.tensor(data.resolution_weights)
+    assert torch.allclose(weights / weights.sum(), torch.tensor([2 / 15] * 5 + [1 / 15] * 5))
+    assert len(data.datasets) == 15 and sum(d.samples for d in data.datasets) == 39_000
+    assert sorted(d.samples for d in data.datasets) == sorted([4500] * 4 + [2250] * 7 + [1800] * 2 + [1200, 450])
+    assert (loss.kind, loss.camera, loss.depth, loss.points, loss.track) == ("distill", 20, 20, 10, 0.5)
+    assert (loss.huber_delta, loss.camera_components, loss.query_points) == (0.1, (1.0, 1.0, 0.5), 64)
+    assert (optim.lr, optim.min_lr, optim.betas, optim.weight_decay) == (1e-5, 1e-7, (0.9, 0.95), 0.05)
+    assert (optim.warmup_epochs, optim.epochs, optim.grad_clip) == (0.5, 10, 1.0)
+    assert config.model.architecture() == ModelConfig.preset("streamvggt-1b")
+
+
+def test_shipped_synthetic_config_loads() -> None:
+    config = load_config(CONFIGS / "synthetic_tiny.yaml")
+    assert config.loss.kind == "gt" and config.data.datasets[0].type == "synthetic"
+
+
+def test_overrides_are_yaml_values_on_dotted_keys(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("loss: {kind: gt}\ndata: {datasets: [{type: synthetic, samples: 4}]}\n", encoding="utf-8")
+    config = load_config(path, ["optim.lr=1e-4", "data.resolutions=[[70, 56]]", "model.init=null", "run.cpu=true"])
+    assert config.optim.lr == 1e-4  # YAML 1.1 reads 1e-4 as a string: floats accept numeric strings
+    assert config.data.resolutions == [(70, 56)] and config.model.init is None and config.run.cpu is True
+    with pytest.raises(ValueError, match=r"section\.key=value"):
+        load_config(path, ["optim.lr"])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"optim": {"learning_rate": 1.0}}, r"optim: unknown keys \['learning_rate'\]"),
+        ({"optim": {"epochs": "ten"}}, "optim.epochs: expected a number"),
+        ({"data": {"num_views": 2.5}}, "data.num_views: expected an integer"),
+        ({"run": {"cpu": "yes"}}, "run.cpu: expected true or false"),
+        ({"loss": {"kind": "distill"}}, "needs model.teacher"),
+        ({"loss": {"kind": "mse"}}, "loss.kind"),
+        ({"data": {"resolution_weights": [1.0, 2.0]}}, "one weight per resolution"),
+        ({"model": {"overrides": {"depth": 2}}}, "intermediate_layer_idx"),
+    ],
+)
+def test_bad_configs_are_errors_that_name_the_key(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        from_dict(minimal(**change))
+
+
+def test_model_overrides_merge_into_the_preset() -> None:
+    config = from_dict(minimal(model={"overrides": {"depth": 2, "dpt_head": {"intermediate_layer_idx": [0, 1, 1, 1]}}}))
+    architecture = config.model.architecture()
+    assert architecture.depth == 2 and architecture.dpt_head.features == ModelConfig.preset("tiny").dpt_head.features
+    assert config.model.architecture(causal=False).causal is False
+
+
+def test_config_round_trips_through_a_dict() -> None:
+    config = from_dict(minimal(optim={"betas": [0.8, 0.9]}))
+    assert from_dict(config.to_dict()) == config
+    assert isinstance(TrainConfig().to_dict()["optim"]["betas"], list)
+
+
+# ---------------------------------------------------------------------------------------------------- optimiser
+
+
+def test_schedule_warms_up_linearly_then_follows_a_half_cosine() -> None:
+    factors = [lr_factor(s, warmup_steps=4, total_steps=12, min_ratio=0.01) for s in range(13)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[4] == 1.0 and factors[8] == pytest.approx(0.01 + 0.99 * 0.5)  # half-way down the cosine
+    assert factors[12] == pytest.approx(0.01)
+    assert lr_factor(0, warmup_steps=0, total_steps=10, min_ratio=0.0) == 1.0
+
+
+@pytest.fixture
+def tiny() -> StreamVGGT:
+    torch.manual_seed(0)
+    return StreamVGGT(ModelConfig.preset("tiny"))
+
+
+def test_no_weight_decay_on_biases_and_one_dimensional_parameters(tiny: StreamVGGT) -> None:
+    decay, no_decay = parameter_groups(tiny, 0.05)
+    names = {id(p): n for n, p in tiny.named_parameters()}
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 and not names[id(p)].endswith(".bias") for p in decay["params"])
+    undecayed = {names[id(p)] for p in no_decay["params"]}
+    assert "aggregator.frame_blocks.0.norm1.weight" in undecayed and "aggregator.frame_blocks.0.ls1.gamma" in undecayed
+
+
+def test_freezing_by_prefix_and_typos_are_errors(tiny: StreamVGGT) -> None:
+    frozen = freeze(tiny, ["aggregator.patch_embed", "aggregator.camera_token"])
+    expected = sum(p.numel() for p in tiny.aggregator.patch_embed.parameters()) + tiny.aggregator.camera_token.numel()
+    assert frozen == expected
+    assert not tiny.aggregator.camera_token.requires_grad and tiny.aggregator.register_token.requires_grad
+    decay, no_decay = parameter_groups(tiny, 0.05)
+    assert all(p.requires_grad for p in decay["params"] + no_decay["params"])
+    with pytest.raises(ValueError, match=r"aggregator\.patch_embd"):
+        freeze(tiny, ["aggregator.patch_embd"])
+
+
+def test_optimizer_is_adamw_with_the_configured_schedule(tiny: StreamVGGT) -> None:
+    section = from_dict(minimal(optim={"lr": 1e-3, "min_lr": 1e-5, "epochs": 2, "warmup_epochs": 0.5})).optim
+    optimizer, scheduler = build_optimizer(tiny, section, steps_per_epoch=10)  # 5 warm-up, 20 steps
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["betas"] == (0.9, 0.95)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 / 5)
+    for _ in range(20):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+
+
+def test_activation_checkpointing_keeps_outputs_gradients_and_names(tiny: StreamVGGT) -> None:
+    images = torch.rand(1, 2, 3, 28, 28, generator=torch.Generator().manual_seed(0))
+
+    def gradients(model: StreamVGGT) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        out = model(images)
+        (out["depth"].mean() + out["pose_enc"].square().mean()).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    names = list(tiny.state_dict())
+    plain = gradients(tiny)
+    assert enable_activation_checkpointing(tiny) == 2 * tiny.config.depth
+    checkpointed = gradients(tiny)
+    assert list(tiny.state_dict()) == names
+    assert plain.keys() == checkpointed.keys()
+    assert all(torch.allclose(plain[n], checkpointed[n], atol=1e-6) for n in plain)
