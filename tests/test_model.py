@@ -145,3 +145,14 @@ def test_image_size_must_be_patch_multiple(parity_weights):
     model = tiny_model(parity_weights, causal=True)
     with pytest.raises(ValueError, match="multiple of the patch size"):
         model(torch.rand(1, 1, 3, 30, 28))
+
+
+def test_state_dict_saves_directly_with_safetensors(tmp_path, parity_weights):
+    """DPT convs run channels-last, but state dicts keep the usual contiguous layout that safetensors needs."""
+    from safetensors.torch import load_file, save_file
+
+    model = tiny_model(parity_weights, causal=True)
+    assert model.depth_head.projects[0].weight.is_contiguous(memory_format=torch.channels_last)
+    save_file(model.state_dict(), tmp_path / "m.safetensors")
+    loaded = load_file(tmp_path / "m.safetensors")
+    assert all(torch.equal(loaded[name], parity_weights[name]) for name in parity_weights)

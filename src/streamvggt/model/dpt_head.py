@@ -76,6 +76,14 @@ class FusionBlock(nn.Module):
         return self.out_conv(x)
 
 
+def _contiguous_state(module: nn.Module, state: dict, prefix: str, metadata: dict) -> None:
+    """State dicts hold the usual contiguous layout: safetensors refuses channels-last tensors, and checkpoints
+    should not depend on a runtime layout choice. Parameters themselves (``keep_vars=True``) are left as they are."""
+    for name, tensor in state.items():
+        if name.startswith(prefix) and not isinstance(tensor, nn.Parameter) and not tensor.is_contiguous():
+            state[name] = tensor.contiguous()
+
+
 class DPTHead(nn.Module):
     """Reads the patch tokens of four trunk layers, fuses them coarse-to-fine and predicts per-pixel outputs.
 
@@ -136,6 +144,7 @@ class DPTHead(nn.Module):
                 nn.Conv2d(features // 2, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, output_dim, 1)
             )
         self.use_channels_last()
+        self.register_state_dict_post_hook(_contiguous_state)
 
     def forward(
         self,
