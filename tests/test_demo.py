@@ -67,3 +67,20 @@ def test_demo_command_writes_outputs_and_metrics(tmp_path):
 def test_demo_rejects_a_single_frame(tmp_path):
     code, _, stderr = run_cli("demo", "-o", tmp_path / "demo", "--frames", "1")
     assert code == 1 and "at least 2" in stderr
+
+
+def test_the_bundled_model_ships_and_is_the_default(tmp_path):
+    """``load_model()`` and ``reconstruct`` without --checkpoint use the weights inside the package."""
+    from streamvggt import ModelConfig, load_model
+    from streamvggt.weights import DEFAULT_MODEL_DIR
+    from tests.reconstruct_helpers import write_images
+
+    weights = DEFAULT_MODEL_DIR / "model.safetensors"
+    assert weights.is_file() and weights.stat().st_size <= 25 * 2**20
+    assert (DEFAULT_MODEL_DIR / "README.md").is_file(), "the model card ships beside the weights"
+    model = load_model(device="cpu")
+    assert model.config == ModelConfig.preset("default")
+    write_images(tmp_path / "frames", ["0.png", "1.png"])
+    code, _, stderr = run_cli("reconstruct", tmp_path / "frames", "-o", tmp_path / "out", "--size", "112")
+    assert code == 0, stderr
+    assert len(json.loads((tmp_path / "out" / "cameras.json").read_text())["frames"]) == 2
