@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from streaming import synthetic_frames  # the sibling benchmark script: the same frames in both benchmarks
 from torch import Tensor, nn
 
 from streamvggt import ModelConfig, StreamVGGT
@@ -73,18 +74,6 @@ _REF_KEYS = {
     "world_points_conf": "conf",
     "pose_enc": "camera_pose",
 }
-
-
-def synthetic_frames(count: int, height: int, width: int, seed: int = 0) -> Tensor:
-    """A smooth moving pattern [count, 3, H, W] in [0, 1] (the same one as ``benchmarks/streaming.py``)."""
-    gen = torch.Generator().manual_seed(seed)
-    phase = torch.rand(3, 1, 1, generator=gen) * 6.28
-    ys = torch.linspace(0, 6.28, height).view(1, height, 1)
-    xs = torch.linspace(0, 6.28, width).view(1, 1, width)
-    frames = [
-        0.5 + 0.5 * torch.sin(xs * 2 + ys + phase + 0.05 * t) * torch.cos(ys * 3 - 0.03 * t) for t in range(count)
-    ]
-    return torch.stack(frames).clamp(0, 1)
 
 
 # --------------------------------------------------------------------------------------------------------------
