@@ -110,6 +110,10 @@ class PlainStore:
     def read(self, length: int) -> tuple[Tensor, Tensor]:
         return self.k[:, :, :length], self.v[:, :, :length]
 
+    def read_keys(self, length: int) -> Tensor:
+        """Keys only: eviction scores need no values (for int8 storage, half the dequantization)."""
+        return self.k[:, :, :length]
+
 
 class Int8Store(PlainStore):
     """int8 keys with a per-channel scale (running abs-max per batch and head) and int8 values with a per-token
@@ -171,9 +175,10 @@ class Int8Store(PlainStore):
         self.v_scale.scatter_(2, index, v_scale)
 
     def read(self, length: int) -> tuple[Tensor, Tensor]:
-        k = self.k[:, :, :length].to(self.dtype) * self.k_scale
-        v = self.v[:, :, :length].to(self.dtype) * self.v_scale[:, :, :length]
-        return k, v
+        return self.read_keys(length), self.v[:, :, :length].to(self.dtype) * self.v_scale[:, :, :length]
+
+    def read_keys(self, length: int) -> Tensor:
+        return self.k[:, :, :length].to(self.dtype) * self.k_scale
 
 
 class LayerCache:
@@ -257,8 +262,7 @@ class BudgetCache(LayerCache):
 
     def _most_redundant(self, count: int) -> Tensor:
         """The ``count`` evictable slots [B, h, count] whose keys are most similar to the layer's mean key."""
-        keys, _ = self.views()
-        evictable = keys[:, :, self.frame_tokens :].float()
+        evictable = self.store.read_keys(self.length)[:, :, self.frame_tokens :].float()
         mean = evictable.mean(dim=2, keepdim=True)
         redundancy = torch.nn.functional.cosine_similarity(evictable, mean, dim=-1)  # [B, heads, n]
         return redundancy.topk(count, dim=-1).indices + self.frame_tokens
