@@ -4,8 +4,9 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 # The CPU build of PyTorch, pinned so that a fresh machine never pulls a multi-GB CUDA wheel.
 TORCH_PIN ?= torch==2.13.0
+SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv demo test lint format clean
+.PHONY: venv demo test lint format clean chromium
 
 venv: $(VENV)/.installed
 
@@ -23,12 +24,17 @@ lint: venv
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
 
-test: lint
+test: lint chromium
 	$(PY) -m pytest -q
 
 format: venv
 	$(PY) -m ruff check --fix src tests benchmarks
 	$(PY) -m ruff format src tests benchmarks
+
+# Headless Chromium for the viewer's browser test: Debian's package (Playwright drives it; no browser download).
+chromium:
+	@if [ -x /usr/bin/chromium ]; then echo "chromium: /usr/bin/chromium"; else \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

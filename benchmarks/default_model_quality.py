@@ -1,7 +1,7 @@
 """Quality of a model on held-out synthetic sequences, beside trivial baselines (the numbers of the model card).
 
 For each of ``--sequences`` procedural scenes drawn from seeds that training never uses, the frames are streamed
-through a session and scored with :func:`streamvggt.demo.score`: video-depth Abs Rel with one scale per
+through a session and scored with :func:`streamvggt.evaluate.synthetic.score`: video-depth Abs Rel with one scale per
 sequence (against predicting a constant depth per frame) and relative rotation / translation-direction errors
 with AUC@30 (against predicting the identity pose for every frame). It also reports how far the streamed
 outputs are from the offline causal forward on the same frames.
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from streamvggt import load_model
-from streamvggt.demo import DEMO_SEED, score, synthetic_sequence
+from streamvggt.evaluate.synthetic import HELD_OUT_SEED, score, synthetic_sequence
 from streamvggt.geometry import pose_encoding_to_extri_intri
 
 METRICS = (
@@ -68,7 +68,7 @@ def main() -> None:
     started = time.perf_counter()
     results, gaps = [], []
     for index in range(args.sequences):
-        result, gap = evaluate_sequence(model, DEMO_SEED + 1 + index, args.frames)
+        result, gap = evaluate_sequence(model, HELD_OUT_SEED + 1 + index, args.frames)
         results.append(result)
         gaps.append(gap)
     means = {f"{who}/{key}": float(np.mean([r[who][key] for r in results])) for who, key in METRICS}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import sys
 from collections import Counter
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from streamvggt import ReconstructionSummary, __version__
+from streamvggt.evaluate.command import add_eval_parser, run_eval
 
 log = logging.getLogger("streamvggt")
 
@@ -81,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--voxel-size", type=float, metavar="V", help="merge points into voxels of V (model units)")
     rec.add_argument("--depth-png", action="store_true", help="also write a colour PNG of each depth map")
+    rec.add_argument(
+        "--pointmaps",
+        action="store_true",
+        help="also write each frame's point map (pointmap/), so that `streamvggt view OUTDIR` can show that source",
+    )
+    rec.add_argument("--view", action="store_true", help="watch the reconstruction grow in a browser viewer")
+    _add_viewer_arguments(rec)
     rec.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     rec.add_argument("-v", "--verbose", action="store_true", help="log progress details; tracebacks for bugs")
 
@@ -96,6 +105,32 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     demo.add_argument("-v", "--verbose", action="store_true", help="log progress details; tracebacks for bugs")
+
+    add_eval_parser(commands)
+
+    view = commands.add_parser(
+        "view",
+        help="watch an input's reconstruction in the browser, or reopen a finished one",
+        description="Serve a web page (viser) showing each frame's points, camera and the trajectory as frames "
+        "stream, with a frame slider to scrub through time; INPUT may also be an OUTDIR of reconstruct, reopened "
+        "from its files without the model. Runs until Ctrl-C.",
+    )
+    view.add_argument("input", metavar="INPUT", help="what reconstruct accepts, or an output folder of reconstruct")
+    view.add_argument("--checkpoint", metavar="SOURCE", help="model to stream with (default: the bundled model)")
+    _add_viewer_arguments(view)
+    view_sampling = view.add_mutually_exclusive_group()
+    view_sampling.add_argument("--stride", type=int, metavar="N", help="keep every N-th frame")
+    view_sampling.add_argument("--fps", type=float, metavar="F", help="frames per second of video (default: 1)")
+    view.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    view.add_argument("--cache", default="full", metavar="POLICY", help="full, window:K or budget:N (default: full)")
+    view.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    view.add_argument("--preprocess", choices=("crop", "pad"), default="crop", help="as reconstruct (crop)")
+    view.add_argument("--size", type=int, default=518, metavar="PX", help="processing size, a multiple of 14 (518)")
+    view.add_argument("--conf-threshold", type=float, default=50.0, metavar="P", help="initial percentile (50)")
+    view.add_argument("--points", choices=("depth", "pointmap"), default="depth", help="initial source (depth)")
+    view.add_argument("--export-dir", type=Path, metavar="DIR", help="where Export PLY writes (default: OUTDIR or .)")
+    view.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    view.add_argument("-v", "--verbose", action="store_true", help="log progress details; tracebacks for bugs")
 
     commands.add_parser(
         "train",
@@ -118,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     log.addHandler(handler)
     log.setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
+        if args.command == "eval":
+            return run_eval(args)
+        if args.command == "view":
+            return _view(args)
         return _demo(args) if args.command == "demo" else _reconstruct(args)
     finally:
         log.removeHandler(handler)
@@ -127,25 +166,84 @@ def _reconstruct(args: argparse.Namespace) -> int:
     from streamvggt.reconstruction import reconstruct
 
     def run() -> ReconstructionSummary:
-        return reconstruct(
+        options = {
+            "stride": args.stride,
+            "fps": args.fps,
+            "max_frames": args.max_frames,
+            "cache": args.cache,
+            "conf_threshold": args.conf_threshold,
+            "device": args.device,
+            "preprocess": args.preprocess,
+            "size": args.size,
+            "points": args.points,
+            "voxel_size": args.voxel_size,
+            "depth_png": args.depth_png,
+            "pointmaps": args.pointmaps,
+            "progress": not args.no_progress,
+        }
+        if not args.view:
+            return reconstruct(args.input, args.output, args.checkpoint, **options)
+        from streamvggt.viewer import finish_stream, open_viewer
+
+        announce = functools.partial(print, flush=True)
+        viewer_options = {"percentile": args.conf_threshold, "points": args.points, "announce": announce}
+        with open_viewer(args.host, args.port, export_dir=args.output, **viewer_options) as viewer:
+            summary = reconstruct(args.input, args.output, args.checkpoint, on_frame=viewer.add_frame, **options)
+            announce(_describe(summary))
+            finish_stream(viewer, summary.interrupted, not args.exit_when_done, announce)
+        return summary
+
+    return _guarded(args, run, _describe if not args.view else lambda _: "viewer stopped")
+
+
+def _view(args: argparse.Namespace) -> int:
+    from streamvggt.viewer import ViewSummary, view
+
+    def run() -> ViewSummary:
+        return view(
             args.input,
-            args.output,
             args.checkpoint,
-            stride=args.stride,
-            fps=args.fps,
-            max_frames=args.max_frames,
+            host=args.host,
+            port=args.port,
             cache=args.cache,
-            conf_threshold=args.conf_threshold,
             device=args.device,
             preprocess=args.preprocess,
             size=args.size,
+            stride=args.stride,
+            fps=args.fps,
+            max_frames=args.max_frames,
+            percentile=args.conf_threshold,
             points=args.points,
-            voxel_size=args.voxel_size,
-            depth_png=args.depth_png,
+            export_dir=args.export_dir,
             progress=not args.no_progress,
+            wait=not args.exit_when_done,
+            announce=functools.partial(print, flush=True),
         )
 
-    return _guarded(args, run, _describe)
+    def describe(summary: ViewSummary) -> str:
+        how = "reopened from its files" if summary.reopened else "streamed"
+        if summary.interrupted:
+            how += " (interrupted)"
+        lines = [f"{summary.frames} frames {how}; viewer stopped"]
+        if summary.skipped:
+            lines.append(f"skipped {len(summary.skipped)} unreadable frames, the first: {summary.skipped[0][0]}")
+        return "\n".join(lines)
+
+    return _guarded(args, run, describe)
+
+
+def _add_viewer_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="viewer address (default: 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=8080, metavar="P", help="viewer port (8080; the next free one if taken; 0: any)"
+    )
+    parser.add_argument(
+        "--exit-when-done", action="store_true", help="stop the viewer when the stream ends (default: at Ctrl-C)"
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:

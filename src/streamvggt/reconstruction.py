@@ -11,7 +11,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,7 +150,9 @@ def reconstruct(
     points: str = "depth",
     voxel_size: float | None = None,
     depth_png: bool = False,
+    pointmaps: bool = False,
     progress: bool = False,
+    on_frame: Callable[[FrameResult], None] | None = None,
 ) -> ReconstructionSummary:
     """Reconstruct ``source`` into ``output_dir``; returns a summary.
 
@@ -160,6 +162,7 @@ def reconstruct(
     stride / fps: keep every stride-th frame, or fps frames per second (default: every image; 1 fps of video).
     Other options: see :class:`Reconstructor` and :class:`streamvggt.io.exports.ReconstructionWriter`.
     progress: show a progress bar (tqdm, on stderr) with frames per second.
+    on_frame: called with each frame's result once it is written (e.g. a live viewer's ``add_frame``).
 
     Inputs and outputs are checked before the model is loaded. Ctrl-C stops the stream: the outputs are written
     for the frames so far (``summary.interrupted``). Raises InputError, OutputError, CheckpointError or ValueError
@@ -169,10 +172,10 @@ def reconstruct(
     parse_policy(cache)  # reject bad settings before anything slow
     preprocessor = Preprocessor(preprocess, size)
     if not isinstance(model, StreamVGGT):
-        device = _checked_device(device)
+        device = checked_device(device)
     with (
         open_source(source) as frames_source,
-        ReconstructionWriter(output_dir, points, conf_threshold, voxel_size, depth_png) as writer,
+        ReconstructionWriter(output_dir, points, conf_threshold, voxel_size, depth_png, pointmaps=pointmaps) as writer,
     ):
         frames = read_frames(frames_source, stride, fps, max_frames)
         first = next(frames)  # the input's problems surface before the model loads
@@ -182,7 +185,7 @@ def reconstruct(
         reconstructor = Reconstructor(model, cache, preprocessor)
         total = expected_frames(frames_source, stride, fps, max_frames)
         stream_started = time.perf_counter()
-        count, interrupted = _stream(reconstructor, itertools.chain([first], frames), writer, total, progress)
+        count, interrupted = _stream(reconstructor, itertools.chain([first], frames), writer, total, progress, on_frame)
         stream_seconds = time.perf_counter() - stream_started
         metadata = {
             "source": frames_source.description,
@@ -209,7 +212,7 @@ def reconstruct(
     return summary
 
 
-def _checked_device(name: str | torch.device | None) -> torch.device:
+def checked_device(name: str | torch.device | None) -> torch.device:
     """The device to load on; ValueError for a name torch does not know or a device that is not there."""
     try:
         return select_device(name)
@@ -223,6 +226,7 @@ def _stream(
     writer: ReconstructionWriter,
     total: int | None,
     progress: bool,
+    on_frame: Callable[[FrameResult], None] | None = None,
 ) -> tuple[int, bool]:
     """Feed frames to the writer; returns (frames processed, whether Ctrl-C stopped it)."""
     from tqdm.auto import tqdm
@@ -231,6 +235,8 @@ def _stream(
         try:
             for result in reconstructor.run(frames):
                 writer.add(result)
+                if on_frame is not None:
+                    on_frame(result)
                 bar.update()
         except KeyboardInterrupt:
             if not writer.cameras:

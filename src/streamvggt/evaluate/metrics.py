@@ -57,7 +57,7 @@ def depth_metrics(
     if not bool(valid.any()):
         raise ValueError("no valid ground-truth pixels (gt > 0, finite, below max_depth, inside the mask)")
 
-    aligned = _align_depth(pred, gt, valid, align)
+    aligned = align_depth(pred, gt, valid, align)
     if post_clip_max is not None:
         aligned = aligned.clamp(max=post_clip_max)
     p, g = aligned[valid].clamp_min(_EPS), gt[valid]
@@ -74,7 +74,9 @@ def depth_metrics(
     }
 
 
-def _align_depth(pred: Tensor, gt: Tensor, valid: Tensor, align: str) -> Tensor:
+def align_depth(pred: Tensor, gt: Tensor, valid: Tensor, align: str) -> Tensor:
+    """``pred`` [N, H, W] aligned to ``gt`` as :func:`depth_metrics` does, fitted on the ``valid`` pixels (float64
+    tensors); the protocols use it to draw the error maps that the metrics score."""
     if align == "none":
         return pred
     if align == "median":

@@ -20,6 +20,8 @@ CONVENTION = {
     "world": "the first frame's camera frame, in the model's units (scale is not metric)",
     "image_size": "[height, width] of the processed image the model saw",
     "depth": "per-frame .npy, float32 [H, W]: z in the camera frame, model units; _conf: the depth confidence",
+    "image": "per-frame PNG: the processed image the model saw, [H, W] RGB",
+    "pointmap": "per-frame .npy (optional), float32 [H, W, 3]: the point head's world points; _conf: its confidence",
 }
 
 

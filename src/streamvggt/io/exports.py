@@ -1,9 +1,9 @@
 """Writing a reconstruction into an output folder as frames arrive.
 
-Per frame: depth and confidence files (complete files only: each is written under a temporary name, then
-renamed). At the end (:meth:`ReconstructionWriter.finish`): ``points.ply``, ``scene.glb``, ``cameras.json``,
-``trajectory.tum`` and ``colmap/``. If anything fails, temporary files are removed and folders this writer
-created are removed again when empty.
+Per frame: depth and confidence files and the processed image, optionally the point map (complete files only:
+each is written under a temporary name, then renamed). At the end (:meth:`ReconstructionWriter.finish`):
+``points.ply``, ``scene.glb``, ``cameras.json``, ``trajectory.tum`` and ``colmap/``. If anything fails,
+temporary files are removed and folders this writer created are removed again when empty.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from streamvggt.io.cameras import CameraRecord, write_cameras_json, write_tum
 from streamvggt.io.colmap import write_colmap_text
 from streamvggt.io.depth import depth_names, write_depth
 from streamvggt.io.errors import OutputError
+from streamvggt.io.frames import IMAGE_DIR, POINTMAP_DIR, image_name, pointmap_names, write_image, write_pointmap
 from streamvggt.io.ply import write_ply
 from streamvggt.io.points import PointSpool, VoxelGrid, confident_points, subsample
 from streamvggt.io.scene import write_glb
@@ -40,7 +41,7 @@ DEPTH_DIR = "depth"
 
 @dataclass(frozen=True)
 class WrittenOutputs:
-    files: list[Path]  # every file written, depth files included
+    files: list[Path]  # every file written, per-frame files (depth, images, point maps) included
     points: int  # points in points.ply
     scene_points: int  # points in scene.glb and the COLMAP model
 
@@ -52,6 +53,7 @@ class ReconstructionWriter:
     conf_threshold: percentile in [0, 100) of each frame's confidence below which its pixels are dropped.
     voxel_size: merge points into voxels of this size (world units); None keeps every point.
     depth_png: also write a colour image of each depth map.
+    pointmaps: also write each frame's point-head output (``pointmap/``), for viewing that source again later.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class ReconstructionWriter:
         voxel_size: float | None = None,
         depth_png: bool = False,
         scene_points: int = SCENE_POINTS,
+        pointmaps: bool = False,
     ) -> None:
         if points not in POINT_SOURCES:
             raise ValueError(f"unknown point source '{points}': use {' or '.join(POINT_SOURCES)}")
@@ -74,11 +77,12 @@ class ReconstructionWriter:
         self.conf_threshold = conf_threshold
         self.depth_png = depth_png
         self.scene_points = scene_points
+        self.pointmaps = pointmaps
         self._created = _prepare_folder(self.output_dir)
         self._accumulator = VoxelGrid(voxel_size) if voxel_size is not None else PointSpool(self.output_dir)
         self.cameras: list[CameraRecord] = []
         self._frame_files: dict[int, dict[str, str]] = {}
-        self._depth_files: list[Path] = []
+        self._frame_outputs: list[Path] = []
 
     def __enter__(self) -> ReconstructionWriter:
         return self
@@ -89,18 +93,27 @@ class ReconstructionWriter:
         self._close_accumulator()
 
     def add(self, frame: FrameResult) -> None:
-        """Write ``frame``'s depth files and keep its camera and confident points."""
+        """Write ``frame``'s depth files and image (and point map), and keep its camera and confident points."""
         with _as_output_error(self.output_dir / DEPTH_DIR):
-            depth_dir = self.output_dir / DEPTH_DIR
-            if not depth_dir.is_dir():
-                self._created += _prepare_folder(depth_dir)
-            written = write_depth(depth_dir, frame.index, frame.depth, frame.depth_conf, frame.valid, self.depth_png)
-        self._depth_files += written
-        self._frame_files[frame.index] = {
+            written = write_depth(
+                self._folder(DEPTH_DIR), frame.index, frame.depth, frame.depth_conf, frame.valid, self.depth_png
+            )
+        with _as_output_error(self.output_dir / IMAGE_DIR):
+            written.append(write_image(self._folder(IMAGE_DIR), frame.index, frame.image))
+        files = {
             key: f"{DEPTH_DIR}/{name}"
             for key, name in zip(("depth", "depth_conf", "depth_png"), depth_names(frame.index), strict=True)
             if self.depth_png or key != "depth_png"
         }
+        files["image"] = f"{IMAGE_DIR}/{image_name(frame.index)}"
+        if self.pointmaps:
+            with _as_output_error(self.output_dir / POINTMAP_DIR):
+                folder = self._folder(POINTMAP_DIR)
+                written += write_pointmap(folder, frame.index, frame.world_points, frame.world_points_conf)
+            names = pointmap_names(frame.index)
+            files.update(pointmap=f"{POINTMAP_DIR}/{names[0]}", pointmap_conf=f"{POINTMAP_DIR}/{names[1]}")
+        self._frame_outputs += written
+        self._frame_files[frame.index] = files
         self.cameras.append(
             CameraRecord(
                 index=frame.index,
@@ -147,7 +160,7 @@ class ReconstructionWriter:
         count = len(records)
         del records  # drop the memory map before the spool file is deleted
         self._close_accumulator()
-        return WrittenOutputs(files + self._depth_files, count, len(scene))
+        return WrittenOutputs(files + self._frame_outputs, count, len(scene))
 
     def abort(self) -> None:
         """Remove temporary files, and the folders this writer created if they are empty."""
@@ -155,6 +168,13 @@ class ReconstructionWriter:
         for folder in reversed(self._created):
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only succeeds when empty: never removes a file
+
+    def _folder(self, name: str) -> Path:
+        """The per-frame folder ``name`` inside the output folder, created (and checked) on first use."""
+        folder = self.output_dir / name
+        if not folder.is_dir():
+            self._created += _prepare_folder(folder)
+        return folder
 
     def _close_accumulator(self) -> None:
         if isinstance(self._accumulator, PointSpool):

@@ -1,4 +1,4 @@
-"""From decoded images to model input: RGB conversion and the reference demo's resizing (crop or pad mode)."""
+"""From decoded images to model input: RGB conversion and the reference's resizing (crop, pad or resize mode)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from streamvggt.io.errors import InputError
 
 log = logging.getLogger(__name__)
 
-MODES = ("crop", "pad")
+MODES = ("crop", "pad", "resize")
 DEFAULT_SIZE = 518  # the resolution the models were trained at
 PATCH_SIZE = 14
 WHITE = 255
@@ -51,13 +51,15 @@ class Preprocessor:
 
     crop: width ``size``, height scaled and rounded to a multiple of the patch size, centre-cropped to ``size`` if
     taller. pad: the longest side ``size``, the other scaled and rounded, then padded with white to a square.
+    resize: the evaluation protocols' input path: the longest side ``size`` (Lanczos when shrinking, bicubic when
+    enlarging), then both sides resized (not cropped) down to multiples of the patch size with Lanczos.
     A frame whose size differs from the first frame's is first resized to the first frame's size (with a warning),
     because a stream's frames must all have one size.
     """
 
     def __init__(self, mode: str = "crop", size: int = DEFAULT_SIZE, patch_size: int = PATCH_SIZE) -> None:
         if mode not in MODES:
-            raise ValueError(f"unknown preprocessing mode '{mode}': use {' or '.join(MODES)}")
+            raise ValueError(f"unknown preprocessing mode '{mode}': use crop or pad (or resize, for evaluation)")
         if size < patch_size or size % patch_size:
             raise ValueError(f"size must be a positive multiple of {patch_size}, got {size}")
         self.mode = mode
@@ -88,6 +90,10 @@ class Preprocessor:
                 )
             pil = pil.resize(self.first_size, Image.Resampling.BICUBIC)
         new_w, new_h = self._resized_shape(*self.first_size)
+        if self.mode == "resize":
+            resized = np.asarray(self._eval_resize(pil, new_w, new_h))
+            self.content_box = (0, 0, new_h, new_w)
+            return Preprocessed(resized, self.content_box)
         resized = np.asarray(pil.resize((new_w, new_h), Image.Resampling.BICUBIC))
         if self.mode == "crop":
             top = max(0, (new_h - self.size) // 2)
@@ -113,9 +119,28 @@ class Preprocessor:
                 f"(it would be {new_w}x{new_h}, less than one {self.patch_size}-pixel patch)"
             )
 
+    def _eval_resize(self, image: Image.Image, width: int, height: int) -> Image.Image:
+        """The reference's two resizes (long side first, then to patch multiples), so evaluation inputs match its
+        pixels; a single resize would differ by resampling noise."""
+        long_w, long_h = self._long_side_shape(*image.size)
+        filter_ = Image.Resampling.LANCZOS if max(image.size) > self.size else Image.Resampling.BICUBIC
+        image = image.resize((long_w, long_h), filter_)
+        if (long_w, long_h) == (width, height):
+            return image
+        return image.resize((width, height), Image.Resampling.LANCZOS)
+
+    def _long_side_shape(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) scaled so that the longest side is ``size``."""
+        scale = self.size / max(width, height)
+        return round(width * scale), round(height * scale)
+
     def _resized_shape(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) after scaling, the short side rounded to a multiple of the patch size."""
+        """(width, height) after scaling: in crop and pad modes the short side is rounded to a multiple of the
+        patch size; in resize mode both sides are rounded down to one."""
         p = self.patch_size
+        if self.mode == "resize":
+            long_w, long_h = self._long_side_shape(width, height)
+            return long_w // p * p, long_h // p * p
         if self.mode == "crop" or width >= height:
             return self.size, round(height * self.size / width / p) * p
         return round(width * self.size / height / p) * p, self.size

@@ -1,0 +1,84 @@
+"""Writing a protocol's results: per-sequence and averaged metrics as JSON and as a markdown table."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import platform
+from pathlib import Path
+from typing import Any
+
+from streamvggt.io.atomic import atomic_output
+from streamvggt.io.errors import OutputError
+
+
+def write_results(
+    outdir: Path,
+    name: str,
+    per_sequence: dict[str, dict[str, float]],
+    summary: dict[str, float],
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """Write ``{outdir}/{name}.json`` and ``{outdir}/{name}.md`` atomically; returns what the JSON holds.
+
+    meta: protocol, dataset, checkpoint, cache, image size and the like; ``machine`` and ``date`` (UTC, ISO 8601)
+    are added unless given. Non-finite numbers become JSON null (strict JSON has no NaN) and "nan" in the table.
+    """
+    outdir = Path(outdir)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create the output folder {outdir}: {error.strerror or error}") from error
+    full_meta = {
+        "machine": f"{platform.node()} ({platform.system()} {platform.machine()})",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **meta,
+    }
+    document = {"meta": full_meta, "summary": summary, "per_sequence": per_sequence}
+    _write_text(outdir / f"{name}.json", json.dumps(_strict(document), indent=2) + "\n")
+    _write_text(outdir / f"{name}.md", markdown_table(name, per_sequence, summary, full_meta))
+    return document
+
+
+def markdown_table(
+    title: str, per_sequence: dict[str, dict[str, float]], summary: dict[str, float], meta: dict[str, Any]
+) -> str:
+    """A markdown document: the run's settings, then one row per sequence and a last row with the average."""
+    columns = list(summary) or list(dict.fromkeys(k for row in per_sequence.values() for k in row))
+    lines = [f"# {title}", ""]
+    lines += [f"- {key}: {value}" for key, value in meta.items()]
+    lines += ["", "| sequence | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for sequence, row in per_sequence.items():
+        lines.append(f"| {sequence} | " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+    lines.append("| **mean** | " + " | ".join(_cell(summary.get(c)) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return "nan" if not math.isfinite(value) else f"{value:.4f}"
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        with atomic_output(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error

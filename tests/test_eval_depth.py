@@ -1,0 +1,264 @@
+"""Evaluation: dataset readers, the common input path, the report files, and the depth protocols end to end."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import streamvggt.evaluate.depth as depth_protocols
+from streamvggt.evaluate.datasets import open_depth_dataset
+from streamvggt.evaluate.datasets.base import read_depth_png
+from streamvggt.evaluate.datasets.sintel import read_cam, read_dpt
+from streamvggt.evaluate.depth import pixel_weighted_mean, run_depth
+from streamvggt.evaluate.report import write_results
+from streamvggt.evaluate.runner import eval_preprocessor, resize_to, stream_sequence
+from streamvggt.io.errors import InputError
+from tests.eval_fakes import (
+    FAKES,
+    HEIGHT,
+    KITTI_DRIVES,
+    SINTEL_SEQUENCES,
+    WIDTH,
+    depth_of,
+    fake_bonn,
+    fake_sintel,
+    sintel_camera,
+    write_cam,
+    write_dpt,
+)
+from tests.reconstruct_helpers import frame_pixels, tiny_model
+
+# ------------------------------------------------------------------------------------------------------ readers
+
+
+def test_dpt_files_read_back_exactly(tmp_path):
+    depth = np.arange(12, dtype=np.float32).reshape(3, 4) * 0.5 + 0.25
+    write_dpt(tmp_path / "d.dpt", depth)
+    read = read_dpt(tmp_path / "d.dpt")
+    assert read.shape == (3, 4) and read.dtype == np.float32
+    np.testing.assert_array_equal(read, depth)
+
+
+def test_dpt_with_a_wrong_tag_or_size_is_rejected(tmp_path):
+    write_dpt(tmp_path / "d.dpt", np.ones((3, 4), np.float32))
+    data = (tmp_path / "d.dpt").read_bytes()
+    (tmp_path / "short.dpt").write_bytes(data[:-4])
+    (tmp_path / "tag.dpt").write_bytes(b"\0\0\0\0" + data[4:])
+    with pytest.raises(InputError, match="corrupt"):
+        read_dpt(tmp_path / "short.dpt")
+    with pytest.raises(InputError, match="wrong tag"):
+        read_dpt(tmp_path / "tag.dpt")
+
+
+def test_cam_files_give_the_intrinsic_and_the_camera_from_world_extrinsic(tmp_path):
+    intrinsic, extrinsic = sintel_camera(2)
+    write_cam(tmp_path / "c.cam", intrinsic, extrinsic)
+    k, n = read_cam(tmp_path / "c.cam")
+    np.testing.assert_array_equal(k, intrinsic)
+    np.testing.assert_array_equal(n, extrinsic)
+
+
+def test_sintel_cameras_are_stacked_per_sequence_as_4x4(tmp_path):
+    data = open_depth_dataset("sintel", fake_sintel(tmp_path))
+    sequence = data.sequences()[0]
+    intrinsics, extrinsics = data.cameras(sequence)
+    assert intrinsics.shape == (3, 3, 3) and extrinsics.shape == (3, 4, 4)
+    np.testing.assert_array_equal(extrinsics[1][:3], sintel_camera(1)[1])
+    np.testing.assert_array_equal(extrinsics[:, 3], np.tile([0, 0, 0, 1.0], (3, 1)))
+
+
+@pytest.mark.parametrize(("units", "stored", "metres"), [(5000, 7500, 1.5), (256, 640, 2.5)])
+def test_depth_pngs_are_divided_by_their_units_and_zero_means_no_depth(tmp_path, units, stored, metres):
+    Image.fromarray(np.array([[stored, 0]], dtype=np.uint16)).save(tmp_path / "d.png")
+    np.testing.assert_array_equal(read_depth_png(tmp_path / "d.png", units), np.array([[metres, 0.0]], np.float32))
+
+
+def test_an_8_bit_png_is_not_taken_for_depth(tmp_path):
+    Image.fromarray(np.full((2, 2), 200, np.uint8)).save(tmp_path / "d.png")
+    with pytest.raises(InputError, match="not a 16-bit"):
+        read_depth_png(tmp_path / "d.png", 5000)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "sequences", "frames"),
+    [("sintel", list(SINTEL_SEQUENCES), 3), ("bonn", None, 3), ("kitti", list(KITTI_DRIVES), 3), ("nyu", ["val"], 3)],
+)
+def test_readers_list_the_sequences_and_pair_images_with_their_depth(tmp_path, dataset, sequences, frames):
+    data = open_depth_dataset(dataset, FAKES[dataset](tmp_path / dataset))
+    found = data.sequences()
+    if sequences is not None:
+        assert [s.name for s in found] == sequences
+    assert all(len(s.frames) == frames for s in found)
+    frame = found[-1].frames[1]
+    image = data.read_image(frame.image)
+    assert image.shape == (HEIGHT, WIDTH, 3)
+    expected = depth_of(image, dataset)
+    gt = data.read_depth(frame.depth)
+    if dataset == "kitti":  # sparse: where measured, the stored depth
+        assert 0 < (gt > 0).mean() < 0.5
+        np.testing.assert_array_equal(gt[gt > 0], expected[gt > 0])
+    else:
+        np.testing.assert_array_equal(gt, expected)
+
+
+def test_the_dataset_folder_may_be_given_by_its_parent(tmp_path):
+    fake_sintel(tmp_path / "sintel")
+    assert open_depth_dataset("sintel", tmp_path).root == tmp_path / "sintel"
+
+
+def test_a_wrong_folder_names_the_expected_layout(tmp_path):
+    with pytest.raises(InputError, match=r"no sintel dataset at .*training/final/<sequence>/\*\.png"):
+        open_depth_dataset("sintel", tmp_path)
+    with pytest.raises(ValueError, match="unknown depth dataset 'eth3d'"):
+        open_depth_dataset("eth3d", tmp_path)
+
+
+def test_bonn_with_a_missing_depth_map_is_an_error_not_a_shifted_pairing(tmp_path):
+    fake_bonn(tmp_path)
+    next((tmp_path / "rgbd_bonn_dataset" / "rgbd_bonn_crowd2" / "depth_110").glob("*.png")).unlink()
+    with pytest.raises(InputError, match="3 images but 2 depth maps"):
+        open_depth_dataset("bonn", tmp_path).sequences()
+
+
+# ---------------------------------------------------------------------------------------------------- input path
+
+
+def test_eval_input_resizes_the_long_side_to_518_then_to_multiples_of_14():
+    sizes = {(480, 640): (378, 518), (436, 1024): (210, 518), (375, 1242): (154, 518), (518, 518): (518, 518)}
+    for (h, w), expected in sizes.items():
+        assert eval_preprocessor()(np.zeros((h, w, 3), np.uint8)).image.shape[:2] == expected
+
+
+def test_eval_input_is_resized_not_cropped():
+    image = np.zeros((480, 640, 3), np.uint8)
+    image[:, :20] = 255  # a white band at the left edge survives a resize, not a centre crop
+    out = eval_preprocessor()(image).image
+    assert out[:, 0].min() == 255 and out[:, -1].max() == 0
+
+
+def _keys_cubic(d: float, a: float = -0.75) -> float:
+    """Keys' cubic convolution kernel; a = -0.75 is OpenCV's INTER_CUBIC (and torch's bicubic)."""
+    d = abs(d)
+    if d <= 1:
+        return (a + 2) * d**3 - (a + 3) * d**2 + 1
+    return a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a if d < 2 else 0.0
+
+
+def test_resize_to_is_opencv_style_bicubic():
+    ramp = np.tile(np.arange(8, dtype=np.float32), (6, 1))
+    up = resize_to(ramp, (12, 16))
+    assert up.shape == (12, 16)
+    for x in range(4, 12):  # away from the borders; half-pixel centres: output x samples input (x + 0.5) / 2 - 0.5
+        source = (x + 0.5) / 2 - 0.5
+        base = int(np.floor(source))
+        expected = sum((base + k) * _keys_cubic(source - base - k) for k in (-1, 0, 1, 2))
+        assert up[5, x] == pytest.approx(expected, abs=1e-5)
+    np.testing.assert_array_equal(resize_to(ramp, (6, 8)), ramp)
+
+
+def test_stream_sequence_returns_one_result_per_frame_at_the_model_resolution():
+    frames = [(f"f{i}", frame_pixels(i, 84, 56)) for i in range(3)]
+    results = stream_sequence(tiny_model(), frames, cache="window:1", preprocessor=eval_preprocessor(70))
+    assert [r.name for r in results] == ["f0", "f1", "f2"] and [r.index for r in results] == [0, 1, 2]
+    assert results[0].depth.shape == (42, 70)  # 84x56 -> long side 70 -> 70x46.7 -> multiples of 14
+
+
+# --------------------------------------------------------------------------------------------------------- report
+
+
+def test_results_are_written_as_json_and_a_markdown_table(tmp_path):
+    per_sequence = {"a": {"abs_rel": 0.1, "valid_pixels": 10}, "b": {"abs_rel": float("nan"), "valid_pixels": 5}}
+    written = write_results(tmp_path, "x", per_sequence, {"abs_rel": 0.1, "valid_pixels": 15}, {"protocol": "p"})
+    document = json.loads((tmp_path / "x.json").read_text())
+    assert document["per_sequence"]["b"]["abs_rel"] is None  # strict JSON: NaN becomes null
+    assert document["meta"]["protocol"] == "p" and {"machine", "date"} <= set(document["meta"])
+    assert written["summary"] == {"abs_rel": 0.1, "valid_pixels": 15}
+    table = (tmp_path / "x.md").read_text()
+    assert "| sequence | abs_rel | valid_pixels |" in table and "| a | 0.1000 | 10 |" in table
+    assert "| **mean** | 0.1000 | 15 |" in table and "| b | nan | 5 |" in table
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.md"]  # no temporary files left
+
+
+def test_dataset_means_weight_each_row_by_its_valid_pixels():
+    rows = [{"abs_rel": 0.1, "valid_pixels": 30, "frames": 1}, {"abs_rel": 0.5, "valid_pixels": 10, "frames": 2}]
+    assert pixel_weighted_mean(rows) == {"abs_rel": pytest.approx(0.2), "valid_pixels": 40, "frames": 3}
+
+
+# ------------------------------------------------------------------------------------------------------ protocols
+
+
+def _perfect_stream(dataset: str, scale: float = 3.0):
+    """A stand-in for stream_sequence whose depth is the ground truth times ``scale`` (at the GT resolution)."""
+
+    def stream(model, frames, cache="full", preprocessor=None):
+        return [SimpleNamespace(depth=scale * depth_of(image, dataset)) for _, image in frames]
+
+    return stream
+
+
+@pytest.mark.parametrize(
+    ("protocol", "dataset", "align"),
+    [
+        ("monodepth", "sintel", None),
+        ("monodepth", "bonn", None),
+        ("monodepth", "kitti", None),
+        ("monodepth", "nyu", None),
+        ("video-depth", "sintel", None),
+        ("video-depth", "bonn", "scale&shift"),
+        ("video-depth", "kitti", None),
+    ],
+)
+def test_a_prediction_equal_to_the_ground_truth_up_to_scale_scores_perfectly(
+    tmp_path, monkeypatch, protocol, dataset, align
+):
+    monkeypatch.setattr(depth_protocols, "stream_sequence", _perfect_stream(dataset))
+    root = FAKES[dataset](tmp_path / "data")
+    summary = run_depth(protocol, dataset, root, None, tmp_path / "out", align=align, plots=False)
+    assert summary["abs_rel"] == pytest.approx(0, abs=1e-5) and summary["rmse"] == pytest.approx(0, abs=1e-4)
+    assert summary["delta_1.25"] == 1.0
+    # Valid pixels are those of the ground truth alone: positive and below the dataset's cap.
+    data = open_depth_dataset(dataset, root)
+    gts = [data.read_depth(f.depth) for s in data.sequences() for f in s.frames]
+    cap = data.max_depth or np.inf
+    assert summary["valid_pixels"] == sum(int(((gt > 0) & (gt < cap)).sum()) for gt in gts)
+
+
+def test_sintel_ground_truth_beyond_70_m_is_not_scored(tmp_path, monkeypatch):
+    monkeypatch.setattr(depth_protocols, "stream_sequence", _perfect_stream("sintel"))
+    summary = run_depth("monodepth", "sintel", fake_sintel(tmp_path / "data"), None, tmp_path / "out", plots=False)
+    assert 0 < summary["valid_pixels"] < 2 * 3 * WIDTH * HEIGHT
+
+
+def test_a_wrong_prediction_scores_worse_than_a_perfect_one(tmp_path, monkeypatch):
+    def noisy(model, frames, cache="full", preprocessor=None):
+        rng = np.random.default_rng(0)
+        return [SimpleNamespace(depth=depth_of(im, "nyu") * rng.uniform(0.5, 1.5, (HEIGHT, WIDTH))) for _, im in frames]
+
+    monkeypatch.setattr(depth_protocols, "stream_sequence", noisy)
+    summary = run_depth("monodepth", "nyu", FAKES["nyu"](tmp_path / "data"), None, tmp_path / "out", plots=False)
+    assert 0.1 < summary["abs_rel"] < 0.5 and summary["delta_1.25"] < 0.9
+
+
+def test_video_depth_with_a_tiny_model_writes_results_and_plots(tmp_path):
+    root = FAKES["kitti"](tmp_path / "data")
+    summary = run_depth(
+        "video-depth", "kitti", root, tiny_model(), tmp_path / "out", cache="window:1", max_frames=2, size=70
+    )
+    assert np.isfinite(summary["abs_rel"]) and summary["abs_rel"] > 0 and 0 <= summary["delta_1.25"] <= 1
+    assert summary["frames"] == 4
+    document = json.loads((tmp_path / "out" / "video-depth-kitti.json").read_text())
+    assert list(document["per_sequence"]) == list(KITTI_DRIVES)
+    assert document["meta"] | {"protocol": "video-depth", "dataset": "kitti", "align": "scale", "cache": "window:1"}
+    assert document["meta"]["image_size"] == 70 and document["meta"]["max_depth"] is None
+    for drive in KITTI_DRIVES:
+        with Image.open(tmp_path / "out" / "plots" / "video-depth-kitti" / f"{drive}.png") as plot:
+            assert plot.size[0] > 500
+
+
+def test_video_depth_refuses_single_image_datasets(tmp_path):
+    with pytest.raises(ValueError, match="nyu holds single images"):
+        run_depth("video-depth", "nyu", FAKES["nyu"](tmp_path / "data"), None, tmp_path / "out")

@@ -1,0 +1,327 @@
+"""The live viewer: what a selection shows, reopening an output folder, the server and CLI, and (marked
+``browser``) the page in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from streamvggt.cli import main
+from streamvggt.io import InputError, open_source, read_frames
+from streamvggt.reconstruction import Reconstructor, reconstruct
+from streamvggt.viewer import (
+    LiveViewer,
+    SceneState,
+    Selection,
+    is_reconstruction,
+    load_reconstruction,
+    make_view_frame,
+    view,
+    view_frame_from_result,
+)
+from streamvggt.viewer.scene import CUMULATIVE, SINGLE, sampling_stride
+from tests.reconstruct_helpers import HEIGHT, WIDTH, tiny_checkpoint, tiny_model, write_images
+
+CHROMIUM = Path("/usr/bin/chromium")
+FRAMES = 4
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def frames_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("viewer") / "frames"
+    write_images(folder, [f"{i}.png" for i in range(FRAMES)])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def results(model, frames_dir):
+    with open_source(frames_dir) as source:
+        return list(Reconstructor(model, size=70).run(read_frames(source)))
+
+
+@pytest.fixture(scope="module")
+def output_dir(model, frames_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("viewer") / "out"
+    reconstruct(frames_dir, out, model, size=70, pointmaps=True)
+    return out
+
+
+def synthetic_frame(index: int, height: int = 4, width: int = 6, max_points: int = 24):
+    """A frame seen by an identity camera (f = 10, principal point at W/2, H/2) at depth 2 + index, with
+    confidence equal to the pixel's position in row-major order (1 .. H*W) and the point map at x = index."""
+    intrinsic = np.array([[10.0, 0, width / 2], [0, 10.0, height / 2], [0, 0, 1]])
+    extrinsic = np.hstack([np.eye(3), [[0.0], [0.0], [float(index)]]])  # camera centre at z = -index
+    depth = np.full((height, width), 2.0 + index, dtype=np.float32)
+    conf = np.arange(1, height * width + 1, dtype=np.float32).reshape(height, width)
+    image = np.full((height, width, 3), 10 * index, dtype=np.uint8)
+    pointmap = np.zeros((height, width, 3), dtype=np.float32)
+    pointmap[..., 0] = index
+    valid = np.ones((height, width), dtype=bool)
+    return make_view_frame(
+        index, f"{index}.png", image, extrinsic, intrinsic, depth, conf, valid, (pointmap, conf), max_points
+    )
+
+
+@pytest.fixture
+def scene() -> SceneState:
+    state = SceneState()
+    for index in range(FRAMES):
+        state.add(synthetic_frame(index))
+    return state
+
+
+# ---------------------------------------------------------------------------------------------- the scene model
+
+
+def test_slider_shows_frames_up_to_t_or_frame_t_alone(scene):
+    assert scene.shown_frames(Selection(2, CUMULATIVE)) == [0, 1, 2]
+    assert scene.shown_frames(Selection(2, SINGLE)) == [2]
+    assert scene.shown_frames(Selection(0, CUMULATIVE)) == [0]
+    assert scene.shown_frames(Selection(9, CUMULATIVE)) == [0, 1, 2, 3]  # clamped to the frames there are
+    assert scene.shown_frames(Selection(9, SINGLE)) == [3]
+    assert SceneState().shown_frames(Selection(0)) == []
+    with pytest.raises(ValueError, match="time mode"):
+        scene.shown_frames(Selection(1, "backwards"))
+
+
+def test_shown_points_are_those_of_the_shown_frames_in_order(scene):
+    xyz, rgb = scene.shown_points(Selection(2, CUMULATIVE, "pointmap", 0.0))
+    assert len(xyz) == 3 * 24
+    np.testing.assert_array_equal(xyz[:, 0], np.repeat([0, 1, 2], 24))  # the point map's x is the frame index
+    np.testing.assert_array_equal(rgb[:, 0], np.repeat([0, 10, 20], 24))
+    xyz, _ = scene.shown_points(Selection(2, SINGLE, "pointmap", 0.0))
+    assert len(xyz) == 24 and (xyz[:, 0] == 2).all()
+
+
+def test_confidence_percentile_keeps_each_frames_pixels_at_or_above_it(scene):
+    # Confidences 1..24 per frame: the 50th percentile is 12.5, so 12 pixels of each frame stay.
+    counts = {p: len(scene.shown_points(Selection(0, SINGLE, "depth", p))[0]) for p in (0, 50, 75, 99)}
+    assert counts == {0: 24, 50: 12, 75: 6, 99: 1}
+    xyz, _ = scene.frame(0).confident("pointmap", 50)
+    assert len(xyz) == 12
+
+
+def test_depth_points_are_unprojected_with_the_camera(scene):
+    frame = scene.frame(1)  # depth 3, camera translated by z = +1: world z = 3 - 1
+    xyz, conf = frame.points["depth"]
+    assert xyz.shape == (4, 6, 3) and conf.shape == (4, 6)
+    np.testing.assert_allclose(xyz[..., 2], 2.0)
+    np.testing.assert_allclose(xyz[0, :, 0], (np.arange(6) - 3) * 3 / 10, rtol=1e-6)  # x = (u - cx) z / f
+    np.testing.assert_allclose(frame.centre, [0, 0, -1])
+    assert frame.fov_y == pytest.approx(2 * np.arctan(2 / 10))
+    np.testing.assert_allclose(scene.trajectory(2), [[0, 0, 0], [0, 0, -1], [0, 0, -2]])
+
+
+def test_frames_are_sampled_to_bound_the_points_per_frame():
+    assert sampling_stride((392, 518), 60_000) == 2 and sampling_stride((392, 518), 50_000) == 3  # 196 x 259 = 50,764
+    assert sampling_stride((4, 6), 24) == 1 and sampling_stride((4, 6), 23) == 2 and sampling_stride((4, 6), 2) == 4
+    frame = synthetic_frame(0, max_points=6)
+    assert frame.stride == 2 and frame.points["depth"][0].shape == (2, 3, 3) and frame.colors.shape == (2, 3, 3)
+    np.testing.assert_array_equal(frame.points["depth"][1], [[1, 3, 5], [13, 15, 17]])  # every 2nd row and column
+
+
+def test_frames_must_arrive_in_order():
+    state = SceneState()
+    state.add(synthetic_frame(0))
+    with pytest.raises(ValueError, match="in order"):
+        state.add(synthetic_frame(2))
+
+
+def test_export_ply_writes_exactly_the_points_on_screen(scene, tmp_path):
+    selection = Selection(1, CUMULATIVE, "pointmap", 50.0)
+    count = scene.export_ply(tmp_path / "shown.ply", selection)
+    xyz, rgb = scene.shown_points(selection)
+    assert count == len(xyz) == 24
+    cloud = trimesh.load(tmp_path / "shown.ply")
+    np.testing.assert_allclose(cloud.vertices, xyz)
+    np.testing.assert_array_equal(cloud.colors[:, :3], rgb)
+    assert [p.name for p in tmp_path.iterdir()] == ["shown.ply"]  # no temporary file left
+
+
+# ------------------------------------------------------------------------------------ reopening an output folder
+
+
+def test_reconstruct_saves_what_the_viewer_needs(output_dir):
+    cameras = json.loads((output_dir / "cameras.json").read_text())
+    frame = cameras["frames"][2]
+    assert frame["image"] == "images/000002.png"
+    assert (frame["pointmap"], frame["pointmap_conf"]) == ("pointmap/000002.npy", "pointmap/000002_conf.npy")
+    assert np.asarray(Image.open(output_dir / frame["image"])).shape == (HEIGHT, WIDTH, 3)
+    assert np.load(output_dir / frame["pointmap"]).shape == (HEIGHT, WIDTH, 3)
+    assert is_reconstruction(output_dir) and not is_reconstruction(output_dir / "images")
+
+
+def test_reopened_folder_shows_what_the_stream_showed(output_dir, results):
+    reopened = list(load_reconstruction(output_dir))
+    assert [f.index for f in reopened] == list(range(FRAMES))
+    for loaded, result in zip(reopened, results, strict=True):
+        streamed = view_frame_from_result(result)
+        assert loaded.name == streamed.name
+        np.testing.assert_array_equal(loaded.image, streamed.image)
+        np.testing.assert_allclose(loaded.extrinsic, streamed.extrinsic, atol=1e-12)
+        np.testing.assert_array_equal(loaded.valid, streamed.valid)
+        for source in ("depth", "pointmap"):
+            np.testing.assert_allclose(loaded.points[source][0], streamed.points[source][0], rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(loaded.points[source][1], streamed.points[source][1])
+
+
+def test_folder_from_before_images_and_point_maps_reopens_with_grey_depth_points(output_dir, tmp_path, caplog):
+    old = shutil.copytree(output_dir, tmp_path / "old", ignore=shutil.ignore_patterns("images", "pointmap"))
+    cameras = json.loads((old / "cameras.json").read_text())
+    for frame in cameras["frames"]:
+        for key in ("image", "pointmap", "pointmap_conf"):
+            del frame[key]
+    (old / "cameras.json").write_text(json.dumps(cameras))
+    state = SceneState()
+    for frame in load_reconstruction(old):
+        state.add(frame)
+    assert len(state) == FRAMES and state.sources == ("depth",)
+    assert (state.frame(0).colors == 160).all()
+    assert "4 frames" in caplog.text and "no saved image" in caplog.text
+
+
+def test_incomplete_folder_is_a_one_line_input_error(output_dir, tmp_path):
+    broken = shutil.copytree(output_dir, tmp_path / "broken")
+    (broken / "depth" / "000002.npy").unlink()
+    with pytest.raises(InputError, match=r"cannot read .*000002\.npy"):
+        list(load_reconstruction(broken))
+    (broken / "cameras.json").write_text('{"frames": []}')
+    with pytest.raises(InputError, match="lists no frames"):
+        list(load_reconstruction(broken))
+
+
+# --------------------------------------------------------------------------------------- the server, the command
+
+
+def test_viewer_follows_the_stream_and_exports_the_selection(results, tmp_path):
+    with LiveViewer(port=0, export_dir=tmp_path) as viewer:
+        assert viewer.url == f"http://127.0.0.1:{viewer.port}" and viewer.port > 0
+        for result in results:
+            viewer.add_frame(result)
+        assert viewer.selection() == Selection(FRAMES - 1, CUMULATIVE, "depth", 50.0)  # followed the last frame
+        assert viewer.state.sources == ("depth", "pointmap")
+        path, count = viewer.export_ply()
+        assert path == tmp_path / "view_001.ply" and count == len(viewer.state.shown_points(viewer.selection())[0])
+        assert len(trimesh.load(path).vertices) == count
+        assert viewer.export_ply()[0].name == "view_002.ply"  # never overwrites an earlier export
+
+
+def test_viewer_warns_when_listening_beyond_this_machine(caplog):
+    with LiveViewer(host="0.0.0.0", port=0):
+        pass
+    assert "anyone who can reach this machine" in caplog.text
+
+
+def test_view_streams_an_input_then_serves_until_ctrl_c(model, frames_dir, tmp_path):
+    lines = []
+
+    def announce(line: str) -> None:
+        lines.append(line)
+        if "Ctrl-C" in line:  # the stream has ended: press Ctrl-C
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+    summary = view(frames_dir, model, port=0, size=70, export_dir=tmp_path, announce=announce)
+    assert summary.frames == FRAMES and not summary.reopened and not summary.interrupted
+    assert lines[0] == f"viewer: {summary.url}" and f"{FRAMES} frames at {summary.url}" in lines[1]
+
+
+def test_cli_view_reopens_an_output_folder(output_dir, capsys):
+    assert main(["view", str(output_dir), "--port", "0", "--exit-when-done"]) == 0
+    stdout = capsys.readouterr().out
+    assert "viewer: http://127.0.0.1:" in stdout and f"{FRAMES} frames reopened from its files" in stdout
+
+
+def test_cli_reconstruct_with_view_writes_outputs_and_shows_them(frames_dir, tmp_path, capsys):
+    checkpoint = tiny_checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "out"
+    args = ["reconstruct", str(frames_dir), "-o", str(out), "--checkpoint", str(checkpoint), "--size", "70"]
+    assert main([*args, "--view", "--port", "0", "--exit-when-done", "--no-progress"]) == 0
+    stdout = capsys.readouterr().out
+    assert "viewer: http://127.0.0.1:" in stdout and f"{FRAMES} frames in" in stdout
+    assert (out / "points.ply").is_file() and len(list((out / "images").iterdir())) == FRAMES
+
+
+def test_cli_view_bad_host_is_one_line(frames_dir, capsys):
+    assert main(["view", str(frames_dir), "--host", "203.0.113.7", "--exit-when-done"]) == 1
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("streamvggt: error: cannot listen on 203.0.113.7") and stderr.count("\n") == 1
+
+
+# --------------------------------------------------------------------------------------------- in the browser
+
+
+def canvas_pixels(page) -> np.ndarray:
+    """[H, W, 3] uint8 screenshot of the 3D canvas (the largest canvas on the page)."""
+    import io
+
+    box = max(
+        (c.bounding_box() for c in page.locator("canvas").all()),
+        key=lambda b: 0 if b is None else b["width"] * b["height"],
+    )
+    return np.asarray(Image.open(io.BytesIO(page.screenshot(clip=box))).convert("RGB"))
+
+
+def wait_for_canvas(page, drawn, timeout: float = 15.0) -> np.ndarray:
+    """The canvas once ``drawn(pixels)`` holds (software WebGL takes a few frames to draw a changed scene)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not drawn(pixels := canvas_pixels(page)):
+        if time.monotonic() > deadline:
+            pytest.fail("the canvas did not show the expected change")
+        page.wait_for_timeout(250)
+    return pixels
+
+
+@pytest.mark.browser
+def test_browser_sees_the_stream_live_and_the_slider_scrubs_time(results, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install .[dev])")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (make chromium, or apt-get install chromium)")
+    with LiveViewer(port=0, export_dir=tmp_path) as viewer, sync_api.sync_playwright() as playwright:
+        for result in results[:2]:
+            viewer.add_frame(result)
+        # SwiftShader (software WebGL) is what a headless machine without a GPU has; recent Chromium asks for it.
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--enable-unsafe-swiftshader"])
+        page = browser.new_page(viewport={"width": 1000, "height": 700})
+        page.goto(viewer.url)
+        page.get_by_text("frames: 2").wait_for(timeout=30_000)  # connected mid-stream: sees the frames so far
+        for result in results[2:]:
+            viewer.add_frame(result)
+        page.get_by_text(f"frames: {FRAMES}").wait_for(timeout=30_000)
+        page.get_by_text(f"shown: frames 0-{FRAMES - 1}").wait_for()
+        close = page.locator(".mantine-Notification-closeButton")  # "software WebGL" notice over the canvas
+        if close.count():
+            close.first.click()
+        wait_for_canvas(page, lambda pixels: pixels.std() > 10)  # not blank
+        page.wait_for_timeout(1000)  # let the camera images and the closing notice settle
+        all_frames = canvas_pixels(page)
+
+        slider = page.get_by_role("slider").first  # the frame slider comes first in the panel
+        assert slider.get_attribute("aria-valuemax") == str(FRAMES - 1)
+        slider.focus()
+        page.keyboard.press("Home")  # drag the slider back to the first frame
+        page.get_by_text("shown: frame 0,").wait_for()
+        first_frame = wait_for_canvas(page, lambda pixels: np.abs(pixels.astype(int) - all_frames).mean() > 2)
+        page.screenshot(path=str(tmp_path / "viewer.png"))
+        browser.close()
+        assert viewer.selection().frame == 0
+
+    assert all_frames.std() > 10 and first_frame.std() > 10  # the canvas draws something, not a flat colour
+    assert np.abs(first_frame.astype(int) - all_frames).mean() > 2  # fewer points on screen after the move
+    if os.environ.get("STREAMVGGT_VIEWER_SCREENSHOT"):  # e.g. docs/viewer.png
+        shutil.copy(tmp_path / "viewer.png", os.environ["STREAMVGGT_VIEWER_SCREENSHOT"])
