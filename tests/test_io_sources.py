@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import struct
 
 import numpy as np
 import pytest
@@ -94,6 +95,28 @@ def test_video_frames_have_timestamps_and_sample_by_rate(tmp_path):
     assert [f.timestamp for f in frames] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     assert frames[0].image.shape == (56, 70, 3)
     assert np.abs(frames[0].image.astype(int) - frame_pixels(0)).mean() < 10  # lossy, but the same picture
+
+
+def set_display_rotation(path, matrix: tuple[int, ...]) -> None:
+    """Overwrite the video track's display matrix in an MP4's ``tkhd`` box (16.16 / 2.30 fixed point, as phones
+    write it): PyAV cannot set it when encoding."""
+    data = bytearray(path.read_bytes())
+    box = data.find(b"tkhd")
+    # version+flags (4), times/track id/reserved/duration (20 in version 0), reserved (8), layer..volume (8)
+    offset = box + 4 + 4 + (20 if data[box + 4] == 0 else 32) + 8 + 8
+    data[offset : offset + 36] = struct.pack(">9i", *matrix)
+    path.write_bytes(bytes(data))
+
+
+def test_video_with_a_portrait_display_matrix_is_turned_upright(tmp_path):
+    path = write_video(tmp_path / "portrait.mp4", frames=2, fps=10)
+    # The iPhone portrait matrix: shown turned 90 degrees clockwise.
+    set_display_rotation(path, (0, 1 << 16, 0, -(1 << 16), 0, 0, 0, 0, 1 << 30))
+    with open_source(path) as source:
+        frame = next(iter(read_frames(source)))
+    upright = np.rot90(frame_pixels(0), k=-1)
+    assert frame.image.shape == (70, 56, 3) and frame.image.flags.c_contiguous
+    assert np.abs(frame.image.astype(int) - upright).mean() < 10
 
 
 def test_video_default_is_one_frame_per_second(tmp_path):

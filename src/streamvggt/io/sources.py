@@ -222,11 +222,19 @@ class VideoSource(FrameSource):
                 continue
             for frame in decoded:
                 timestamp = frame.time if frame.time is not None else (float(index / rate) if rate else None)
-                yield FrameRef(f"frame_{index:06d}", index, timestamp, partial(frame.to_ndarray, format="rgb24"))
+                yield FrameRef(f"frame_{index:06d}", index, timestamp, partial(_upright_rgb, frame))
                 index += 1
 
     def close(self) -> None:
         self._container.close()
+
+
+def _upright_rgb(frame: Any) -> np.ndarray:
+    """A decoded video frame as RGB [H, W, 3] uint8, turned as its display matrix says (phones store portrait
+    video as landscape frames plus a rotation; FFmpeg's players apply it, decoding alone does not)."""
+    image = frame.to_ndarray(format="rgb24")
+    turns = round(frame.rotation / 90) % 4  # PyAV: degrees counter-clockwise, in [-180, 180]
+    return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
 
 
 def open_camera(index: int) -> VideoSource:
