@@ -7,7 +7,10 @@ import json
 import os
 import shutil
 import signal
+import socket
 import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +31,9 @@ from streamvggt.viewer import (
     view,
     view_frame_from_result,
 )
+from streamvggt.viewer import server as viewer_server
 from streamvggt.viewer.scene import CUMULATIVE, SINGLE, sampling_stride
+from streamvggt.viewer.server import viewer_url
 from tests.reconstruct_helpers import HEIGHT, WIDTH, tiny_checkpoint, tiny_model, write_images
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -226,6 +231,273 @@ def test_viewer_warns_when_listening_beyond_this_machine(caplog):
     assert "anyone who can reach this machine" in caplog.text
 
 
+def test_export_button_is_off_beyond_this_machine_unless_allowed(caplog):
+    # A page the whole network may open must not let it write files here without being asked to.
+    with LiveViewer(host="0.0.0.0", port=0) as remote:
+        assert not remote.export_enabled and remote._export.disabled
+        assert remote._export._impl.update_cb == []  # no callback: a forged click writes nothing
+    assert "Export PLY is off" in caplog.text
+    with LiveViewer(host="0.0.0.0", port=0, allow_remote_export=True) as allowed:
+        assert allowed.export_enabled and not allowed._export.disabled and len(allowed._export._impl.update_cb) == 1
+    with LiveViewer(port=0) as local:
+        assert local.export_enabled and not local._export.disabled
+
+
+def test_cli_passes_allow_remote_export_to_the_viewer(output_dir, monkeypatch):
+    seen = []
+    stop = LiveViewer.stop
+
+    def recording_stop(self: LiveViewer) -> None:
+        seen.append(self.export_enabled)
+        stop(self)
+
+    monkeypatch.setattr(LiveViewer, "stop", recording_stop)
+    for flags in ([], ["--allow-remote-export"]):
+        args = ["view", str(output_dir), "--host", "0.0.0.0", "--port", "0", "--exit-when-done", *flags]
+        assert main(args) == 0
+    assert seen == [False, True]
+
+
+def test_confidence_slider_takes_every_accepted_percentile(output_dir, capsys):
+    with LiveViewer(port=0, percentile=99.5) as viewer:
+        slider = viewer._percentile
+        assert (slider.min, slider.max, slider.step) == (0.0, 100.0, 0.5)
+        assert viewer.selection().percentile == 99.5
+    assert main(["view", str(output_dir), "--port", "0", "--exit-when-done", "--conf-threshold", "99.5"]) == 0
+    assert f"{FRAMES} frames reopened" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"percentile in \[0, 100\), got 100"):
+        LiveViewer(port=0, percentile=100.0)
+
+
+def test_server_stops_when_building_the_gui_fails(monkeypatch):
+    servers = []
+
+    class Recorded(viewer_server.viser.ViserServer):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            servers.append(self)
+
+    def broken_gui(self, percentile: float) -> None:
+        raise RuntimeError("no GUI")
+
+    monkeypatch.setattr(viewer_server.viser, "ViserServer", Recorded)
+    monkeypatch.setattr(LiveViewer, "_build_gui", broken_gui)
+    with pytest.raises(RuntimeError, match="no GUI"):
+        LiveViewer(port=0)
+    (server,) = servers
+    with pytest.raises(ConnectionRefusedError):  # nothing listens any more
+        socket.create_connection(("127.0.0.1", server.get_port()), timeout=2).close()
+
+
+def test_url_brackets_ipv6_addresses():
+    assert viewer_url("127.0.0.1", 8080) == "http://127.0.0.1:8080"
+    assert viewer_url("0.0.0.0", 8080) == "http://127.0.0.1:8080"
+    assert viewer_url("", 8080) == "http://127.0.0.1:8080"
+    assert viewer_url("localhost", 80) == "http://localhost:80"
+    assert viewer_url("::1", 8080) == "http://[::1]:8080"
+    assert viewer_url("::", 8080) == "http://[::1]:8080"
+    assert viewer_url("fe80::1", 9) == "http://[fe80::1]:9"
+    if not socket.has_ipv6:
+        return
+    with LiveViewer(host="::1", port=0) as viewer:
+        assert viewer.url == f"http://[::1]:{viewer.port}"
+        with urllib.request.urlopen(viewer.url, timeout=10) as page:  # the URL is one a browser can open
+            assert page.status == 200
+
+
+def play_threads() -> int:
+    return sum(t.name == "viewer-play" and t.is_alive() for t in threading.enumerate())
+
+
+class SlowButton:
+    """A Play button whose label takes 10 ms to change, as a message to a slow browser might: it holds each click
+    between reading the play state and starting the player, where clicks on other threads could interleave."""
+
+    def __init__(self) -> None:
+        self._label = "Play"
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    @label.setter
+    def label(self, label: str) -> None:
+        time.sleep(0.01)
+        self._label = label
+
+
+def test_concurrent_play_clicks_start_at_most_one_player():
+    with LiveViewer(port=0) as viewer:
+        for index in range(2):
+            viewer.add_frame(synthetic_frame(index))
+        viewer._play = SlowButton()
+        for _ in range(10):
+            clicks = threading.Barrier(4)  # four browsers press Play at the same moment
+
+            def click(clicks: threading.Barrier) -> None:
+                clicks.wait()
+                viewer._toggle_play()
+
+            threads = [threading.Thread(target=click, args=(clicks,)) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert play_threads() <= 1
+            assert not viewer._playing.is_set() and viewer._play.label == "Play"  # four toggles: paused again
+    assert play_threads() == 0
+
+
+def test_concurrent_exports_write_distinct_files(tmp_path):
+    with LiveViewer(port=0, export_dir=tmp_path) as viewer:
+        for index in range(FRAMES):
+            viewer.add_frame(synthetic_frame(index))
+        start = threading.Barrier(6)
+        written = []
+
+        def export() -> None:
+            start.wait()
+            written.append(viewer.export_ply())
+
+        threads = [threading.Thread(target=export) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sorted(path.name for path, _ in written) == [f"view_{n:03d}.ply" for n in range(1, 7)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"view_{n:03d}.ply" for n in range(1, 7)]  # no temp files
+    for path, count in written:
+        assert count == 4 * 12 and len(trimesh.load(path).vertices) == count  # 4 frames, 12 pixels each above p50
+
+
+def test_failed_export_leaves_no_placeholder(tmp_path, monkeypatch):
+    with LiveViewer(port=0, export_dir=tmp_path) as viewer:
+        viewer.add_frame(synthetic_frame(0))
+
+        def full_disk(path, selection) -> int:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(viewer.state, "export_ply", full_disk)
+        viewer._export_clicked()
+        assert viewer._exported.content == "export failed: No space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
+class ViserClient:
+    """A bare viser client on a websocket: collects the strings of every message the server sends (node names,
+    markdown such as "frames: 3"), as a browser would receive them."""
+
+    def __init__(self, port: int) -> None:
+        import msgspec
+        import viser
+        from viser._messages import ViewerCameraMessage  # what the browser sends; viser has no public client
+        from websockets.sync.client import connect
+
+        self.socket = connect(f"ws://127.0.0.1:{port}", subprotocols=[f"viser-v{viser.__version__}"])
+        self.strings: set[str] = set()
+        # viser counts a client as connected once it reports its camera, as a browser does on load.
+        camera = ViewerCameraMessage((1, 0, 0, 0), (0, 0, 0), 1.0, 0.01, 100.0, 480, 640, (0, 0, 1), (0, -1, 0))
+        self.socket.send(msgspec.msgpack.encode(camera.as_serializable_dict([])))
+
+    def receive_until(self, *wanted: str, timeout: float = 20.0) -> None:
+        import msgspec
+        import zstandard
+
+        deadline = time.monotonic() + timeout
+        while not set(wanted) <= self.strings:
+            raw = self.socket.recv(timeout=max(deadline - time.monotonic(), 0.01))
+            size, compressed = int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:16], "little")
+            inner = zstandard.ZstdDecompressor().decompress(raw[16 : 16 + compressed], max_output_size=size)
+            self._collect(msgspec.msgpack.decode(inner))
+
+    def _collect(self, value) -> None:
+        if isinstance(value, str):
+            self.strings.add(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                self._collect(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                self._collect(item)
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_browser_leaving_mid_stream_leaves_the_stream_and_server_running(caplog):
+    caplog.set_level("INFO", logger="streamvggt.viewer.server")
+    total = 12
+    with LiveViewer(port=0) as viewer:
+        for index in range(2):
+            viewer.add_frame(synthetic_frame(index))
+        first = ViserClient(viewer.port)
+        first.receive_until("frames: 2", "/frames/000001/points")  # joined mid-stream: sees the frames so far
+
+        def feed() -> None:
+            for index in range(2, total):
+                viewer.add_frame(synthetic_frame(index))
+                time.sleep(0.02)
+
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        wait_until(lambda: len(viewer.state) >= 4)
+        first.close()  # leaves while frames are still arriving
+        assert len(viewer.state) < total
+        feeder.join(timeout=30)
+        assert not feeder.is_alive() and len(viewer.state) == total
+        wait_until(lambda: "browser 0 left" in caplog.text)
+
+        second = ViserClient(viewer.port)  # the server still serves, with every frame
+        second.receive_until(
+            f"frames: {total}", *(f"/frames/{i:06d}/{node}" for i in range(total) for node in ("points", "camera"))
+        )
+        second.close()
+
+
+def test_gui_callbacks_on_other_threads_while_frames_arrive_keep_the_scene_consistent(tmp_path):
+    total = 12
+    with LiveViewer(port=0, export_dir=tmp_path) as viewer:
+        viewer.add_frame(synthetic_frame(0))
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def browser(seed: int) -> None:
+            # What a browser's events do: each control change runs its callback on a viser thread.
+            rng = np.random.default_rng(seed)
+            try:
+                while not done.is_set():
+                    viewer._slider.value = int(rng.integers(0, total))
+                    viewer._percentile.value = float(rng.choice([0.0, 50.0, 99.5]))
+                    viewer._mode.value = str(rng.choice(["frames up to t", "frame t alone"]))
+                    viewer._toggle_play()
+                    viewer.export_ply()
+            except BaseException as error:
+                errors.append(error)
+
+        browsers = [threading.Thread(target=browser, args=(seed,)) for seed in range(2)]
+        for thread in browsers:
+            thread.start()
+        for index in range(1, total):
+            viewer.add_frame(synthetic_frame(index))
+        done.set()
+        for thread in browsers:
+            thread.join()
+        assert errors == []
+        viewer._slider.value, viewer._percentile.value, viewer._mode.value = total - 1, 0.0, "frames up to t"
+        assert len(viewer._clouds) == len(viewer._frustums) == total
+        assert viewer._counts == [24] * total  # every cloud recomputed for percentile 0
+        assert viewer._shown.content == f"shown: frames 0-{total - 1}, {24 * total:,} points"
+        exports = sorted(tmp_path.iterdir())
+        assert [p.name for p in exports] == [f"view_{n:03d}.ply" for n in range(1, len(exports) + 1)]
+
+
 def test_view_streams_an_input_then_serves_until_ctrl_c(model, frames_dir, tmp_path):
     lines = []
 
@@ -249,7 +521,8 @@ def test_cli_reconstruct_with_view_writes_outputs_and_shows_them(frames_dir, tmp
     checkpoint = tiny_checkpoint(tmp_path / "ckpt")
     out = tmp_path / "out"
     args = ["reconstruct", str(frames_dir), "-o", str(out), "--checkpoint", str(checkpoint), "--size", "70"]
-    assert main([*args, "--view", "--port", "0", "--exit-when-done", "--no-progress"]) == 0
+    # 99.5: a percentile both the written points.ply and the viewer's confidence slider take
+    assert main([*args, "--view", "--port", "0", "--exit-when-done", "--no-progress", "--conf-threshold", "99.5"]) == 0
     stdout = capsys.readouterr().out
     assert "viewer: http://127.0.0.1:" in stdout and f"{FRAMES} frames in" in stdout
     assert (out / "points.ply").is_file() and len(list((out / "images").iterdir())) == FRAMES
@@ -297,11 +570,15 @@ def test_browser_sees_the_stream_live_and_the_slider_scrubs_time(results, tmp_pa
             viewer.add_frame(result)
         # SwiftShader (software WebGL) is what a headless machine without a GPU has; recent Chromium asks for it.
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--enable-unsafe-swiftshader"])
+        leaving = browser.new_page()
+        leaving.goto(viewer.url)
+        leaving.get_by_text("frames: 2").wait_for(timeout=30_000)  # connected mid-stream: sees the frames so far
+        viewer.add_frame(results[2])
+        leaving.close()  # a browser leaves mid-stream: the stream goes on
+        for result in results[3:]:
+            viewer.add_frame(result)
         page = browser.new_page(viewport={"width": 1000, "height": 700})
         page.goto(viewer.url)
-        page.get_by_text("frames: 2").wait_for(timeout=30_000)  # connected mid-stream: sees the frames so far
-        for result in results[2:]:
-            viewer.add_frame(result)
         page.get_by_text(f"frames: {FRAMES}").wait_for(timeout=30_000)
         page.get_by_text(f"shown: frames 0-{FRAMES - 1}").wait_for()
         close = page.locator(".mantine-Notification-closeButton")  # "software WebGL" notice over the canvas

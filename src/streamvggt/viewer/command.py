@@ -52,6 +52,7 @@ def view(
     percentile: float = 50.0,
     points: str = "depth",
     export_dir: str | os.PathLike | None = None,
+    allow_remote_export: bool = False,
     max_points_per_frame: int = MAX_POINTS_PER_FRAME,
     progress: bool = False,
     wait: bool = True,
@@ -64,13 +65,19 @@ def view(
     output folder of ``streamvggt reconstruct`` (reopened from its files; the model options are ignored).
     percentile, points: the controls' initial confidence percentile and point source.
     export_dir: where "Export PLY" writes (default: the reopened folder, else the working folder).
+    allow_remote_export: keep "Export PLY" on when ``host`` is not loopback (see :class:`LiveViewer`).
     announce: called with the lines a user needs (the URL; how to stop), e.g. ``print``.
     Raises InputError, CheckpointError or ValueError with a one-line message.
     """
+    options = {
+        "percentile": percentile,
+        "points": points,
+        "max_points_per_frame": max_points_per_frame,
+        "allow_remote_export": allow_remote_export,
+    }
     if is_reconstruction(source):
         frames = load_reconstruction(source, max_points_per_frame)
         first = next(frames)  # the folder's problems surface before the server starts
-        options = {"percentile": percentile, "points": points, "max_points_per_frame": max_points_per_frame}
         with open_viewer(host, port, export_dir=export_dir or source, announce=announce, **options) as viewer:
             count, interrupted = _show(viewer, itertools.chain([first], frames))
             finish_stream(viewer, interrupted, wait, announce)
@@ -84,7 +91,6 @@ def view(
         frames = read_frames(frames_source, stride, fps, max_frames)
         first_frame = next(frames)
         preprocessor.check(first_frame.image.shape[1], first_frame.image.shape[0], first_frame.name)
-        options = {"percentile": percentile, "points": points, "max_points_per_frame": max_points_per_frame}
         with open_viewer(host, port, export_dir=export_dir or ".", announce=announce, **options) as viewer:
             if not isinstance(model, StreamVGGT):
                 model = load_model(model, device=device)
@@ -102,6 +108,7 @@ def open_viewer(
     port: int = 8080,
     *,
     export_dir: str | os.PathLike = ".",
+    allow_remote_export: bool = False,
     percentile: float = 50.0,
     points: str = "depth",
     max_points_per_frame: int = MAX_POINTS_PER_FRAME,
@@ -113,6 +120,7 @@ def open_viewer(
         host,
         port,
         export_dir=export_dir,
+        allow_remote_export=allow_remote_export,
         max_points_per_frame=max_points_per_frame,
         percentile=percentile,
         source=points,

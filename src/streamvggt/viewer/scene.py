@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from streamvggt.geometry import unproject_depth
+from streamvggt.geometry import camera_centers, unproject_depth
 from streamvggt.io.atomic import atomic_output
 from streamvggt.io.ply import write_ply
 from streamvggt.io.points import confident_points
@@ -57,8 +57,7 @@ class ViewFrame:
     @property
     def centre(self) -> np.ndarray:
         """Camera centre [3] in world coordinates."""
-        rotation, translation = self.extrinsic[:, :3], self.extrinsic[:, 3]
-        return -rotation.T @ translation
+        return camera_centers(torch.from_numpy(self.extrinsic)).numpy()
 
     @property
     def fov_y(self) -> float:
@@ -139,14 +138,23 @@ class Selection:
 
 
 class SceneState:
-    """The frames received so far; safe to add to from one thread while others read."""
+    """The frames received so far, added from one thread while others read.
+
+    Every method reads one snapshot of the frame list taken under the lock, so a read that looks at several
+    frames (the points on screen, the trajectory) sees the frames of one moment, never half of an add.
+    """
 
     def __init__(self) -> None:
         self._frames: list[ViewFrame] = []
         self._lock = threading.Lock()
 
+    def _snapshot(self) -> tuple[ViewFrame, ...]:
+        with self._lock:
+            return tuple(self._frames)
+
     def __len__(self) -> int:
-        return len(self._frames)
+        with self._lock:
+            return len(self._frames)
 
     def add(self, frame: ViewFrame) -> int:
         """Append the next frame; returns the number of frames."""
@@ -157,37 +165,35 @@ class SceneState:
             return len(self._frames)
 
     def frame(self, index: int) -> ViewFrame:
-        return self._frames[index]
+        """The frame with this index (IndexError if it has not arrived)."""
+        with self._lock:
+            return self._frames[index]
 
     @property
     def sources(self) -> tuple[str, ...]:
         """Point sources every frame has ("depth" always; "pointmap" when streamed or saved)."""
-        frames = self._frames
+        frames = self._snapshot()
         return tuple(s for s in SOURCES if frames and all(s in f.points for f in frames)) or ("depth",)
 
     def shown_frames(self, selection: Selection) -> list[int]:
         """Indices of the frames on screen; the slider position is clamped to the frames there are."""
-        if not self._frames:
-            return []
-        t = min(max(selection.frame, 0), len(self._frames) - 1)
-        if selection.mode == SINGLE:
-            return [t]
-        if selection.mode != CUMULATIVE:
-            raise ValueError(f"unknown time mode '{selection.mode}': use {CUMULATIVE} or {SINGLE}")
-        return list(range(t + 1))
+        return _shown_frames(len(self), selection)
 
     def shown_points(self, selection: Selection) -> tuple[np.ndarray, np.ndarray]:
         """Points [N, 3] float32 and colours [N, 3] uint8 of the frames on screen, in frame order."""
-        parts = [
-            self._frames[i].confident(selection.source, selection.percentile) for i in self.shown_frames(selection)
-        ]
+        frames = self._snapshot()
+        shown = _shown_frames(len(frames), selection)
+        parts = [frames[i].confident(selection.source, selection.percentile) for i in shown]
         if not parts:
             return np.empty((0, 3), dtype=np.float32), np.empty((0, 3), dtype=np.uint8)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def trajectory(self, last: int) -> np.ndarray:
         """Camera centres [n, 3] of frames 0..last."""
-        return np.array([f.centre for f in self._frames[: last + 1]], dtype=np.float64).reshape(-1, 3)
+        frames = self._snapshot()[: last + 1]
+        if not frames:
+            return np.empty((0, 3), dtype=np.float64)
+        return camera_centers(torch.from_numpy(np.stack([f.extrinsic for f in frames]))).numpy()
 
     def export_ply(self, path: Path, selection: Selection) -> int:
         """Write the points on screen to ``path`` (binary PLY, atomically); returns how many were written."""
@@ -195,3 +201,15 @@ class SceneState:
         with atomic_output(Path(path)) as tmp:
             write_ply(tmp, xyz, rgb)
         return len(xyz)
+
+
+def _shown_frames(count: int, selection: Selection) -> list[int]:
+    """Indices of the frames ``selection`` shows out of ``count`` frames."""
+    if not count:
+        return []
+    t = min(max(selection.frame, 0), count - 1)
+    if selection.mode == SINGLE:
+        return [t]
+    if selection.mode != CUMULATIVE:
+        raise ValueError(f"unknown time mode '{selection.mode}': use {CUMULATIVE} or {SINGLE}")
+    return list(range(t + 1))

@@ -4,6 +4,9 @@ Each frame gets its own nodes (a point cloud and a camera frustum showing the fr
 only toggles visibility; changing the point source or confidence percentile recomputes the clouds. viser keeps the
 scene on the server, so a browser that connects mid-stream receives everything so far, and one that closes costs
 nothing. GUI callbacks run on viser's threads while frames arrive on the caller's: one lock orders them.
+
+"Export PLY" writes files on this machine, so a page that anyone on the network may open (a host other than
+loopback) has it switched off unless ``allow_remote_export`` says otherwise.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +43,9 @@ log = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TIME_MODES = {"frames up to t": CUMULATIVE, "frame t alone": SINGLE}
+# The confidence slider spans 0-100 in these steps, so every starting percentile in [0, 100) fits (viser rejects
+# an initial value outside the range); at 100 each frame keeps only its most confident pixels.
+PERCENTILE_STEP = 0.5
 PLAY_FPS = 4.0  # playback speed of the play button, frames per second
 THUMBNAIL_WIDTH = 160  # pixels of the image drawn in each frustum: recognisable, and cheap to send per frame
 CURRENT_CAMERA, PAST_CAMERA, TRAJECTORY = (235, 80, 30), (90, 90, 90), (40, 110, 230)
@@ -50,8 +57,10 @@ class LiveViewer:
 
     host/port: where to listen (127.0.0.1 by default: other hosts expose the scene to the network, with a
     warning); viser takes the next free port when ``port`` is busy, and port 0 picks any free one (see
-    :attr:`url`). export_dir: where the "Export PLY" button writes. max_points_per_frame: pixels sampled per
-    frame. percentile/source: the controls' initial confidence percentile and point source.
+    :attr:`url`). export_dir: where the "Export PLY" button writes. allow_remote_export: keep that button on
+    when ``host`` is not loopback (off by default: anyone who can open the page could fill the disk).
+    max_points_per_frame: pixels sampled per frame. percentile/source: the controls' initial confidence
+    percentile in [0, 100) and point source.
     """
 
     def __init__(
@@ -60,16 +69,19 @@ class LiveViewer:
         port: int = 8080,
         *,
         export_dir: str | Path = ".",
+        allow_remote_export: bool = False,
         max_points_per_frame: int = MAX_POINTS_PER_FRAME,
         percentile: float = 50.0,
         source: str = "depth",
     ) -> None:
-        if host not in LOOPBACK:
-            log.warning("the viewer listens on %s: anyone who can reach this machine can see the scene", host)
         if source not in SOURCES:
             raise ValueError(f"unknown point source '{source}': use {' or '.join(SOURCES)}")
         if not 0 <= percentile < 100:
             raise ValueError(f"the confidence threshold is a percentile in [0, 100), got {percentile}")
+        self.export_enabled = host in LOOPBACK or allow_remote_export
+        if host not in LOOPBACK:
+            off = "" if self.export_enabled else "; Export PLY is off (allow_remote_export turns it on)"
+            log.warning("the viewer listens on %s: anyone who can reach this machine can see the scene%s", host, off)
         with _quiet():
             self.server = viser.ViserServer(host=host, port=port, verbose=False)
         self.host = host
@@ -88,19 +100,25 @@ class LiveViewer:
         self._cloud_key: tuple[str, float] | None = None  # (source, percentile) the clouds were computed with
         self._unit = 1.0  # one sampled pixel's footprint at the first frame's median depth (world units)
         self._frustum_scale = 0.1
-        self.server.scene.set_up_direction("-y")  # OpenCV world: y points down
-        self.server.on_client_connect(lambda client: log.info("browser %d connected", client.client_id))
-        self.server.on_client_disconnect(lambda client: log.info("browser %d left", client.client_id))
-        self._build_gui(percentile)
+        try:
+            self.server.scene.set_up_direction("-y")  # OpenCV world: y points down
+            self.server.on_client_connect(lambda client: log.info("browser %d connected", client.client_id))
+            self.server.on_client_disconnect(lambda client: log.info("browser %d left", client.client_id))
+            self._build_gui(percentile)
+        except BaseException:
+            with _quiet():  # the server runs already: nothing else would stop it
+                self.server.stop()
+            raise
 
     @property
     def port(self) -> int:
+        """The port the server listens on (the next free one after the requested port if that was busy)."""
         return self.server.get_port()
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else "[::1]" if self.host == "::" else self.host
-        return f"http://{host}:{self.port}"
+        """The address to open in a browser, e.g. ``http://127.0.0.1:8080``."""
+        return viewer_url(self.host, self.port)
 
     def __enter__(self) -> LiveViewer:
         return self
@@ -192,10 +210,10 @@ class LiveViewer:
             self._source = gui.add_dropdown("Source", ("depth",), initial_value="depth", hint="depth map or point map")
             self._percentile = gui.add_slider(
                 "Confidence",
-                min=0,
-                max=99,
-                step=1,
-                initial_value=percentile,
+                min=0.0,
+                max=100.0,
+                step=PERCENTILE_STEP,
+                initial_value=float(percentile),
                 hint="hide each frame's pixels below this percentile of its confidence",
             )
             self._size = gui.add_slider(
@@ -203,13 +221,18 @@ class LiveViewer:
             )
             self._cameras = gui.add_checkbox("Show cameras", True)
         with gui.add_folder("Export"):
-            self._export = gui.add_button("Export PLY", hint=f"write the points on screen to {self.export_dir}")
+            if self.export_enabled:
+                hint = f"write the points on screen to {self.export_dir}"
+            else:
+                hint = f"off: the viewer listens on {self.host}, beyond this machine (allow_remote_export)"
+            self._export = gui.add_button("Export PLY", hint=hint, disabled=not self.export_enabled)
             self._exported = gui.add_markdown("")
         for control in (self._slider, self._mode, self._source, self._percentile, self._cameras):
             control.on_update(lambda _: self._refresh())
         self._size.on_update(lambda _: self._resize())
         self._play.on_click(lambda _: self._toggle_play())
-        self._export.on_click(lambda _: self._export_clicked())
+        if self.export_enabled:  # viser ignores clicks on a disabled button; without a callback nothing can write
+            self._export.on_click(lambda _: self._export_clicked())
 
     def selection(self) -> Selection:
         """What the controls select now."""
@@ -290,15 +313,19 @@ class LiveViewer:
     # ------------------------------------------------------------------------------------------- play, export
 
     def _toggle_play(self) -> None:
-        if self._playing.is_set():
-            self._playing.clear()
-            self._play.label = "Play"
-            return
-        self._playing.set()
-        self._play.label = "Pause"
-        if self._player is None or not self._player.is_alive():
-            self._player = threading.Thread(target=self._play_loop, name="viewer-play", daemon=True)
-            self._player.start()
+        """Start or pause playback. Clicks from several browsers arrive on several threads: under the lock, only
+        one of them can find no player and start one."""
+        with self._lock:
+            if self._playing.is_set():
+                self._playing.clear()
+                self._play.label = "Play"
+                return
+            self._playing.set()
+            self._play.label = "Pause"
+            # A player paused less than a frame ago is still alive: it sees the flag set again and keeps going.
+            if self._player is None or not self._player.is_alive():
+                self._player = threading.Thread(target=self._play_loop, name="viewer-play", daemon=True)
+                self._player.start()
 
     def _play_loop(self) -> None:
         """Advance the frame slider at PLAY_FPS, from the end back to the first frame, until paused or stopped."""
@@ -309,12 +336,21 @@ class LiveViewer:
                     self._slider.value = (min(int(self._slider.value), count - 1) + 1) % count
 
     def export_ply(self, path: str | Path | None = None) -> tuple[Path, int]:
-        """Write the points on screen as PLY (default: the next free ``view_NNN.ply`` in export_dir); returns the
-        path and the number of points. Raises OSError if it cannot be written."""
+        """Write the points on screen as PLY (default: the next free ``view_NNN.ply`` in export_dir, never an
+        existing file, even when exports run at once); returns the path and the number of points. Raises OSError
+        if it cannot be written."""
         with self._lock:
             selection = self.selection()
-        target = Path(path) if path is not None else self._next_export_path()
-        count = self.state.export_ply(target, selection)
+        if path is not None:
+            target = Path(path)
+            count = self.state.export_ply(target, selection)
+        else:
+            target = self._reserve_export_path()
+            try:
+                count = self.state.export_ply(target, selection)
+            except BaseException:
+                target.unlink(missing_ok=True)  # the empty placeholder of a failed export
+                raise
         log.info("exported %d points to %s", count, target)
         return target, count
 
@@ -327,11 +363,17 @@ class LiveViewer:
             return
         self._exported.content = f"wrote {count:,} points to `{path.resolve()}`"
 
-    def _next_export_path(self) -> Path:
+    def _reserve_export_path(self) -> Path:
+        """The first free ``view_NNN.ply`` in export_dir, created empty with O_EXCL so that no other export (this
+        process or another) can pick it too; the export then replaces it."""
         number = 1
-        while (path := self.export_dir / f"view_{number:03d}.ply").exists():
-            number += 1
-        return path
+        while True:
+            path = self.export_dir / f"view_{number:03d}.ply"
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                return path
+            except FileExistsError:
+                number += 1
 
     # --------------------------------------------------------------------------------------------- lifetime
 
@@ -355,6 +397,13 @@ class LiveViewer:
             self._player.join()
         with _quiet():
             self.server.stop()
+
+
+def viewer_url(host: str, port: int) -> str:
+    """The URL a browser opens for a server on ``host``: a wildcard address becomes the loopback address of its
+    family, and an IPv6 address is bracketed (``http://[::1]:8080``)."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @contextlib.contextmanager
