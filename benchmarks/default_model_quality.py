@@ -22,7 +22,7 @@ import torch
 
 from streamvggt import load_model
 from streamvggt.evaluate.synthetic import HELD_OUT_SEED, score, synthetic_sequence
-from streamvggt.geometry import pose_encoding_to_extri_intri
+from streamvggt.geometry import homogeneous_pose, pose_encoding_to_extri_intri
 
 METRICS = (
     ("model", "depth_abs_rel"),
@@ -51,8 +51,7 @@ def evaluate_sequence(model, seed: int, frames: int) -> tuple[dict, float]:
         float((streamed_depth - offline["depth"]).abs().max()),
     )
     extrinsic, _ = pose_encoding_to_extri_intri(streamed_pose[0].double(), seq.depth.shape[1:])
-    bottom = torch.tensor([[[0, 0, 0, 1.0]]], dtype=torch.float64).expand(frames, 1, 4)
-    extrinsics = torch.cat((extrinsic, bottom), dim=1).numpy()
+    extrinsics = homogeneous_pose(extrinsic).numpy()
     return score(streamed_depth[0, ..., 0].numpy(), extrinsics, seq), gap
 
 

@@ -95,3 +95,56 @@ def test_errors_are_one_line(tmp_path, checkpoint, arguments, message):
     code, stdout, stderr = run_cli("eval", *arguments, "--checkpoint", checkpoint, "-o", tmp_path / "out")
     assert code == 1 and stdout == ""
     assert stderr.startswith("streamvggt: error: ") and message in stderr and stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["recon", "--dataset", "dtu", "--root", "."], "unknown reconstruction dataset 'dtu'"),
+        (["recon", "--dataset", "7scenes", "--root", "nowhere"], "no 7scenes dataset at"),
+        (["recon", "--dataset", "7scenes", "--root", ".", "--max-frames", "0"], "--max-frames must be at least 1"),
+        (["pose", "--dataset", "kitti", "--root", "."], "unknown pose dataset 'kitti'"),
+        (["pose", "--dataset", "tum", "--root", "nowhere"], "no tum dataset at"),
+        (["pose", "--dataset", "co3d", "--root", "CO3D", "--max-frames", "1"], "--max-frames must be at least 2"),
+        (["pose", "--dataset", "co3d", "--root", "CO3D", "--num-frames", "51"], "--num-frames must be in [2, 50]"),
+        (["synthetic", "--num-frames", "2"], "--num-frames must be at least 3"),
+        # Options the protocol would ignore are refused, not silently dropped.
+        (["pose", "--dataset", "tum", "--root", ".", "--seed", "3"], "--seed does not apply to eval pose"),
+        (["pose", "--dataset", "tum", "--root", ".", "--num-frames", "5"], "--num-frames does not apply"),
+        (["recon", "--dataset", "7scenes", "--root", ".", "--size", "224"], "--size does not apply to eval recon"),
+        (["recon", "--dataset", "7scenes", "--root", ".", "--use-ba"], "--use-ba does not apply"),
+        (["pose", "--dataset", "tum", "--root", ".", "--align", "scale"], "--align does not apply"),
+        (["monodepth", "--dataset", "nyu", "--root", ".", "--sequences", "2"], "--sequences does not apply"),
+        (["synthetic", "--max-frames", "4"], "--max-frames does not apply to eval synthetic"),
+    ],
+)
+def test_arguments_and_folders_are_checked_before_the_model_loads(tmp_path, arguments, message):
+    from tests.eval_fakes_mv import write_co3d
+
+    write_co3d(tmp_path / "CO3D", {"s1": 2})
+    arguments = [str(tmp_path / a) if a in ("CO3D", "nowhere") else a for a in arguments]
+    # The checkpoint does not exist: loading it would be the error if the checks came after the load.
+    missing = tmp_path / "missing.pt"
+    code, stdout, stderr = run_cli("eval", *arguments, "--checkpoint", missing, "-o", tmp_path / "out")
+    assert code == 1 and stdout == ""
+    assert stderr.startswith("streamvggt: error: ") and message in stderr and stderr.count("\n") == 1
+    assert "missing.pt" not in stderr
+
+
+def test_an_output_path_that_is_a_file_fails_before_the_model_loads(tmp_path):
+    (tmp_path / "taken").write_text("")
+    code, _, stderr = run_cli(
+        "eval", "synthetic", "--checkpoint", tmp_path / "missing.pt", "-o", tmp_path / "taken"
+    )  # fmt: skip
+    assert code == 1
+    assert stderr == f"streamvggt: error: cannot write to {tmp_path / 'taken'}: it is a file, not a folder\n"
+
+
+def test_synthetic_honours_no_plots(tmp_path, checkpoint):
+    code, stdout, stderr = run_cli(
+        "eval", "synthetic", "--checkpoint", checkpoint, "--sequences", 1, "--num-frames", 3, "--no-plots",
+        "--no-progress", "-o", tmp_path / "out",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert (tmp_path / "out" / "synthetic.json").is_file() and not (tmp_path / "out" / "plots").exists()
+    assert "plots/" not in stdout

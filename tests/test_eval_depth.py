@@ -227,6 +227,52 @@ def test_a_prediction_equal_to_the_ground_truth_up_to_scale_scores_perfectly(
     assert summary["valid_pixels"] == sum(int(((gt > 0) & (gt < cap)).sum()) for gt in gts)
 
 
+def _stream_with_per_frame_scales(model, frames, cache="full", preprocessor=None):
+    """A stand-in for stream_sequence on the Bonn fake: frame i of a sequence (its name ends in 1548266469.<10 + i>
+    ...) is predicted as the ground truth times i + 1."""
+    return [
+        SimpleNamespace(depth=(int(name.split(".")[1][:2]) - 9) * depth_of(image, "bonn")) for name, image in frames
+    ]
+
+
+def test_monodepth_aligns_each_frame_on_its_own(tmp_path, monkeypatch):
+    monkeypatch.setattr(depth_protocols, "stream_sequence", _stream_with_per_frame_scales)
+    summary = run_depth("monodepth", "bonn", FAKES["bonn"](tmp_path / "data"), None, tmp_path / "out", plots=False)
+    assert summary["abs_rel"] == pytest.approx(0, abs=1e-6) and summary["delta_1.25"] == 1.0
+
+
+def test_video_depth_fits_one_scale_per_sequence(tmp_path, monkeypatch):
+    # Frames scaled by 1 and 2 (frames=2): one scale cannot fit both; the L1 optimum fits one frame exactly and
+    # misses the other by a factor 2, so half the pixels are off by 50 % or 100 %.
+    monkeypatch.setattr(depth_protocols, "stream_sequence", _stream_with_per_frame_scales)
+    root = FAKES["bonn"](tmp_path / "data", frames=2)
+    summary = run_depth("video-depth", "bonn", root, None, tmp_path / "out", max_frames=2, plots=False)
+    assert 0.2 < summary["abs_rel"] < 0.8 and summary["delta_1.25"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_a_non_finite_prediction_where_the_ground_truth_is_valid_is_an_error(tmp_path, monkeypatch):
+    def stream(model, frames, cache="full", preprocessor=None):
+        results = []
+        for _, image in frames:
+            depth = depth_of(image, "sintel").copy()
+            depth[depth >= 70] = np.nan  # where the ground truth is beyond Sintel's cap: neither scored nor plotted
+            results.append(SimpleNamespace(depth=depth))
+        return results
+
+    monkeypatch.setattr(depth_protocols, "stream_sequence", stream)
+    root = fake_sintel(tmp_path / "data")
+    summary = run_depth("monodepth", "sintel", root, None, tmp_path / "out")
+    assert summary["abs_rel"] == pytest.approx(0, abs=1e-6) and 0 < summary["valid_pixels"] < 2 * 3 * WIDTH * HEIGHT
+    assert len(list((tmp_path / "out" / "plots" / "monodepth-sintel").glob("*.png"))) == 2
+
+    def broken(model, frames, cache="full", preprocessor=None):
+        return [SimpleNamespace(depth=np.full((HEIGHT, WIDTH), np.nan, dtype=np.float32)) for _ in frames]
+
+    monkeypatch.setattr(depth_protocols, "stream_sequence", broken)
+    with pytest.raises(ValueError, match="predicted depth is not finite at"):
+        run_depth("monodepth", "sintel", root, None, tmp_path / "out2")
+
+
 def test_sintel_ground_truth_beyond_70_m_is_not_scored(tmp_path, monkeypatch):
     monkeypatch.setattr(depth_protocols, "stream_sequence", _perfect_stream("sintel"))
     summary = run_depth("monodepth", "sintel", fake_sintel(tmp_path / "data"), None, tmp_path / "out", plots=False)
@@ -252,7 +298,8 @@ def test_video_depth_with_a_tiny_model_writes_results_and_plots(tmp_path):
     assert summary["frames"] == 4
     document = json.loads((tmp_path / "out" / "video-depth-kitti.json").read_text())
     assert list(document["per_sequence"]) == list(KITTI_DRIVES)
-    assert document["meta"] | {"protocol": "video-depth", "dataset": "kitti", "align": "scale", "cache": "window:1"}
+    expected = {"protocol": "video-depth", "dataset": "kitti", "align": "scale", "cache": "window:1"}
+    assert {key: document["meta"][key] for key in expected} == expected
     assert document["meta"]["image_size"] == 70 and document["meta"]["max_depth"] is None
     for drive in KITTI_DRIVES:
         with Image.open(tmp_path / "out" / "plots" / "video-depth-kitti" / f"{drive}.png") as plot:

@@ -11,7 +11,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from streamvggt.evaluate import recon
-from streamvggt.evaluate.datasets.nrgbd import NrgbdDataset
+from streamvggt.evaluate.datasets.nrgbd import NrgbdDataset, read_poses
 from streamvggt.evaluate.datasets.sevenscenes import INTRINSIC, SevenScenesDataset
 from streamvggt.evaluate.icp import estimate_normals, icp_point_to_point
 from streamvggt.geometry import depth_to_camera_points
@@ -90,6 +90,28 @@ def test_nrgbd_reader_converts_opengl_poses_and_leaves_out_unknown_ones(tmp_path
     assert [f.name for f in sequence.frames] == ["0", "2"]
     _, extrinsics = data.cameras(sequence)
     np.testing.assert_allclose(extrinsics[1], np.linalg.inv(camera_to_world(2)), atol=1e-8)
+
+
+def test_an_opengl_pose_becomes_an_opencv_camera_by_hand(tmp_path):
+    # An NRGBD camera at (1, 2, 3) with the identity OpenGL rotation: it looks down world -z with world +y up.
+    (tmp_path / "poses.txt").write_text("1 0 0 1\n0 1 0 2\n0 0 1 3\n0 0 0 1\n")
+    (c2w,) = read_poses(tmp_path / "poses.txt")
+    # OpenCV axes: x right (world +x), y down (world -y), z forward (world -z).
+    np.testing.assert_array_equal(c2w, [[1, 0, 0, 1], [0, -1, 0, 2], [0, 0, -1, 3], [0, 0, 0, 1]])
+    cam_from_world = np.linalg.inv(c2w)
+    # A point 1 m in front of the camera is on its optical axis at z = 1; a point 1 m above it has y = -1.
+    np.testing.assert_allclose(cam_from_world @ [1.0, 2.0, 2.0, 1.0], [0.0, 0.0, 1.0, 1.0])
+    np.testing.assert_allclose(cam_from_world @ [1.0, 3.0, 2.0, 1.0], [0.0, -1.0, 1.0, 1.0])
+
+
+def test_a_7scenes_pose_file_without_four_rows_is_an_error_naming_it(tmp_path):
+    root = write_7scenes(tmp_path, frames=1)
+    pose_file = root / "chess" / "seq-01" / "frame-000000.pose.txt"
+    pose_file.write_text("1 0 0 0\n0 1 0 0\n0 0 1 0\n")
+    data = SevenScenesDataset(root)
+    (sequence,) = data.sequences()
+    with pytest.raises(InputError, match=f"{pose_file}: expected a 4 x 4 camera-to-world matrix, got 3 rows of 4"):
+        data.cameras(sequence)
 
 
 # ------------------------------------------------------------------------------------------------ view geometry

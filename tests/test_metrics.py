@@ -7,15 +7,18 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 
 from streamvggt.evaluate.metrics import (
     depth_metrics,
+    evaluate_depth,
+    l1_scale,
     pose_auc,
     recon_metrics,
     relative_pose_errors,
     trajectory_errors,
 )
-from streamvggt.geometry import invert_pose, quat_to_mat
+from streamvggt.geometry import homogeneous_pose, invert_pose, quat_to_mat
 
 
 def random_depth(seed: int = 0) -> np.ndarray:
@@ -66,6 +69,45 @@ def test_valid_pixels_come_from_ground_truth_only():
     assert m["abs_rel"] == pytest.approx(0, abs=1e-12)
 
 
+def test_a_non_finite_prediction_on_a_valid_pixel_is_an_error_not_a_dropped_pixel():
+    gt = random_depth()
+    gt[0, 0, 0] = 0  # invalid ground truth: the prediction there does not matter
+    pred = gt.copy()
+    pred[0, 0, 0] = np.nan
+    assert depth_metrics(pred, gt, align="median")["valid_pixels"] == gt.size - 1
+    pred[1, 2, 3] = np.inf
+    with pytest.raises(ValueError, match="not finite at 1 pixels where the ground truth is valid"):
+        depth_metrics(pred, gt, align="median")
+
+
+def test_the_aligned_prediction_returned_is_the_one_scored():
+    gt = random_depth()
+    pred = gt * np.random.default_rng(1).uniform(1.5, 2.5, gt.shape)  # needs a scale, and is noisy
+    gt[0, :2] = 0
+    scored = evaluate_depth(pred, gt, align="scale", post_clip_max=8.0)
+    assert scored.valid.sum() == scored.metrics["valid_pixels"] == gt.size - 2 * gt.shape[2]
+    assert scored.aligned.max() == 8.0  # post-clipped
+    p, g = scored.aligned[scored.valid], gt[scored.valid]
+    assert scored.metrics["abs_rel"] == pytest.approx(np.mean(np.abs(p - g) / g), rel=1e-12)
+
+
+def test_a_zero_prediction_costs_a_finite_log_error_as_in_the_reference():
+    # The reference clamps the prediction to 1e-5 for the log and ratio metrics only.
+    m = depth_metrics(np.zeros((1, 1, 1)), np.ones((1, 1, 1)), align="none")
+    assert m["abs_rel"] == 1.0 and m["rmse"] == 1.0 and m["log_rmse"] == pytest.approx(-math.log(1e-5))
+
+
+def test_l1_scale_is_the_reference_irls():
+    # L1 optimum: the median of g / p = (5, 5, 10) weighted by p = (1, 2, 10), i.e. 10; from mean(g) / mean(p) = 8.85
+    # the reference's ten iterations with weights 1 / (|r| + 1e-8) end within 1e-5 of it (9.999991). Weights
+    # capped at 1e3 (a clamp of |r| at 1e-3 inside the loop) would stop at 9.99997.
+    pred = torch.tensor([1.0, 2.0, 10.0], dtype=torch.float64)
+    gt = torch.tensor([5.0, 10.0, 100.0], dtype=torch.float64)
+    assert float(l1_scale(pred, gt)) == pytest.approx(9.999991, abs=1e-6)
+    # The scale found is clamped to >= 1e-3 once, after the iterations.
+    assert float(l1_scale(torch.tensor([1e6], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64))) == 1e-3
+
+
 def test_post_clip_caps_the_prediction():
     gt = np.full((1, 2, 2), 50.0)
     m = depth_metrics(np.full((1, 2, 2), 100.0), gt, align="none", post_clip_max=70.0)
@@ -88,14 +130,9 @@ def random_w2c(n: int, seed: int = 0) -> torch.Tensor:
     return torch.cat((rot, trans), dim=-1)
 
 
-def to_4x4(pose: torch.Tensor) -> torch.Tensor:
-    bottom = torch.tensor([0, 0, 0, 1.0], dtype=pose.dtype).expand(*pose.shape[:-2], 1, 4)
-    return torch.cat((pose, bottom), dim=-2)
-
-
 def test_relative_pose_errors_are_gauge_invariant():
-    gt = to_4x4(random_w2c(5))
-    gauge = to_4x4(random_w2c(1, seed=3))[0]
+    gt = homogeneous_pose(random_w2c(5))
+    gauge = homogeneous_pose(random_w2c(1, seed=3))[0]
     gauge[:3, 3] *= 2
     pred = gt @ gauge  # the same cameras in another world frame
     rra, rta = relative_pose_errors(pred, gt)
@@ -104,7 +141,7 @@ def test_relative_pose_errors_are_gauge_invariant():
 
 
 def test_relative_rotation_error_by_hand():
-    gt = to_4x4(torch.eye(3, 4, dtype=torch.float64).expand(2, 3, 4).clone())
+    gt = homogeneous_pose(torch.eye(3, 4, dtype=torch.float64).expand(2, 3, 4).clone())
     gt[1, 0, 3] = 1.0  # second camera translated along x
     pred = gt.clone()
     angle = math.radians(10)
@@ -113,6 +150,19 @@ def test_relative_rotation_error_by_hand():
     )
     rra, rta = relative_pose_errors(pred, gt)
     assert rra[0] == pytest.approx(10.0) and rta[0] == pytest.approx(10.0, abs=1e-6)
+
+
+def test_relative_pose_is_camera_i_from_camera_j_as_the_reference_code():
+    # Camera 0 at the world origin; the true camera 1 is turned 90 degrees about y and has t = (1, 0, 0), the
+    # predicted one has the same t but no rotation. E_i E_j^-1 (StreamVGGT's and VGGT's test_co3d.py) compares
+    # camera 1's centre seen from camera 0: -R^T t = (0, 0, -1) against (-1, 0, 0), 90 degrees apart. (E_i^-1 E_j
+    # would compare the two t = (1, 0, 0) and find no translation error.)
+    gt = homogeneous_pose(torch.eye(3, 4, dtype=torch.float64).expand(2, 3, 4).clone())
+    gt[1, 0, 3] = 1.0
+    pred = gt.clone()
+    gt[1, :3, :3] = torch.tensor([[0.0, 0, 1], [0, 1, 0], [-1, 0, 0]])
+    rra, rta = relative_pose_errors(pred, gt)
+    assert rra[0] == pytest.approx(90.0) and rta[0] == pytest.approx(90.0)
 
 
 def test_pose_auc_by_hand():
@@ -126,10 +176,11 @@ def test_trajectory_errors_match_evo():
     from evo.core import metrics, trajectory
 
     gen = np.random.default_rng(0)
-    gt_c2w = to_4x4(invert_pose(random_w2c(12, seed=1))).numpy()
-    sim = to_4x4(random_w2c(1, seed=5))[0].numpy()
+    gt_c2w = homogeneous_pose(invert_pose(random_w2c(12, seed=1))).numpy()
+    sim = homogeneous_pose(random_w2c(1, seed=5))[0].numpy()
     pred = np.einsum("ij,njk->nik", sim, gt_c2w)
     pred[:, :3, 3] = 0.4 * pred[:, :3, 3] + gen.normal(scale=0.02, size=(12, 3))
+    pred[:, :3, :3] = pred[:, :3, :3] @ Rotation.from_rotvec(gen.normal(scale=0.03, size=(12, 3))).as_matrix()
     ours = trajectory_errors(pred, gt_c2w, align="sim3")
 
     ref = trajectory.PosePath3D(poses_se3=list(gt_c2w))
@@ -143,11 +194,14 @@ def test_trajectory_errors_match_evo():
     assert ours["rpe_trans"] == pytest.approx(rpe_t.get_statistic(metrics.StatisticsType.rmse), rel=1e-6)
     rpe_r = metrics.RPE(metrics.PoseRelation.rotation_angle_deg, delta=1, all_pairs=False)
     rpe_r.process_data((ref, est))
-    assert ours["rpe_rot_deg"] == pytest.approx(rpe_r.get_statistic(metrics.StatisticsType.mean), rel=1e-6)
+    # MonST3R / CUT3R (dust3r/utils/vo_eval.py) report evo's rmse for all three.
+    rmse, mean = (rpe_r.get_statistic(s) for s in (metrics.StatisticsType.rmse, metrics.StatisticsType.mean))
+    assert rmse > 1.01 * mean > 0.1  # rotation noise of varying size: rmse and mean differ
+    assert ours["rpe_rot_deg"] == pytest.approx(rmse, rel=1e-6)
 
 
 def test_trajectory_of_a_scaled_copy_is_perfect_under_sim3():
-    gt = to_4x4(invert_pose(random_w2c(6)))
+    gt = homogeneous_pose(invert_pose(random_w2c(6)))
     pred = gt.clone()
     pred[:, :3, 3] *= 0.25
     errors = trajectory_errors(pred, gt)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from streamvggt import ReconstructionSummary, __version__
-from streamvggt.evaluate.command import add_eval_parser, run_eval
+from streamvggt.evaluate.command import add_eval_parser
 
 log = logging.getLogger("streamvggt")
 
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
         if args.command == "eval":
-            return run_eval(args)
+            return _eval(args)
         if args.command == "view":
             return _view(args)
         return _demo(args) if args.command == "demo" else _reconstruct(args)
@@ -186,7 +186,12 @@ def _reconstruct(args: argparse.Namespace) -> int:
         from streamvggt.viewer import finish_stream, open_viewer
 
         announce = functools.partial(print, flush=True)
-        viewer_options = {"percentile": args.conf_threshold, "points": args.points, "announce": announce}
+        viewer_options = {
+            "percentile": args.conf_threshold,
+            "points": args.points,
+            "allow_remote_export": args.allow_remote_export,
+            "announce": announce,
+        }
         with open_viewer(args.host, args.port, export_dir=args.output, **viewer_options) as viewer:
             summary = reconstruct(args.input, args.output, args.checkpoint, on_frame=viewer.add_frame, **options)
             announce(_describe(summary))
@@ -215,6 +220,7 @@ def _view(args: argparse.Namespace) -> int:
             percentile=args.conf_threshold,
             points=args.points,
             export_dir=args.export_dir,
+            allow_remote_export=args.allow_remote_export,
             progress=not args.no_progress,
             wait=not args.exit_when_done,
             announce=functools.partial(print, flush=True),
@@ -244,6 +250,18 @@ def _add_viewer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exit-when-done", action="store_true", help="stop the viewer when the stream ends (default: at Ctrl-C)"
     )
+    parser.add_argument(
+        "--allow-remote-export",
+        action="store_true",
+        help="keep the viewer's Export PLY button on with a --host beyond this machine (default: off there, as "
+        "anyone who opens the page could write files here)",
+    )
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from streamvggt.evaluate.command import describe_eval, run_eval
+
+    return _guarded(args, lambda: run_eval(args), functools.partial(describe_eval, args))
 
 
 def _demo(args: argparse.Namespace) -> int:

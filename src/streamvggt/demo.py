@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from streamvggt.evaluate.synthetic import plot_sequence, score, synthetic_sequence
+from streamvggt.evaluate.metrics import as_f64
+from streamvggt.evaluate.report import prepare_output_dir
+from streamvggt.evaluate.synthetic import DEMO_SEED, plot_sequence, score, synthetic_sequence
+from streamvggt.geometry import homogeneous_pose
 from streamvggt.io.atomic import atomic_output
 from streamvggt.model.streamvggt import StreamVGGT
 from streamvggt.reconstruction import ReconstructionSummary, reconstruct
@@ -34,10 +37,9 @@ def run_demo(
 ) -> tuple[ReconstructionSummary, dict]:
     """Render the demo sequence into ``output_dir/frames``, reconstruct it into ``output_dir``, and write
     ``metrics.json`` and ``demo.png``. Returns the reconstruction summary and the metrics."""
-    output_dir = Path(output_dir)
-    sequence = synthetic_sequence(num_frames)
-    frames_dir = output_dir / "frames"
-    frames_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = prepare_output_dir(output_dir)  # a file in the way fails here, before any rendering
+    sequence = synthetic_sequence(num_frames, seed=DEMO_SEED)
+    frames_dir = prepare_output_dir(output_dir / "frames")
     for index, image in enumerate(sequence.images):
         with atomic_output(frames_dir / f"{index:04d}.png") as tmp:
             Image.fromarray(image).save(tmp, format="PNG")
@@ -47,8 +49,7 @@ def run_demo(
     metrics = score(depth, extrinsics, sequence)
     with atomic_output(output_dir / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
-    with atomic_output(output_dir / "demo.png") as tmp:
-        plot_sequence(sequence, depth, extrinsics, metrics, tmp)
+    plot_sequence(sequence, depth, extrinsics, metrics, output_dir / "demo.png")
     return summary, metrics
 
 
@@ -56,6 +57,5 @@ def _read_outputs(output_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Predicted depth [N, H, W] and extrinsics [N, 4, 4] read back from the written outputs."""
     cameras = json.loads((output_dir / "cameras.json").read_text(encoding="utf-8"))["frames"]
     depth = np.stack([np.load(output_dir / cam["depth"]) for cam in cameras])
-    bottom = np.array([[0.0, 0.0, 0.0, 1.0]])
-    extrinsics = np.stack([np.concatenate((np.asarray(cam["extrinsic"]), bottom)) for cam in cameras])
+    extrinsics = homogeneous_pose(as_f64([cam["extrinsic"] for cam in cameras])).numpy()
     return depth, extrinsics

@@ -113,6 +113,17 @@ def invert_pose(pose: Tensor) -> Tensor:
     return inverse
 
 
+def homogeneous_pose(pose: Tensor) -> Tensor:
+    """Rigid transforms [..., 3, 4] as [..., 4, 4] with the bottom row (0, 0, 0, 1); [..., 4, 4] unchanged."""
+    if pose.shape[-2:] == (4, 4):
+        return pose
+    if pose.shape[-2:] != (3, 4):
+        raise ValueError(f"poses must be [..., 3, 4] or [..., 4, 4], got {tuple(pose.shape)}")
+    bottom = torch.zeros_like(pose[..., :1, :])
+    bottom[..., 3] = 1
+    return torch.cat((pose, bottom), dim=-2)
+
+
 def camera_centers(extrinsic: Tensor) -> Tensor:
     """Camera centres [..., 3] in world coordinates from extrinsics [..., 3, 4]: ``-R^T t``."""
     return invert_pose(extrinsic[..., :3, :])[..., 3]

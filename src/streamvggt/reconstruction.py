@@ -46,6 +46,11 @@ class FrameResult:
     depth_conf: np.ndarray  # [H, W] float32
     world_points: np.ndarray  # [H, W, 3] float32 from the point head, world (first camera) frame
     world_points_conf: np.ndarray  # [H, W] float32
+    # With query points (see Reconstructor): their positions in this frame, (x, y) pixels [N, 2] float64, and
+    # visibility and confidence [N] float32 in (0, 1) (confidence ones when the track head predicts none).
+    tracks: np.ndarray | None = None
+    track_vis: np.ndarray | None = None
+    track_conf: np.ndarray | None = None
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -69,13 +74,23 @@ class Reconstructor:
 
     cache: the session's cache policy ("full", "window:K", "budget:N"); bounded policies bound memory.
     preprocess: "crop" or "pad" (see :class:`streamvggt.io.preprocess.Preprocessor`); size: its target size.
+    query_points: pixels (x, y) [N, 2] of the first processed frame to track through the stream, or a function
+    of that frame's size (H, W) returning them (the size is known only once the first frame is preprocessed);
+    each result then carries ``tracks``, ``track_vis`` and ``track_conf``.
     """
 
     def __init__(
-        self, model: StreamVGGT, cache: str = "full", preprocess: str | Preprocessor = "crop", size: int = DEFAULT_SIZE
+        self,
+        model: StreamVGGT,
+        cache: str = "full",
+        preprocess: str | Preprocessor = "crop",
+        size: int = DEFAULT_SIZE,
+        query_points: np.ndarray | Callable[[tuple[int, int]], np.ndarray] | None = None,
     ) -> None:
         self.model = model
         self.preprocessor = preprocess if isinstance(preprocess, Preprocessor) else Preprocessor(preprocess, size)
+        self.cache = cache
+        self.query_points = query_points
         self.session = model.stream(batch_size=1, cache=cache)
         self.device = next(model.parameters()).device
 
@@ -83,8 +98,10 @@ class Reconstructor:
         """Process the next frame of the stream."""
         prepared = self.preprocessor(frame.image, frame.name)
         image = torch.tensor(prepared.image, device=self.device).permute(2, 0, 1).float().div(255)
-        out = self.session.step(image[None])
         size = prepared.image.shape[:2]
+        if self.query_points is not None and self.session.num_frames == 0:
+            self.session = self.model.stream(batch_size=1, cache=self.cache, query_points=self._queries(size))
+        out = self.session.step(image[None])
         # Cameras in float64 on the CPU (MPS has no float64): they go into text files and invert cleanly.
         extrinsic, intrinsic = pose_encoding_to_extri_intri(out["pose_enc"][0].cpu().double(), size)
         valid = np.zeros(size, dtype=bool)
@@ -107,7 +124,26 @@ class Reconstructor:
             depth_conf=cpu("depth_conf"),
             world_points=cpu("world_points"),
             world_points_conf=cpu("world_points_conf"),
+            **self._tracks(out),
         )
+
+    def _queries(self, size: tuple[int, int]) -> torch.Tensor:
+        """The query points [1, N, 2] float32 on the model's device for a first frame of ``size`` (H, W)."""
+        points = self.query_points(size) if callable(self.query_points) else self.query_points
+        return torch.as_tensor(np.asarray(points), dtype=torch.float32, device=self.device)[None]
+
+    @staticmethod
+    def _tracks(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """The tracker's outputs of a step as FrameResult fields; none without query points."""
+        if "track" not in out:
+            return {}
+        visibility = out["track_vis"][0].float().cpu().numpy()
+        confidence = out.get("track_conf")
+        return {
+            "tracks": out["track"][0].cpu().double().numpy(),
+            "track_vis": visibility,
+            "track_conf": np.ones_like(visibility) if confidence is None else confidence[0].float().cpu().numpy(),
+        }
 
     def run(self, frames: Iterable[Frame]) -> Iterator[FrameResult]:
         """Process ``frames`` in order, yielding each result as soon as it is ready."""

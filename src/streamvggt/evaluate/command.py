@@ -3,7 +3,9 @@
     streamvggt eval {monodepth,video-depth,recon,pose,synthetic} --dataset NAME --root PATH -o OUTDIR [options]
 
 Every protocol streams frames through a model session with the chosen cache policy and writes per-sequence and
-averaged results (JSON and a markdown table) and plots into OUTDIR; the averages are printed.
+averaged results (JSON and a markdown table) and plots into OUTDIR; the averages are printed. This module holds
+the parser, the checks (all made before the model loads) and the run; ``streamvggt.cli`` turns its errors into
+one-line messages.
 """
 
 from __future__ import annotations
@@ -12,11 +14,29 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from streamvggt.evaluate.datasets.co3d import NUM_FRAMES
 from streamvggt.evaluate.metrics import DEPTH_ALIGNMENTS
+from streamvggt.evaluate.report import prepare_output_dir
+from streamvggt.io.preprocess import DEFAULT_SIZE
 
 PROTOCOLS = ("monodepth", "video-depth", "recon", "pose", "synthetic")
-DEFAULT_NUM_FRAMES = {"pose": 10, "synthetic": 16}
+DEFAULT_NUM_FRAMES = {"pose": NUM_FRAMES, "synthetic": 16}
+DEFAULT_SEED, DEFAULT_SEQUENCES = 0, 8
 _PRINTED_METRICS = 6  # averages shown on the terminal; all are in the JSON
+_DEPTH, _ALL_DATASETS = ("monodepth", "video-depth"), ("monodepth", "video-depth", "recon", "pose")
+# Which protocols (and, after a slash, which dataset) use each option; giving one elsewhere is an error, not a
+# silent no-op. The options' parser defaults are None (or False) so that "given" can be told from "default".
+_OPTION_USERS: dict[str, tuple[str, ...]] = {
+    "dataset": _ALL_DATASETS,
+    "root": _ALL_DATASETS,
+    "max_frames": _ALL_DATASETS,
+    "align": _DEPTH,
+    "size": (*_DEPTH, "pose"),
+    "use_ba": ("pose",),
+    "num_frames": ("pose/co3d", "synthetic"),
+    "seed": ("pose/co3d",),
+    "sequences": ("synthetic",),
+}
 
 
 def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -26,14 +46,15 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="evaluate a model on a benchmark protocol (depth, reconstruction, pose) or synthetic scenes",
         description="Run a benchmark protocol of the field on a dataset in its standard preprocessed "
         "layout, or 'synthetic' on held-out procedural scenes with exact ground truth (no download). Writes "
-        "<protocol>-<dataset>.json and .md and plots/ into OUTDIR. See docs/evaluation.md.",
+        "<protocol>-<dataset>.json and .md and plots/ into OUTDIR. An option that the chosen protocol does not "
+        "use is an error. See docs/evaluation.md.",
     )
     parser.add_argument("protocol", choices=PROTOCOLS, help="what to measure")
     parser.add_argument(
         "--dataset",
         metavar="NAME",
         help="monodepth: sintel, bonn, kitti or nyu; video-depth: sintel, bonn or kitti; recon: 7scenes or "
-        "nrgbd; pose: co3d, tum, scannet or sintel (synthetic needs none)",
+        "nrgbd; pose: co3d, tum, scannet or sintel (synthetic takes none)",
     )
     parser.add_argument("--root", type=Path, metavar="PATH", help="the dataset folder (see docs/evaluation.md)")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder (created)")
@@ -49,63 +70,90 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="key/value cache of the stream: full, window:K or budget:N (default: full)",
     )
     parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
-    parser.add_argument("--max-frames", type=int, metavar="N", help="use only the first N frames of each sequence")
+    parser.add_argument(
+        "--max-frames", type=int, metavar="N", help="dataset protocols: use only the first N frames of each sequence"
+    )
     parser.add_argument(
         "--align",
         choices=DEPTH_ALIGNMENTS,
-        help="depth alignment (default: median per frame for monodepth, one scale per sequence for video-depth)",
+        help="depth protocols: alignment (default: median per frame for monodepth, one scale per sequence for "
+        "video-depth)",
     )
     parser.add_argument(
-        "--size", type=int, default=518, metavar="PX", help="input size of the depth and pose protocols (518)"
+        "--size",
+        type=int,
+        metavar="PX",
+        help=f"depth and pose protocols: model input size ({DEFAULT_SIZE}; recon uses the reference's fixed 518x392)",
     )
     parser.add_argument("--use-ba", action="store_true", help="pose: also refine cameras by bundle adjustment")
     parser.add_argument(
-        "--num-frames", type=int, metavar="N", help="pose: frames drawn per sequence (10); synthetic: frames (16)"
+        "--num-frames",
+        type=int,
+        metavar="N",
+        help=f"pose on co3d: frames drawn per sequence ({NUM_FRAMES}); synthetic: frames per scene "
+        f"({DEFAULT_NUM_FRAMES['synthetic']})",
     )
-    parser.add_argument("--seed", type=int, default=0, help="pose: seed of the frame draw (0)")
-    parser.add_argument("--sequences", type=int, default=8, metavar="N", help="synthetic: scenes to evaluate (8)")
-    parser.add_argument("--no-plots", action="store_true", help="depth protocols: skip the error-map figures")
+    parser.add_argument("--seed", type=int, help=f"pose on co3d: seed of the frame draw ({DEFAULT_SEED})")
+    parser.add_argument(
+        "--sequences", type=int, metavar="N", help=f"synthetic: scenes to evaluate ({DEFAULT_SEQUENCES})"
+    )
+    parser.add_argument("--no-plots", action="store_true", help="skip the figures")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details; tracebacks for bugs")
     return parser
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    """Run the parsed ``eval`` command; returns the exit code (errors are printed as one line)."""
-    from streamvggt.cli import _fail, _guarded
+def check_eval(args: argparse.Namespace) -> Any:
+    """Check the parsed ``eval`` arguments, the dataset folder and the output folder (created) without loading a
+    model; returns the torch device. Raises ValueError, InputError or OutputError with a one-line message."""
+    from streamvggt.cache import parse_policy
+    from streamvggt.reconstruction import checked_device
 
     if args.protocol != "synthetic" and (args.dataset is None or args.root is None):
-        return _fail(f"eval {args.protocol} needs --dataset NAME and --root PATH")
-    for option in ("max_frames", "num_frames"):
+        raise ValueError(f"eval {args.protocol} needs --dataset NAME and --root PATH")
+    for option, users in _OPTION_USERS.items():
+        value = getattr(args, option)
+        if value is None or value is False or _uses(users, args.protocol, args.dataset):
+            continue
+        flag = "--" + option.replace("_", "-")
+        where = ", ".join(user.replace("/", " on ") for user in users)
+        raise ValueError(f"{flag} does not apply to eval {_label(args)}: it is for {where}")
+    for option in ("max_frames", "num_frames", "size", "sequences"):
         value = getattr(args, option)
         if value is not None and value < 1:
-            return _fail(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+            raise ValueError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+    parse_policy(args.cache)
+    device = checked_device(args.device)
+    if args.protocol in _DEPTH:
+        from streamvggt.evaluate.depth import check_depth
 
-    def run() -> dict[str, float]:
-        return _run(args)
+        check_depth(args.protocol, args.dataset, args.root, args.align, args.max_frames)
+    elif args.protocol == "recon":
+        from streamvggt.evaluate.recon import check_recon
 
-    def describe(summary: dict[str, float]) -> str:
-        label = "synthetic" if args.protocol == "synthetic" else f"{args.protocol}-{args.dataset}"
-        shown = [(key, value) for key, value in summary.items() if "/" not in key][:_PRINTED_METRICS]
-        numbers = ", ".join(f"{key} {_number(value)}" for key, value in shown)
-        return f"{label}: {numbers}\nwrote {args.output} ({label}.json, {label}.md, plots/)"
+        check_recon(args.dataset, args.root, args.max_frames)
+    elif args.protocol == "pose":
+        from streamvggt.evaluate.pose import check_pose
 
-    return _guarded(args, run, describe)
+        check_pose(args.dataset, args.root, _num_frames(args), args.max_frames, args.use_ba)
+    else:
+        from streamvggt.evaluate.synthetic import check_synthetic
+
+        check_synthetic(args.sequences or DEFAULT_SEQUENCES, _num_frames(args))
+    prepare_output_dir(args.output)
+    return device
 
 
-def _run(args: argparse.Namespace) -> dict[str, float]:
-    from streamvggt.cache import parse_policy
+def run_eval(args: argparse.Namespace) -> dict[str, float]:
+    """Run the parsed ``eval`` command: check everything (:func:`check_eval`), then load the model and run the
+    protocol; returns its averaged metrics."""
     from streamvggt.weights import load_model
 
-    parse_policy(args.cache)  # reject a bad policy before the model loads
-    if args.protocol in ("monodepth", "video-depth"):
-        from streamvggt.evaluate.datasets import open_depth_dataset
-
-        open_depth_dataset(args.dataset, args.root)  # a wrong folder fails before the model loads
-    device = _device(args.device)
+    device = check_eval(args)
     model = load_model(args.checkpoint, device=device)
     meta = {"checkpoint": args.checkpoint or "bundled default model", "device": str(device)}
-    if args.protocol in ("monodepth", "video-depth"):
+    plots, size = not args.no_plots, args.size or DEFAULT_SIZE
+    if args.protocol in _DEPTH:
         from streamvggt.evaluate.depth import run_depth
 
         return run_depth(
@@ -117,21 +165,21 @@ def _run(args: argparse.Namespace) -> dict[str, float]:
             cache=args.cache,
             align=args.align,
             max_frames=args.max_frames,
-            size=args.size,
+            size=size,
             meta=meta,
             progress=not args.no_progress,
-            plots=not args.no_plots,
+            plots=plots,
         )
-    num_frames = args.num_frames or DEFAULT_NUM_FRAMES.get(args.protocol)
     if args.protocol == "synthetic":
         from streamvggt.evaluate.synthetic import run_synthetic
 
-        return run_synthetic(model, args.output, args.cache, args.sequences, num_frames, meta=meta)
+        sequences = args.sequences or DEFAULT_SEQUENCES
+        return run_synthetic(model, args.output, args.cache, sequences, _num_frames(args), meta=meta, plots=plots)
     if args.protocol == "recon":
         from streamvggt.evaluate.recon import run_recon
 
         return run_recon(
-            args.dataset, args.root, model, args.output, args.cache, args.max_frames, meta=meta, plots=not args.no_plots
+            args.dataset, args.root, model, args.output, args.cache, args.max_frames, meta=meta, plots=plots
         )
     from streamvggt.evaluate.pose import run_pose
 
@@ -142,23 +190,34 @@ def _run(args: argparse.Namespace) -> dict[str, float]:
         args.output,
         args.cache,
         args.use_ba,
-        num_frames,
-        args.seed,
+        _num_frames(args),
+        DEFAULT_SEED if args.seed is None else args.seed,
         args.max_frames,
         meta=meta,
-        size=args.size,
-        plots=not args.no_plots,
+        size=size,
+        plots=plots,
     )
 
 
-def _device(name: str) -> Any:
-    """The torch device to evaluate on; ValueError for a name torch does not know."""
-    from streamvggt.device import select_device
+def describe_eval(args: argparse.Namespace, summary: dict[str, float]) -> str:
+    """The lines printed after a run: the first averages and where the files are."""
+    shown = [(key, value) for key, value in summary.items() if "/" not in key][:_PRINTED_METRICS]
+    numbers = ", ".join(f"{key} {_number(value)}" for key, value in shown)
+    label = "synthetic" if args.protocol == "synthetic" else f"{args.protocol}-{args.dataset}"
+    plots = "" if args.no_plots else ", plots/"
+    return f"{label}: {numbers}\nwrote {args.output} ({label}.json, {label}.md{plots})"
 
-    try:
-        return select_device(name)
-    except RuntimeError as error:  # torch.device("gpu") raises RuntimeError listing the known types
-        raise ValueError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps") from error
+
+def _uses(users: tuple[str, ...], protocol: str, dataset: str | None) -> bool:
+    return protocol in users or f"{protocol}/{dataset}" in users
+
+
+def _label(args: argparse.Namespace) -> str:
+    return args.protocol if args.dataset is None else f"{args.protocol} --dataset {args.dataset}"
+
+
+def _num_frames(args: argparse.Namespace) -> int:
+    return args.num_frames or DEFAULT_NUM_FRAMES.get(args.protocol, NUM_FRAMES)
 
 
 def _number(value: Any) -> str:

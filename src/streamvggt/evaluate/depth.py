@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from streamvggt.evaluate.datasets import DepthDataset, DepthSequence, open_depth_dataset
-from streamvggt.evaluate.metrics import DEPTH_ALIGNMENTS, align_depth, depth_metrics
+from streamvggt.evaluate.metrics import DEPTH_ALIGNMENTS, depth_validity, evaluate_depth
+from streamvggt.evaluate.plotting import pyplot, save_figure
 from streamvggt.evaluate.report import write_results
 from streamvggt.evaluate.runner import eval_preprocessor, resize_to, stream_sequence
-from streamvggt.io.atomic import atomic_output
 from streamvggt.io.errors import InputError
 from streamvggt.io.preprocess import DEFAULT_SIZE
 from streamvggt.model.streamvggt import StreamVGGT
@@ -56,16 +56,8 @@ def run_depth(
     max_frames: use only the first N frames of each sequence. meta: extra settings for the report (checkpoint).
     plots: write the error-map figures (matplotlib: about a second per sequence).
     """
-    if protocol not in DEPTH_PROTOCOLS:
-        raise ValueError(f"unknown depth protocol '{protocol}': choose one of {', '.join(DEPTH_PROTOCOLS)}")
+    data = check_depth(protocol, dataset, root, align, max_frames)
     align = align or DEFAULT_ALIGN[protocol]
-    if align not in DEPTH_ALIGNMENTS:
-        raise ValueError(f"unknown depth alignment '{align}': choose one of {', '.join(DEPTH_ALIGNMENTS)}")
-    if max_frames is not None and max_frames < 1:
-        raise ValueError(f"--max-frames must be at least 1, got {max_frames}")
-    data = open_depth_dataset(dataset, root)
-    if protocol == "video-depth" and data.single_images:
-        raise ValueError(f"{dataset} holds single images, not videos: use the monodepth protocol")
     sequences = [DepthSequence(s.name, s.frames[:max_frames]) for s in data.sequences()]
     name = f"{protocol}-{dataset}"
     evaluate = _video_sequence if protocol == "video-depth" else _mono_sequence
@@ -99,6 +91,23 @@ def run_depth(
     return summary
 
 
+def check_depth(
+    protocol: str, dataset: str, root: Path, align: str | None = None, max_frames: int | None = None
+) -> DepthDataset:
+    """Reject bad settings before any model work (ValueError; InputError for a folder without the dataset's
+    layout) and return the opened dataset."""
+    if protocol not in DEPTH_PROTOCOLS:
+        raise ValueError(f"unknown depth protocol '{protocol}': choose one of {', '.join(DEPTH_PROTOCOLS)}")
+    if align is not None and align not in DEPTH_ALIGNMENTS:
+        raise ValueError(f"unknown depth alignment '{align}': choose one of {', '.join(DEPTH_ALIGNMENTS)}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"--max-frames must be at least 1, got {max_frames}")
+    data = open_depth_dataset(dataset, root)
+    if protocol == "video-depth" and data.single_images:
+        raise ValueError(f"{dataset} holds single images, not videos: use the monodepth protocol")
+    return data
+
+
 def pixel_weighted_mean(rows: list[dict[str, float]]) -> dict[str, float]:
     """Metrics averaged with each row weighted by its ``valid_pixels`` (the reference's dataset mean); counts
     (``valid_pixels``, ``frames``) are summed."""
@@ -113,7 +122,8 @@ def pixel_weighted_mean(rows: list[dict[str, float]]) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------------- per sequence
 
-_Figure = list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # (image, gt, aligned pred, valid) per frame
+# (image, gt, the prediction as scored: aligned and post-clipped, the scored pixels) per plotted frame
+_Figure = list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
 
 
 def _mono_sequence(
@@ -127,12 +137,13 @@ def _mono_sequence(
         result = stream_sequence(model, [(frame.name, image)], cache, eval_preprocessor(size))[0]
         bar.update()
         pred = resize_to(result.depth, gt.shape)[None]
-        if not _valid(gt[None], data.max_depth).any():
+        if not depth_validity(torch.from_numpy(gt), data.max_depth).any():
             log.warning("%s %s: no valid ground truth, frame left out", sequence.name, frame.name)
             continue
-        rows.append({**depth_metrics(pred, gt[None], align, data.max_depth, data.post_clip_max), "frames": 1})
+        scored = evaluate_depth(pred, gt[None], align, data.max_depth, data.post_clip_max)
+        rows.append({**scored.metrics, "frames": 1})
         if index in plotted:
-            figure.append((image, gt, _aligned(data, pred, gt[None], align)[0], _valid(gt, data.max_depth)))
+            figure.append((image, gt, scored.aligned[0], scored.valid[0]))
     return (pixel_weighted_mean(rows) if rows else None), figure
 
 
@@ -154,12 +165,11 @@ def _video_sequence(
     results = stream_sequence(model, frames(), cache, eval_preprocessor(size))
     gt = _stack([data.read_depth(frame.depth) for frame in sequence.frames], sequence)
     pred = np.stack([resize_to(result.depth, gt.shape[1:]) for result in results])
-    if not _valid(gt, data.max_depth).any():
+    if not depth_validity(torch.from_numpy(gt), data.max_depth).any():
         return None, []
-    row = {**depth_metrics(pred, gt, align, data.max_depth, data.post_clip_max), "frames": len(results)}
-    aligned = _aligned(data, pred, gt, align)
-    valid = _valid(gt, data.max_depth)
-    return row, [(images[i], gt[i], aligned[i], valid[i]) for i in plotted]
+    scored = evaluate_depth(pred, gt, align, data.max_depth, data.post_clip_max)
+    row = {**scored.metrics, "frames": len(results)}
+    return row, [(images[i], gt[i], scored.aligned[i], scored.valid[i]) for i in plotted]
 
 
 def _stack(depths: list[np.ndarray], sequence: DepthSequence) -> np.ndarray:
@@ -171,21 +181,6 @@ def _stack(depths: list[np.ndarray], sequence: DepthSequence) -> np.ndarray:
 
 def _plotted_indices(count: int) -> list[int]:
     return sorted(set(np.linspace(0, count - 1, min(PLOTTED_FRAMES, count)).round().astype(int).tolist()))
-
-
-def _valid(gt: np.ndarray, max_depth: float | None) -> np.ndarray:
-    """The ground-truth validity of :func:`depth_metrics`: positive, finite, below max_depth."""
-    valid = np.isfinite(gt) & (gt > 0)
-    return valid & (gt < max_depth) if max_depth is not None else valid
-
-
-def _aligned(data: DepthDataset, pred: np.ndarray, gt: np.ndarray, align: str) -> np.ndarray:
-    """The prediction [N, H, W] as the metrics score it: aligned on the valid pixels, then post-clipped."""
-    valid = torch.from_numpy(_valid(gt, data.max_depth) & np.isfinite(pred))
-    aligned = align_depth(torch.from_numpy(pred).double(), torch.from_numpy(gt).double(), valid, align)
-    if data.post_clip_max is not None:
-        aligned = aligned.clamp(max=data.post_clip_max)
-    return aligned.numpy()
 
 
 # ----------------------------------------------------------------------------------------------------- outputs
@@ -201,13 +196,7 @@ def _plot(rows: _Figure, path: Path, title: str) -> None:
     """One row per frame: input image, ground truth, aligned prediction (same colour scale), Abs Rel error."""
     if not rows:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(len(rows), 4, figsize=(14, 2.6 * len(rows)), squeeze=False)
+    fig, axes = pyplot().subplots(len(rows), 4, figsize=(14, 2.6 * len(rows)), squeeze=False)
     for ax_row, (image, gt, pred, valid) in zip(axes, rows, strict=True):
         shown_gt = np.where(valid, gt, np.nan)
         vmax = float(np.nanpercentile(shown_gt, 98)) if valid.any() else 1.0
@@ -227,6 +216,4 @@ def _plot(rows: _Figure, path: Path, title: str) -> None:
     fig.suptitle(title, fontsize=10)
     # Fixed margins: tight_layout takes longer than drawing the figure.
     fig.subplots_adjust(left=0.01, right=0.97, bottom=0.02, top=0.9, wspace=0.15, hspace=0.25)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, tight=False)

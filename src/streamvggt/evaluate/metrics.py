@@ -7,22 +7,90 @@ Camera conventions follow :mod:`streamvggt.geometry`: extrinsics are camera-from
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from streamvggt.geometry import invert_pose, umeyama
+from streamvggt.geometry import homogeneous_pose, invert_pose, umeyama
 
 DEPTH_ALIGNMENTS = ("median", "scale", "scale&shift", "none")
 _EPS = 1e-8
+# The reference clamps the aligned prediction to this before the log and ratio metrics (not before Abs Rel, Sq Rel
+# and RMSE), so a prediction of 0 costs a large but finite log error.
+_LOG_FLOOR = 1e-5
 
 
-def _f64(x: np.ndarray | Tensor) -> Tensor:
+def as_f64(x: np.ndarray | Tensor) -> Tensor:
+    """``x`` as a float64 CPU tensor (numpy arrays and tensors alike)."""
     return torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x.detach().cpu()).to(torch.float64)
 
 
 # ------------------------------------------------------------------------------------------------------- depth
+
+
+@dataclass(frozen=True)
+class DepthEvaluation:
+    """What :func:`evaluate_depth` scored: the metrics, and the prediction and pixels they were computed on."""
+
+    metrics: dict[str, float]
+    aligned: np.ndarray  # [N, H, W] float64: the prediction after alignment and post-clipping
+    valid: np.ndarray  # [N, H, W] bool: the scored pixels (from the ground truth alone)
+
+
+def evaluate_depth(
+    pred: np.ndarray | Tensor,
+    gt: np.ndarray | Tensor,
+    align: str,
+    max_depth: float | None = None,
+    post_clip_max: float | None = None,
+    mask: np.ndarray | Tensor | None = None,
+) -> DepthEvaluation:
+    """Depth errors of ``pred`` against ``gt`` (both [N, H, W], one sequence of N frames, metres).
+
+    Valid pixels come from the ground truth alone: gt > 0, finite, below ``max_depth`` when given, and inside
+    ``mask`` when given. A non-finite prediction on a valid pixel raises ValueError: dropping those pixels would
+    score the model on the pixels it chose (the "GT filtered by the prediction" bug of the reference's
+    reconstruction protocol), and a NaN depth is a model failure to report, not to hide. ``align``: ``median``
+    (per-frame median ratio), ``scale`` (one L1 scale for the sequence, the reference's IRLS), ``scale&shift``
+    (one L1 scale and shift for the sequence), or ``none``. ``post_clip_max`` clips the aligned prediction
+    (Sintel: 70). Metrics: abs_rel, sq_rel, rmse, log_rmse, delta_1.25, delta_1.25^2, delta_1.25^3, valid_pixels.
+    """
+    pred, gt = as_f64(pred), as_f64(gt)
+    if pred.shape != gt.shape or pred.ndim != 3:
+        raise ValueError(f"pred and gt must both be [N, H, W], got {tuple(pred.shape)} and {tuple(gt.shape)}")
+    if align not in DEPTH_ALIGNMENTS:
+        raise ValueError(f"unknown depth alignment '{align}': choose one of {', '.join(DEPTH_ALIGNMENTS)}")
+    valid = depth_validity(gt, max_depth)
+    if mask is not None:
+        mask_t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask.cpu()).bool()
+        if mask_t.shape != gt.shape:
+            raise ValueError(f"mask must be [N, H, W] like gt, got {tuple(mask_t.shape)}")
+        valid &= mask_t
+    if not bool(valid.any()):
+        raise ValueError("no valid ground-truth pixels (gt > 0, finite, below max_depth, inside the mask)")
+    bad = int((valid & ~torch.isfinite(pred)).sum())
+    if bad:
+        raise ValueError(f"the predicted depth is not finite at {bad} pixels where the ground truth is valid")
+
+    aligned = align_depth(pred, gt, valid, align)
+    if post_clip_max is not None:
+        aligned = aligned.clamp(max=post_clip_max)
+    p, g = aligned[valid], gt[valid]
+    p_log = p.clamp_min(_LOG_FLOOR)
+    ratio = torch.maximum(p_log / g, g / p_log)
+    metrics = {
+        "abs_rel": float(((p - g).abs() / g).mean()),
+        "sq_rel": float(((p - g) ** 2 / g).mean()),
+        "rmse": float(((p - g) ** 2).mean().sqrt()),
+        "log_rmse": float(((p_log.log() - g.log()) ** 2).mean().sqrt()),
+        "delta_1.25": float((ratio < 1.25).double().mean()),
+        "delta_1.25^2": float((ratio < 1.25**2).double().mean()),
+        "delta_1.25^3": float((ratio < 1.25**3).double().mean()),
+        "valid_pixels": int(valid.sum()),
+    }
+    return DepthEvaluation(metrics, aligned.numpy(), valid.numpy())
 
 
 def depth_metrics(
@@ -33,50 +101,19 @@ def depth_metrics(
     post_clip_max: float | None = None,
     mask: np.ndarray | Tensor | None = None,
 ) -> dict[str, float]:
-    """Depth errors of ``pred`` against ``gt`` (both [N, H, W], one sequence of N frames).
+    """The metrics of :func:`evaluate_depth` (same arguments) without the aligned prediction."""
+    return evaluate_depth(pred, gt, align, max_depth, post_clip_max, mask).metrics
 
-    Valid pixels: gt > 0, finite, below ``max_depth`` when given, and inside ``mask`` when given; the mask is
-    always taken from the ground truth, never from the prediction. ``align``: ``median`` (per-frame median
-    ratio), ``scale`` (one L1 scale for the sequence, IRLS as the reference), ``scale&shift`` (one L1 scale and
-    shift for the sequence), or ``none``. ``post_clip_max`` clips the aligned prediction (Sintel: 70).
-    Returns abs_rel, sq_rel, rmse, log_rmse, delta_1.25, delta_1.25^2, delta_1.25^3 and valid_pixels.
-    """
-    pred, gt = _f64(pred), _f64(gt)
-    if pred.shape != gt.shape or pred.ndim != 3:
-        raise ValueError(f"pred and gt must both be [N, H, W], got {tuple(pred.shape)} and {tuple(gt.shape)}")
-    if align not in DEPTH_ALIGNMENTS:
-        raise ValueError(f"unknown depth alignment '{align}': choose one of {', '.join(DEPTH_ALIGNMENTS)}")
-    valid = torch.isfinite(gt) & (gt > 0) & torch.isfinite(pred)
-    if max_depth is not None:
-        valid &= gt < max_depth
-    if mask is not None:
-        mask_t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask.cpu()).bool()
-        if mask_t.shape != gt.shape:
-            raise ValueError(f"mask must be [N, H, W] like gt, got {tuple(mask_t.shape)}")
-        valid &= mask_t
-    if not bool(valid.any()):
-        raise ValueError("no valid ground-truth pixels (gt > 0, finite, below max_depth, inside the mask)")
 
-    aligned = align_depth(pred, gt, valid, align)
-    if post_clip_max is not None:
-        aligned = aligned.clamp(max=post_clip_max)
-    p, g = aligned[valid].clamp_min(_EPS), gt[valid]
-    ratio = torch.maximum(p / g, g / p)
-    return {
-        "abs_rel": float(((p - g).abs() / g).mean()),
-        "sq_rel": float(((p - g) ** 2 / g).mean()),
-        "rmse": float(((p - g) ** 2).mean().sqrt()),
-        "log_rmse": float(((p.log() - g.log()) ** 2).mean().sqrt()),
-        "delta_1.25": float((ratio < 1.25).double().mean()),
-        "delta_1.25^2": float((ratio < 1.25**2).double().mean()),
-        "delta_1.25^3": float((ratio < 1.25**3).double().mean()),
-        "valid_pixels": int(valid.sum()),
-    }
+def depth_validity(gt: Tensor, max_depth: float | None = None) -> Tensor:
+    """The ground truth's valid pixels (same shape, bool): finite, > 0 and below ``max_depth`` when given."""
+    valid = torch.isfinite(gt) & (gt > 0)
+    return valid & (gt < max_depth) if max_depth is not None else valid
 
 
 def align_depth(pred: Tensor, gt: Tensor, valid: Tensor, align: str) -> Tensor:
-    """``pred`` [N, H, W] aligned to ``gt`` as :func:`depth_metrics` does, fitted on the ``valid`` pixels (float64
-    tensors); the protocols use it to draw the error maps that the metrics score."""
+    """``pred`` [N, H, W] aligned to ``gt`` as :func:`evaluate_depth` does, fitted on the ``valid`` pixels (float64
+    tensors)."""
     if align == "none":
         return pred
     if align == "median":
@@ -93,12 +130,14 @@ def align_depth(pred: Tensor, gt: Tensor, valid: Tensor, align: str) -> Tensor:
 
 
 def l1_scale(pred: Tensor, gt: Tensor, iterations: int = 10) -> Tensor:
-    """argmin_s sum |s p - g| by iteratively reweighted least squares (Weiszfeld), from s = mean(g)/mean(p)."""
+    """argmin_s sum |s p - g| by iteratively reweighted least squares (Weiszfeld), as the reference's video-depth
+    ``align_with_scale``: s starts at mean(g) / mean(p), each iteration weighs the pixels by 1 / (|s p - g| + 1e-8)
+    and solves the weighted least squares; the final s (not each iterate) is clamped to >= 1e-3."""
     scale = gt.mean() / pred.mean().clamp_min(_EPS)
     for _ in range(iterations):
-        weights = 1.0 / (scale * pred - gt).abs().clamp_min(1e-3)
+        weights = 1.0 / ((scale * pred - gt).abs() + _EPS)
         scale = (weights * pred * gt).sum() / (weights * pred * pred).sum().clamp_min(_EPS)
-    return scale
+    return scale.clamp_min(1e-3)
 
 
 def l1_scale_shift(pred: Tensor, gt: Tensor, iterations: int = 50) -> tuple[Tensor, Tensor]:
@@ -115,16 +154,6 @@ def l1_scale_shift(pred: Tensor, gt: Tensor, iterations: int = 50) -> tuple[Tens
 # -------------------------------------------------------------------------------------------------------- pose
 
 
-def _as_4x4(pose: Tensor) -> Tensor:
-    if pose.shape[-2:] == (4, 4):
-        return pose
-    if pose.shape[-2:] != (3, 4):
-        raise ValueError(f"poses must be [N, 3, 4] or [N, 4, 4], got {tuple(pose.shape)}")
-    bottom = torch.zeros((*pose.shape[:-2], 1, 4), dtype=pose.dtype)
-    bottom[..., 0, 3] = 1
-    return torch.cat((pose, bottom), dim=-2)
-
-
 def _rotation_angle_deg(rot: Tensor) -> Tensor:
     cos = ((rot.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
     return torch.rad2deg(torch.arccos(cos))
@@ -133,11 +162,14 @@ def _rotation_angle_deg(rot: Tensor) -> Tensor:
 def relative_pose_errors(pred_w2c: np.ndarray | Tensor, gt_w2c: np.ndarray | Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Rotation (RRA) and translation-direction (RTA) errors in degrees over all frame pairs (CO3D protocol).
 
-    For each pair i < j the relative pose E_i E_j^-1 is compared: RRA is the angle of the rotation between the
-    predicted and true relative rotations; RTA the angle between the relative translations, as min(θ, 180 - θ)
-    because the direction's sign is ambiguous up to scale conventions. Inputs [N, 3, 4] or [N, 4, 4], N >= 2.
+    For each pair i < j the relative pose E_i E_j^-1 (camera i from camera j) is compared, as the reference code
+    computes it (``se3_to_relative_pose_error`` in StreamVGGT's ``src/eval/pose_evaluation/test_co3d.py`` and
+    VGGT's ``evaluation/test_co3d.py``: ``gt_se3[i1] @ closed_form_inverse_se3(gt_se3[i2])``): RRA is the angle of
+    the rotation between the predicted and true relative rotations (the reference's quaternion formula gives the
+    same angle); RTA the angle between the relative translations (camera j's centre seen from camera i), as
+    min(θ, 180 - θ) because the direction's sign is ambiguous. Inputs [N, 3, 4] or [N, 4, 4], N >= 2.
     """
-    pred, gt = _as_4x4(_f64(pred_w2c)), _as_4x4(_f64(gt_w2c))
+    pred, gt = homogeneous_pose(as_f64(pred_w2c)), homogeneous_pose(as_f64(gt_w2c))
     if pred.shape != gt.shape or pred.shape[0] < 2:
         raise ValueError(f"need matching poses for at least 2 frames, got {tuple(pred.shape)} and {tuple(gt.shape)}")
     pairs = list(itertools.combinations(range(pred.shape[0]), 2))
@@ -164,13 +196,16 @@ def pose_auc(rra_deg: np.ndarray | Tensor, rta_deg: np.ndarray | Tensor, max_thr
 def trajectory_errors(
     pred_c2w: np.ndarray | Tensor, gt_c2w: np.ndarray | Tensor, align: str = "sim3"
 ) -> dict[str, float]:
-    """ATE (RMSE of camera centres after alignment) and RPE over consecutive frames, as evo computes them.
+    """ATE and RPE over consecutive frames, as MonST3R's / CUT3R's ``eval_metrics`` (``dust3r/utils/vo_eval.py``)
+    reports them with evo: the ``rmse`` statistic of each, after aligning the prediction to the ground truth.
 
     Inputs are camera-to-world poses [N, 3, 4] or [N, 4, 4]. ``align``: ``sim3`` (Umeyama with scale, for
-    scale-free predictions), ``se3`` or ``none``. RPE compares relative motions between frames i and i+1:
-    ``rpe_trans`` is the RMSE of the translation error, ``rpe_rot_deg`` the mean rotation error in degrees.
+    scale-free predictions; the reference's ``align=True, correct_scale=True``), ``se3`` or ``none``. ``ate``: the
+    RMSE of the camera centres' distances. RPE compares the relative motions between frames i and i+1 (evo's
+    ``delta=1`` frame): ``rpe_trans`` is the RMSE of the translation error's length and ``rpe_rot_deg`` the RMSE of
+    the rotation error's angle in degrees.
     """
-    pred, gt = _as_4x4(_f64(pred_c2w)), _as_4x4(_f64(gt_c2w))
+    pred, gt = homogeneous_pose(as_f64(pred_c2w)), homogeneous_pose(as_f64(gt_c2w))
     if pred.shape != gt.shape or pred.shape[0] < 3:
         raise ValueError(f"need matching trajectories of at least 3 poses, got {tuple(pred.shape)}, {tuple(gt.shape)}")
     if align not in ("sim3", "se3", "none"):
@@ -186,8 +221,19 @@ def trajectory_errors(
     rel_gt = invert_pose(gt[:-1]) @ gt[1:]
     error = invert_pose(rel_gt) @ rel_pred
     rpe_trans = float((error[:, :3, 3] ** 2).sum(-1).mean().sqrt())
-    rpe_rot = float(_rotation_angle_deg(error[:, :3, :3]).mean())
+    rpe_rot = float((_rotation_angle_deg(error[:, :3, :3]) ** 2).mean().sqrt())
     return {"ate": ate, "rpe_trans": rpe_trans, "rpe_rot_deg": rpe_rot}
+
+
+def aligned_camera_centres(pred_w2c: np.ndarray | Tensor, gt_w2c: np.ndarray | Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Camera centres [S, 3] of the prediction after the Sim(3) (Umeyama) alignment of the trajectory metrics, and
+    of the ground truth, from camera-from-world poses [S, 3, 4] or [S, 4, 4]; unaligned below 3 cameras."""
+    pred = invert_pose(homogeneous_pose(as_f64(pred_w2c)))[:, :3, 3]
+    gt = invert_pose(homogeneous_pose(as_f64(gt_w2c)))[:, :3, 3]
+    if len(pred) < 3:
+        return pred.numpy(), gt.numpy()
+    scale, rot, trans = umeyama(pred, gt)
+    return (scale * pred @ rot.T + trans).numpy(), gt.numpy()
 
 
 # ------------------------------------------------------------------------------------------------ reconstruction
@@ -206,7 +252,7 @@ def recon_metrics(
     """
     from scipy.spatial import cKDTree
 
-    pred, gt = _f64(pred_points).numpy(), _f64(gt_points).numpy()
+    pred, gt = as_f64(pred_points).numpy(), as_f64(gt_points).numpy()
     for name, pts in (("pred_points", pred), ("gt_points", gt)):
         if pts.ndim != 2 or pts.shape[-1] != 3 or pts.shape[0] == 0:
             raise ValueError(f"{name} must be a non-empty [N, 3] array, got {pts.shape}")
@@ -221,7 +267,7 @@ def recon_metrics(
         "comp_med": float(np.median(dist_comp)),
     }
     if pred_normals is not None:
-        n_pred, n_gt = _f64(pred_normals).numpy(), _f64(gt_normals).numpy()
+        n_pred, n_gt = as_f64(pred_normals).numpy(), as_f64(gt_normals).numpy()
         if n_pred.shape != pred.shape or n_gt.shape != gt.shape:
             raise ValueError("normals must have the shapes of their points")
         nc1 = np.abs((n_pred * n_gt[idx_acc]).sum(-1))
@@ -238,7 +284,12 @@ def recon_metrics(
 
 
 __all__ = [
+    "DepthEvaluation",
+    "aligned_camera_centres",
+    "as_f64",
     "depth_metrics",
+    "depth_validity",
+    "evaluate_depth",
     "l1_scale",
     "l1_scale_shift",
     "pose_auc",

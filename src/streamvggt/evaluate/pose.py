@@ -21,17 +21,17 @@ import numpy as np
 import torch
 
 from streamvggt.evaluate.bundle_adjust import bundle_adjust, require_pycolmap, select_observations
-from streamvggt.evaluate.datasets.co3d import NUM_FRAMES, Co3dDataset
+from streamvggt.evaluate.datasets.co3d import MIN_FRAMES, NUM_FRAMES, Co3dDataset
 from streamvggt.evaluate.datasets.posed import PoseDataset, PoseSequence
 from streamvggt.evaluate.datasets.scannet import ScanNetDataset
 from streamvggt.evaluate.datasets.sintel import SintelDataset
 from streamvggt.evaluate.datasets.tum import TumDataset
-from streamvggt.evaluate.metrics import pose_auc, relative_pose_errors, trajectory_errors
+from streamvggt.evaluate.metrics import aligned_camera_centres, pose_auc, relative_pose_errors, trajectory_errors
+from streamvggt.evaluate.plotting import pyplot, save_figure
 from streamvggt.evaluate.report import write_results
 from streamvggt.evaluate.runner import eval_preprocessor, stream_sequence
 from streamvggt.evaluate.tracks import track_sequence
-from streamvggt.geometry import invert_pose, umeyama
-from streamvggt.io.atomic import atomic_output
+from streamvggt.geometry import homogeneous_pose, invert_pose
 from streamvggt.io.errors import InputError
 from streamvggt.io.preprocess import DEFAULT_SIZE, Preprocessor
 from streamvggt.model.streamvggt import StreamVGGT
@@ -71,12 +71,7 @@ def run_pose(
     size: the model's input width (CO3D) or longest side (trajectories). meta: extra settings for the report
     (checkpoint). plots: write the figures.
     """
-    if dataset not in POSE_DATASETS:
-        raise ValueError(f"unknown pose dataset '{dataset}': choose one of {', '.join(POSE_DATASETS)}")
-    if max_frames is not None and max_frames < 2:
-        raise ValueError(f"--max-frames must be at least 2 for camera poses, got {max_frames}")
-    if use_ba:
-        require_pycolmap()  # fail before any frame is streamed
+    check_pose(dataset, root, num_frames, max_frames, use_ba)
     name = f"pose-{dataset}"
     plot_dir = outdir / "plots" / name if plots else None
     settings: dict[str, Any] = {"protocol": "pose", "dataset": dataset, "cache": cache, "use_ba": use_ba}
@@ -89,6 +84,20 @@ def run_pose(
     settings |= {"root": str(root_used), "max_frames": max_frames, **(meta or {})}
     write_results(outdir, name, per_row, summary, settings)
     return summary
+
+
+def check_pose(dataset: str, root: Path, num_frames: int, max_frames: int | None, use_ba: bool) -> None:
+    """Reject bad settings before any model work: an unknown dataset, a folder without its layout (InputError),
+    CO3D frame counts outside [2, 50], fewer than 2 frames per sequence, BA without pycolmap."""
+    if dataset not in POSE_DATASETS:
+        raise ValueError(f"unknown pose dataset '{dataset}': choose one of {', '.join(POSE_DATASETS)}")
+    if max_frames is not None and max_frames < 2:
+        raise ValueError(f"--max-frames must be at least 2 for camera poses, got {max_frames}")
+    if dataset == "co3d" and not 2 <= num_frames <= MIN_FRAMES:
+        raise ValueError(f"--num-frames must be in [2, {MIN_FRAMES}] for co3d, got {num_frames}")
+    {"co3d": Co3dDataset, "tum": TumDataset, "scannet": ScanNetDataset, "sintel": SintelDataset}[dataset](root)
+    if use_ba:
+        require_pycolmap()
 
 
 # ------------------------------------------------------------------------------------------------------- CO3D
@@ -220,30 +229,19 @@ def _predict(
     frames = ((path.stem, data.read_image(path)) for path in sequence.images)
     if not use_ba:
         results = stream_sequence(model, frames, cache, preprocessor)
-        return {"": _as_4x4(np.stack([r.extrinsic for r in results]))}
+        return {"": _homogeneous(np.stack([r.extrinsic for r in results]))}
     tracked = track_sequence(model, frames, cache, preprocessor)
     observed = select_observations(tracked.visibility, tracked.confidence)
     adjusted = bundle_adjust(tracked.extrinsics, tracked.intrinsics, tracked.image_size, tracked.tracks, observed)
-    return {"": _as_4x4(tracked.extrinsics), "_ba": _as_4x4(adjusted.extrinsics)}
+    return {"": _homogeneous(tracked.extrinsics), "_ba": _homogeneous(adjusted.extrinsics)}
 
 
-def _as_4x4(extrinsics: np.ndarray) -> np.ndarray:
-    out = np.tile(np.eye(4), (len(extrinsics), 1, 1))
-    out[:, :3, :] = extrinsics[:, :3, :]
-    return out
+def _homogeneous(extrinsics: np.ndarray) -> np.ndarray:
+    return homogeneous_pose(torch.from_numpy(np.asarray(extrinsics, dtype=np.float64))).numpy()
 
 
 def _c2w(cam_from_world: np.ndarray) -> np.ndarray:
     return invert_pose(torch.from_numpy(np.asarray(cam_from_world, dtype=np.float64))).numpy()
-
-
-def _aligned_centres(pred_w2c: np.ndarray, gt_w2c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Camera centres [S, 3] of the prediction after the Sim(3) alignment the metrics use, and of the truth."""
-    pred, gt = torch.from_numpy(_c2w(pred_w2c)[:, :3, 3]), torch.from_numpy(_c2w(gt_w2c)[:, :3, 3])
-    if len(pred) < 3:
-        return pred.numpy(), gt.numpy()
-    scale, rot, trans = umeyama(pred, gt)
-    return (scale * pred @ rot.T + trans).numpy(), gt.numpy()
 
 
 def _top_view(gt_centres: np.ndarray) -> np.ndarray:
@@ -258,14 +256,13 @@ def _plot_trajectories(
     cameras: dict[str, np.ndarray], gt_w2c: np.ndarray, path: Path, title: str, row: dict[str, float]
 ) -> None:
     """Ground-truth and Sim(3)-aligned predicted camera paths, projected on the plane of motion."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = pyplot().subplots(figsize=(6, 5))
     gt = _c2w(gt_w2c)[:, :3, 3]
     projection = _top_view(gt)
     ax.plot(*(gt @ projection).T, "k.-", label="ground truth", markersize=3)
     styles = {"": ("tab:red", "prediction"), "_ba": ("tab:blue", "prediction + BA")}
     for suffix, extrinsics in cameras.items():
-        pred, _ = _aligned_centres(extrinsics, gt_w2c)
+        pred, _ = aligned_camera_centres(extrinsics, gt_w2c)
         colour, label = styles[suffix]
         ax.plot(
             *(pred @ projection).T, ".-", color=colour, markersize=3, label=f"{label} (ATE {row['ate' + suffix]:.3f})"
@@ -274,7 +271,7 @@ def _plot_trajectories(
     ax.set(xlabel="main direction of motion", ylabel="second direction")
     ax.set_title(f"{title} (Sim(3)-aligned)", fontsize=9)
     ax.legend(fontsize=8)
-    _save(fig, path, plt)
+    save_figure(fig, path)
 
 
 def _plot_centres(cameras: dict[str, np.ndarray], gt_w2c: np.ndarray, path: Path, title: str) -> None:
@@ -283,22 +280,5 @@ def _plot_centres(cameras: dict[str, np.ndarray], gt_w2c: np.ndarray, path: Path
 
 
 def _centre_rmse(pred_w2c: np.ndarray, gt_w2c: np.ndarray) -> float:
-    pred, gt = _aligned_centres(pred_w2c, gt_w2c)
+    pred, gt = aligned_camera_centres(pred_w2c, gt_w2c)
     return float(np.sqrt(((pred - gt) ** 2).sum(-1).mean()))
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path, plt: Any) -> None:
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)

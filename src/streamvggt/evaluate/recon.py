@@ -23,10 +23,10 @@ from streamvggt.evaluate.datasets.nrgbd import NrgbdDataset
 from streamvggt.evaluate.datasets.sevenscenes import SevenScenesDataset
 from streamvggt.evaluate.icp import estimate_normals, icp_point_to_point
 from streamvggt.evaluate.metrics import recon_metrics
+from streamvggt.evaluate.plotting import pyplot, save_figure
 from streamvggt.evaluate.report import write_results
 from streamvggt.evaluate.runner import eval_preprocessor, stream_sequence
 from streamvggt.geometry import depth_to_camera_points
-from streamvggt.io.atomic import atomic_output
 from streamvggt.io.errors import InputError
 from streamvggt.model.streamvggt import StreamVGGT
 
@@ -62,11 +62,7 @@ def run_recon(
     resolution (width, height) and crop change the protocol (for quick checks; the reference's numbers need the
     defaults). meta: extra settings for the report (checkpoint). plots: write the figures.
     """
-    if dataset not in RECON_DATASETS:
-        raise ValueError(f"unknown reconstruction dataset '{dataset}': choose one of {', '.join(RECON_DATASETS)}")
-    if max_frames is not None and max_frames < 1:
-        raise ValueError(f"--max-frames must be at least 1, got {max_frames}")
-    data = RECON_DATASETS[dataset](root) if kf_every is None else RECON_DATASETS[dataset](root, kf_every)
+    data = check_recon(dataset, root, max_frames, kf_every)
     name = f"recon-{dataset}"
     per_scene: dict[str, dict[str, float]] = {}
     for sequence in data.sequences():
@@ -96,6 +92,16 @@ def run_recon(
     return summary
 
 
+def check_recon(dataset: str, root: Path, max_frames: int | None = None, kf_every: int | None = None) -> DepthDataset:
+    """Reject bad settings before any model work (ValueError; InputError for a folder without the dataset's
+    layout) and return the opened dataset."""
+    if dataset not in RECON_DATASETS:
+        raise ValueError(f"unknown reconstruction dataset '{dataset}': choose one of {', '.join(RECON_DATASETS)}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"--max-frames must be at least 1, got {max_frames}")
+    return RECON_DATASETS[dataset](root) if kf_every is None else RECON_DATASETS[dataset](root, kf_every)
+
+
 def scene_mean(rows: list[dict[str, float]]) -> dict[str, float]:
     """Metrics averaged over scenes (the reference's mean); counts (frames, points) summed."""
     return {
@@ -115,6 +121,13 @@ def _scene(
     crop: int,
     plot: Path | None,
 ) -> dict[str, float] | None:
+    """One scene's metrics (acc, comp, nc and their medians in metres, icp_fitness, frames, points), or None when
+    its ground truth has too few valid points; draws the top-view figure into ``plot`` when given.
+
+    The frames are cropped and resized to ``resolution`` (width, height), streamed through one session, and the
+    point head's cloud is aligned to the ground truth (median shift and scale, then ICP) on the central ``crop``
+    x ``crop`` pixels of each view.
+    """
     intrinsics, extrinsics = data.cameras(sequence)
     images, gt_points, valid = [], [], []
     for frame, intrinsic, extrinsic in zip(sequence.frames, intrinsics, extrinsics, strict=True):
@@ -236,21 +249,12 @@ def centre_crop(height: int, width: int, size: int = CROP) -> tuple[slice, slice
 
 def _plot(pred: np.ndarray, gt: np.ndarray, row: dict[str, float], path: Path, title: str) -> None:
     """Both clouds seen from above (x against z of the first camera), subsampled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rng = np.random.default_rng(0)
-    fig, ax = plt.subplots(figsize=(6, 6))
+    fig, ax = pyplot().subplots(figsize=(6, 6))
     for cloud, colour, label in ((gt, "0.5", "ground truth"), (pred, "tab:red", "prediction (aligned)")):
         shown = cloud[rng.choice(len(cloud), min(len(cloud), PLOTTED_POINTS), replace=False)]
         ax.scatter(shown[:, 0], shown[:, 2], s=0.3, c=colour, label=label, alpha=0.5, linewidths=0)
     ax.set(xlabel="x (m)", ylabel="z (m)", aspect="equal")
     ax.set_title(f"{title}\nacc {row['acc']:.3f} m, comp {row['comp']:.3f} m, nc {row['nc']:.3f}", fontsize=9)
     ax.legend(fontsize=8, markerscale=20)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    save_figure(fig, path)

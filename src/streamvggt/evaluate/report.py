@@ -25,11 +25,7 @@ def write_results(
     meta: protocol, dataset, checkpoint, cache, image size and the like; ``machine`` and ``date`` (UTC, ISO 8601)
     are added unless given. Non-finite numbers become JSON null (strict JSON has no NaN) and "nan" in the table.
     """
-    outdir = Path(outdir)
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"cannot create the output folder {outdir}: {error.strerror or error}") from error
+    outdir = prepare_output_dir(outdir)
     full_meta = {
         "machine": f"{platform.node()} ({platform.system()} {platform.machine()})",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -39,6 +35,19 @@ def write_results(
     _write_text(outdir / f"{name}.json", json.dumps(_strict(document), indent=2) + "\n")
     _write_text(outdir / f"{name}.md", markdown_table(name, per_sequence, summary, full_meta))
     return document
+
+
+def prepare_output_dir(outdir: str | Path) -> Path:
+    """Create the output folder ``outdir`` (parents too) and return it; OutputError with a one-line message when it
+    is a file or cannot be created. The commands call it before loading a model, so no compute is spent first."""
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise OutputError(f"cannot write to {outdir}: it is a file, not a folder")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create the output folder {outdir}: {error.strerror or error}") from error
+    return outdir
 
 
 def markdown_table(

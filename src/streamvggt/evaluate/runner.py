@@ -7,7 +7,7 @@ any cache policy can be evaluated; single-image protocols stream one-frame seque
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -31,16 +31,18 @@ def stream_sequence(
     frames: Iterable[tuple[str, np.ndarray]],
     cache: str = "full",
     preprocessor: Preprocessor | None = None,
+    query_points: np.ndarray | Callable[[tuple[int, int]], np.ndarray] | None = None,
 ) -> list[FrameResult]:
     """Stream ``frames`` ((name, [H, W, 3] uint8 RGB) in order) through one new session of ``model``.
 
     preprocessor: its mode and size are used (default: :func:`eval_preprocessor`); a fresh copy runs each
-    sequence, because a preprocessor remembers the first frame's size of its stream.
+    sequence, because a preprocessor remembers the first frame's size of its stream. query_points: pixels of the
+    first frame to track, or a function of its size (see :class:`streamvggt.reconstruction.Reconstructor`).
     Returns one result per frame, at the model's resolution (see :func:`resize_to` for the input's).
     """
     template = preprocessor or eval_preprocessor()
     fresh = Preprocessor(template.mode, template.size, template.patch_size)
-    reconstructor = Reconstructor(model, cache, fresh)
+    reconstructor = Reconstructor(model, cache, fresh, query_points=query_points)
     results = [reconstructor.step(Frame(image, name, index)) for index, (name, image) in enumerate(frames)]
     log.debug("streamed %d frames (cache %s)", len(results), cache)
     return results

@@ -7,15 +7,14 @@ pass and its plain numbers are those of the run without it.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from streamvggt.evaluate.runner import eval_preprocessor
-from streamvggt.geometry import pose_encoding_to_extri_intri
+from streamvggt.evaluate.runner import stream_sequence
 from streamvggt.io.preprocess import Preprocessor
 from streamvggt.model.streamvggt import StreamVGGT
 
@@ -47,7 +46,6 @@ def grid_queries(height: int, width: int, step: int = GRID_STEP) -> np.ndarray:
     return np.stack((grid_x.ravel(), grid_y.ravel()), axis=-1)
 
 
-@torch.no_grad()
 def track_sequence(
     model: StreamVGGT,
     frames: Iterable[tuple[str, np.ndarray]],
@@ -57,40 +55,24 @@ def track_sequence(
 ) -> TrackedSequence:
     """Stream ``frames`` ((name, [H, W, 3] uint8 RGB)) through one session with grid queries in frame 0.
 
-    The frames go through a fresh copy of ``preprocessor`` (default :func:`eval_preprocessor`), and the cameras are
-    decoded as :class:`streamvggt.reconstruction.Reconstructor` decodes them, so they equal
-    :func:`streamvggt.evaluate.runner.stream_sequence`'s for the same inputs.
+    The stream is :func:`streamvggt.evaluate.runner.stream_sequence`'s with query points added, so the cameras
+    equal that function's for the same inputs.
     """
-    template = preprocessor or eval_preprocessor()
-    fresh = Preprocessor(template.mode, template.size, template.patch_size)
-    device = next(model.parameters()).device
-    session, size = None, (0, 0)
-    names, extrinsics, intrinsics, tracks, visibility, confidence = [], [], [], [], [], []
-    for name, image in frames:
-        prepared = fresh(image, name)
-        if session is None:
-            size = prepared.image.shape[:2]
-            queries = torch.from_numpy(grid_queries(*size, step)).float()[None].to(device)
-            session = model.stream(batch_size=1, cache=cache, query_points=queries)
-        pixels = torch.tensor(prepared.image, device=device).permute(2, 0, 1).float().div(255)
-        out = session.step(pixels[None])
-        extrinsic, intrinsic = pose_encoding_to_extri_intri(out["pose_enc"][0].cpu().double(), size)
-        names.append(name)
-        extrinsics.append(extrinsic.numpy())
-        intrinsics.append(intrinsic.numpy())
-        tracks.append(out["track"][0].cpu().double().numpy())
-        visibility.append(out["track_vis"][0].float().cpu().numpy())
-        conf = out.get("track_conf")
-        confidence.append(np.ones_like(visibility[-1]) if conf is None else conf[0].float().cpu().numpy())
-    if session is None:
+    queries = functools.partial(_grid_for_size, step=step)
+    results = stream_sequence(model, frames, cache, preprocessor, query_points=queries)
+    if not results:
         raise ValueError("no frames to track")
-    log.debug("tracked %d grid points through %d frames", tracks[0].shape[0], len(tracks))
+    log.debug("tracked %d grid points through %d frames", results[0].tracks.shape[0], len(results))
     return TrackedSequence(
-        names,
-        size,
-        np.stack(extrinsics),
-        np.stack(intrinsics),
-        np.stack(tracks),
-        np.stack(visibility),
-        np.stack(confidence),
+        [r.name for r in results],
+        results[0].image_size,
+        np.stack([r.extrinsic for r in results]),
+        np.stack([r.intrinsic for r in results]),
+        np.stack([r.tracks for r in results]),
+        np.stack([r.track_vis for r in results]),
+        np.stack([r.track_conf for r in results]),
     )
+
+
+def _grid_for_size(size: tuple[int, int], step: int) -> np.ndarray:
+    return grid_queries(*size, step)

@@ -1,9 +1,11 @@
-"""What the depth datasets share: frame lists, the root check, and reading images and 16-bit depth PNGs."""
+"""What the evaluation datasets share: the root check, reading images and 16-bit depth PNGs, and the depth
+datasets' frame lists."""
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,14 +50,7 @@ class DepthDataset(ABC):
     single_images = False  # unrelated images rather than videos: only the mono-depth protocol applies
 
     def __init__(self, root: str | Path) -> None:
-        self.root = self._locate(Path(root))
-
-    def _locate(self, root: Path) -> Path:
-        """The dataset folder: ``root`` or ``root/<usual name>``; InputError naming the layout if neither fits."""
-        for candidate in (root, *(root / name for name in self.folder_names)):
-            if self._looks_right(candidate):
-                return candidate
-        raise InputError(f"no {self.name} dataset at {root}: expected {self.layout}")
+        self.root = locate_root(Path(root), self.folder_names, self._looks_right, self.name, self.layout)
 
     @abstractmethod
     def _looks_right(self, folder: Path) -> bool:
@@ -71,14 +66,30 @@ class DepthDataset(ABC):
 
     def read_image(self, path: Path) -> np.ndarray:
         """An input image as [H, W, 3] uint8 RGB."""
-        try:
-            with Image.open(path) as image:
-                return to_rgb(image)
-        except (OSError, UnidentifiedImageError) as error:
-            raise InputError(f"cannot read image {path}: {error}") from error
+        return read_rgb(path)
 
     def _error(self, message: str) -> InputError:
         return InputError(f"{self.name} at {self.root}: {message} (expected {self.layout})")
+
+
+def locate_root(
+    root: Path, folder_names: tuple[str, ...], looks_right: Callable[[Path], bool], name: str, layout: str
+) -> Path:
+    """A dataset's folder: ``root`` itself or ``root/<one of folder_names>``, the first that ``looks_right``;
+    InputError naming the expected ``layout`` when none does."""
+    for candidate in (root, *(root / folder for folder in folder_names)):
+        if looks_right(candidate):
+            return candidate
+    raise InputError(f"no {name} dataset at {root}: expected {layout}")
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as [H, W, 3] uint8 RGB; InputError when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return to_rgb(image)
+    except (OSError, UnidentifiedImageError) as error:
+        raise InputError(f"cannot read image {path}: {error}") from error
 
 
 def read_depth_png(path: Path, units_per_metre: float) -> np.ndarray:

@@ -10,7 +10,9 @@ Layout::
 camera-from-world is R_cv = diag(-1, -1, 1) R^T, t_cv = diag(-1, -1, 1) T. The protocol (VGGT's, which the
 reference follows) uses the 41 "seen" categories, sequences of at least 50 frames whose translations pass a sanity
 check, and 10 frames per sequence drawn with one numpy RandomState seeded once (seed 0) and consumed in category
-order, then sorted sequence order: the same draws as the reference's global ``np.random.seed``.
+order, then sorted sequence-name order: the same draws as the reference's global ``np.random.seed``. (Both
+reference scripts, StreamVGGT's ``src/eval/pose_evaluation/test_co3d.py`` and VGGT's ``evaluation/test_co3d.py``,
+iterate ``sorted(annotation.keys())``, not the file's own order.)
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamvggt.evaluate.datasets.posed import PoseSequence, read_rgb
+from streamvggt.evaluate.datasets.base import read_rgb
+from streamvggt.evaluate.datasets.posed import PoseSequence
 from streamvggt.io.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -95,7 +98,7 @@ class Co3dDataset:
             raise ValueError(f"num_frames must be in [2, {min_frames}], got {num_frames}")
         annotations = self.read_annotations(category)
         sequences, missing = [], 0
-        for name in sorted(annotations):
+        for name in sorted(annotations):  # the reference's order (see the module docstring), whatever the file's
             frames = annotations[name]
             if len(frames) < min_frames:
                 continue
@@ -120,4 +123,5 @@ class Co3dDataset:
         return sequences
 
     def read_image(self, path: Path) -> np.ndarray:
+        """An input image as [H, W, 3] uint8 RGB (``path`` from a :class:`PoseSequence` of this dataset)."""
         return read_rgb(path)

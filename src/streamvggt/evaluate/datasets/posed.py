@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from streamvggt.evaluate.datasets.base import locate_root, read_rgb
 from streamvggt.geometry import invert_pose, quat_to_mat
 from streamvggt.io.errors import InputError
-from streamvggt.io.preprocess import to_rgb
 
 
 @dataclass(frozen=True)
@@ -39,12 +38,7 @@ class PoseDataset(ABC):
     layout: str  # the expected layout, relative to the dataset folder, for error messages
 
     def __init__(self, root: str | Path) -> None:
-        root = Path(root)
-        for candidate in (root, *(root / name for name in self.folder_names)):
-            if self._looks_right(candidate):
-                self.root = candidate
-                return
-        raise InputError(f"no {self.name} dataset at {root}: expected {self.layout}")
+        self.root = locate_root(Path(root), self.folder_names, self._looks_right, self.name, self.layout)
 
     @abstractmethod
     def _looks_right(self, folder: Path) -> bool:
@@ -60,15 +54,6 @@ class PoseDataset(ABC):
 
     def _error(self, message: str) -> InputError:
         return InputError(f"{self.name} at {self.root}: {message} (expected {self.layout})")
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file as [H, W, 3] uint8 RGB; InputError when it cannot be read."""
-    try:
-        with Image.open(path) as image:
-            return to_rgb(image)
-    except (OSError, UnidentifiedImageError) as error:
-        raise InputError(f"cannot read image {path}: {error}") from error
 
 
 def read_matrix_rows(path: Path, columns: tuple[int, ...]) -> np.ndarray:

@@ -23,6 +23,7 @@ import torch
 from streamvggt.evaluate.datasets.base import DepthDataset, DepthFrame, DepthSequence, read_depth_png
 from streamvggt.evaluate.datasets.posed import read_matrix_rows
 from streamvggt.geometry import invert_pose
+from streamvggt.io.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,10 @@ class SevenScenesDataset(DepthDataset):
             path = frame.image.with_name(f"{frame.name}.pose.txt")
             if not path.is_file():
                 raise self._error(f"missing pose {path.relative_to(self.root)}")
-            poses.append(read_matrix_rows(path, (4,)).reshape(4, 4))
+            pose = read_matrix_rows(path, (4,))
+            if pose.shape != (4, 4):
+                raise InputError(f"{path}: expected a 4 x 4 camera-to-world matrix, got {len(pose)} rows of 4")
+            poses.append(pose)
         extrinsics = invert_pose(torch.from_numpy(np.stack(poses))).numpy()
         return np.repeat(INTRINSIC[None], len(poses), axis=0), extrinsics
 

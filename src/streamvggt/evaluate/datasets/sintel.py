@@ -14,8 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from streamvggt.evaluate.datasets.base import DepthDataset, DepthSequence, paired_by_name
+from streamvggt.geometry import homogeneous_pose
 from streamvggt.io.errors import InputError
 
 # The SDK files start with this float32 tag (written little-endian; a wrong tag means a foreign or corrupt file).
@@ -91,5 +93,5 @@ class SintelDataset(DepthDataset):
                 raise self._error(f"missing camera {path.relative_to(self.root)}")
             intrinsic, extrinsic = read_cam(path)
             intrinsics.append(intrinsic)
-            extrinsics.append(np.concatenate((extrinsic, [[0.0, 0.0, 0.0, 1.0]])))
-        return np.stack(intrinsics), np.stack(extrinsics)
+            extrinsics.append(extrinsic)
+        return np.stack(intrinsics), homogeneous_pose(torch.from_numpy(np.stack(extrinsics).astype(np.float64))).numpy()
