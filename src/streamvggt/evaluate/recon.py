@@ -254,7 +254,8 @@ def _plot(pred: np.ndarray, gt: np.ndarray, row: dict[str, float], path: Path, t
     for cloud, colour, label in ((gt, "0.5", "ground truth"), (pred, "tab:red", "prediction (aligned)")):
         shown = cloud[rng.choice(len(cloud), min(len(cloud), PLOTTED_POINTS), replace=False)]
         ax.scatter(shown[:, 0], shown[:, 2], s=0.3, c=colour, label=label, alpha=0.5, linewidths=0)
-    ax.set(xlabel="x (m)", ylabel="z (m)", aspect="equal")
+    ax.set(xlabel="x (m)", ylabel="z (m)")
+    ax.set_aspect("equal", adjustable="datalim")
     ax.set_title(f"{title}\nacc {row['acc']:.3f} m, comp {row['comp']:.3f} m, nc {row['nc']:.3f}", fontsize=9)
     ax.legend(fontsize=8, markerscale=20)
     save_figure(fig, path)
