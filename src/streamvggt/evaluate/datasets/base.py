@@ -122,6 +122,18 @@ def paired_by_name(images: list[Path], depths: list[Path], where: str) -> list[D
     return frames
 
 
+def folders_paired_by_name(images_root: Path, depth_root: Path, depth_glob: str, dataset: str) -> list[DepthSequence]:
+    """One sequence per sub-folder of ``images_root`` (its ``*.png``), paired by name with the files matching
+    ``depth_glob`` in the same-named sub-folder of ``depth_root``; folders with no pair are left out."""
+    sequences = []
+    for folder in sorted(p for p in images_root.iterdir() if p.is_dir()):
+        depths = sorted((depth_root / folder.name).glob(depth_glob))
+        frames = paired_by_name(sorted(folder.glob("*.png")), depths, f"{dataset} {folder.name}")
+        if frames:
+            sequences.append(DepthSequence(folder.name, frames))
+    return sequences
+
+
 def paired_by_order(images: list[Path], depths: list[Path], where: str) -> list[DepthFrame]:
     """Images and depth files paired by position in sorted order, for datasets whose names differ (timestamps of
     two sensors); InputError when the counts differ, because then every later pair would be wrong."""

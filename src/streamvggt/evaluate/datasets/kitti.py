@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamvggt.evaluate.datasets.base import DepthDataset, DepthSequence, paired_by_name, read_depth_png
+from streamvggt.evaluate.datasets.base import DepthDataset, DepthSequence, folders_paired_by_name, read_depth_png
 
 DEPTH_UNITS_PER_METRE = 256.0
 _SELECTION = Path("depth_selection") / "val_selection_cropped"
@@ -34,12 +34,7 @@ class KittiDataset(DepthDataset):
     def sequences(self) -> list[DepthSequence]:
         images_root = self.root / _SELECTION / "image_gathered"
         depth_root = self.root / _SELECTION / "groundtruth_depth_gathered"
-        sequences = []
-        for folder in sorted(p for p in images_root.iterdir() if p.is_dir()):
-            depths = sorted((depth_root / folder.name).glob("*.png"))
-            frames = paired_by_name(sorted(folder.glob("*.png")), depths, f"kitti {folder.name}")
-            if frames:
-                sequences.append(DepthSequence(folder.name, frames))
+        sequences = folders_paired_by_name(images_root, depth_root, "*.png", "kitti")
         if not sequences:
             raise self._error("no drive has both images and ground-truth depth")
         return sequences

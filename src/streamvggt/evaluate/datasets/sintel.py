@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamvggt.evaluate.datasets.base import DepthDataset, DepthSequence, paired_by_name
+from streamvggt.evaluate.datasets.base import DepthDataset, DepthSequence, folders_paired_by_name
 from streamvggt.geometry import homogeneous_pose
 from streamvggt.io.errors import InputError
 
@@ -69,12 +69,7 @@ class SintelDataset(DepthDataset):
 
     def sequences(self) -> list[DepthSequence]:
         images_root, depth_root = self.root / "training" / "final", self.root / "training" / "depth"
-        sequences = []
-        for folder in sorted(p for p in images_root.iterdir() if p.is_dir()):
-            depths = sorted((depth_root / folder.name).glob("*.dpt"))
-            frames = paired_by_name(sorted(folder.glob("*.png")), depths, f"sintel {folder.name}")
-            if frames:
-                sequences.append(DepthSequence(folder.name, frames))
+        sequences = folders_paired_by_name(images_root, depth_root, "*.dpt", "sintel")
         if not sequences:
             raise self._error("no sequence has both images and depth")
         return sequences
