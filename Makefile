@@ -32,9 +32,11 @@ format: venv
 	$(PY) -m ruff format src tests benchmarks
 
 # Headless Chromium for the viewer's browser test: Debian's package (Playwright drives it; no browser download).
+# A failed install is a warning, not a failed build: the browser test then skips and says why.
 chromium:
 	@if [ -x /usr/bin/chromium ]; then echo "chromium: /usr/bin/chromium"; else \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; fi
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium) || \
+		echo "warning: could not install chromium; the viewer's browser test will be skipped"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
