@@ -12,6 +12,7 @@ from streamvggt.geometry import (
     camera_centers,
     depth_to_camera_points,
     extri_intri_to_pose_encoding,
+    homogeneous_pose,
     invert_pose,
     mat_to_quat,
     pose_encoding_to_extri_intri,
@@ -199,3 +200,13 @@ def test_umeyama_weights_ignore_outliers():
     assert float(scale) == pytest.approx(1.0)
     torch.testing.assert_close(trans, torch.tensor([0.5, 0, 0]), atol=1e-10, rtol=0)
     torch.testing.assert_close(rot, torch.eye(3), atol=1e-10, rtol=0)
+
+
+def test_homogeneous_pose_appends_the_bottom_row_and_keeps_4x4():
+    pose = torch.arange(2 * 3 * 4, dtype=torch.float64).reshape(2, 3, 4)
+    full = homogeneous_pose(pose)
+    assert full.shape == (2, 4, 4) and torch.equal(full[:, :3], pose)
+    assert torch.equal(full[:, 3], torch.tensor([[0.0, 0, 0, 1]] * 2, dtype=torch.float64))
+    assert homogeneous_pose(full) is full
+    with pytest.raises(ValueError, match=r"\[\.\.\., 3, 4\]"):
+        homogeneous_pose(torch.zeros(2, 3, 3))
