@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -241,6 +242,37 @@ def test_export_button_is_off_beyond_this_machine_unless_allowed(caplog):
         assert allowed.export_enabled and not allowed._export.disabled and len(allowed._export._impl.update_cb) == 1
     with LiveViewer(port=0) as local:
         assert local.export_enabled and not local._export.disabled
+
+
+class RecordingClient:
+    """Stands in for a browser's viser client: records the files sent to it."""
+
+    def __init__(self) -> None:
+        self.files: list[tuple[str, bytes]] = []
+
+    def send_file_download(self, filename: str, content: bytes) -> None:
+        self.files.append((filename, content))
+
+
+def test_download_sends_the_points_on_screen_to_the_browser_on_any_host(results, tmp_path):
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    # Export is off on this host; a download sends the file to the browser and writes nothing here.
+    with LiveViewer(host="0.0.0.0", port=0, export_dir=exports) as viewer:
+        for result in results:
+            viewer.add_frame(result)
+        assert len(viewer._download._impl.update_cb) == 1
+        viewer._slider.value = 1
+        client = RecordingClient()
+        viewer._download_clicked(client)
+        ((name, data),) = client.files
+        xyz, rgb = viewer.state.shown_points(viewer.selection())
+    assert name == "frames_000-001.ply" and len(xyz) > 0
+    (tmp_path / name).write_bytes(data)
+    cloud = trimesh.load(tmp_path / name)
+    np.testing.assert_allclose(np.asarray(cloud.vertices), xyz, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(cloud.colors)[:, :3], rgb)
+    assert list(exports.iterdir()) == []
 
 
 def test_cli_passes_allow_remote_export_to_the_viewer(output_dir, monkeypatch):
@@ -595,10 +627,19 @@ def test_browser_sees_the_stream_live_and_the_slider_scrubs_time(results, tmp_pa
         page.get_by_text("shown: frame 0,").wait_for()
         first_frame = wait_for_canvas(page, lambda pixels: np.abs(pixels.astype(int) - all_frames).mean() > 2)
         page.screenshot(path=str(tmp_path / "viewer.png"))
+        page.get_by_role("button", name="Download PLY").click()
+        link = page.get_by_role("link", name=re.compile("frames_000-000"))  # viser offers the file in a notice
+        with page.expect_download(timeout=30_000) as download_info:
+            link.click()
+        download = download_info.value
+        downloaded = Path(download.path()).read_bytes()
         browser.close()
+        shown_points = len(viewer.state.shown_points(viewer.selection())[0])
         assert viewer.selection().frame == 0
 
     assert all_frames.std() > 10 and first_frame.std() > 10  # the canvas draws something, not a flat colour
     assert np.abs(first_frame.astype(int) - all_frames).mean() > 2  # fewer points on screen after the move
+    assert download.suggested_filename == "frames_000-000.ply"  # the browser saved what is on screen: frame 0
+    assert f"element vertex {shown_points}\n".encode() in downloaded[:300] and shown_points > 0
     if os.environ.get("STREAMVGGT_VIEWER_SCREENSHOT"):  # e.g. docs/viewer.png
         shutil.copy(tmp_path / "viewer.png", os.environ["STREAMVGGT_VIEWER_SCREENSHOT"])

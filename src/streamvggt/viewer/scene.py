@@ -20,7 +20,7 @@ import torch
 
 from streamvggt.geometry import camera_centers, unproject_depth
 from streamvggt.io.atomic import atomic_output
-from streamvggt.io.ply import write_ply
+from streamvggt.io.ply import ply_bytes, write_ply
 from streamvggt.io.points import confident_points
 
 if TYPE_CHECKING:
@@ -194,6 +194,11 @@ class SceneState:
         if not frames:
             return np.empty((0, 3), dtype=np.float64)
         return camera_centers(torch.from_numpy(np.stack([f.extrinsic for f in frames]))).numpy()
+
+    def ply_bytes(self, selection: Selection) -> tuple[bytes, int]:
+        """The points on screen as a PLY file in memory, and how many points it holds."""
+        xyz, rgb = self.shown_points(selection)
+        return ply_bytes(xyz, rgb), len(xyz)
 
     def export_ply(self, path: Path, selection: Selection) -> int:
         """Write the points on screen to ``path`` (binary PLY, atomically); returns how many were written."""

@@ -6,7 +6,8 @@ scene on the server, so a browser that connects mid-stream receives everything s
 nothing. GUI callbacks run on viser's threads while frames arrive on the caller's: one lock orders them.
 
 "Export PLY" writes files on this machine, so a page that anyone on the network may open (a host other than
-loopback) has it switched off unless ``allow_remote_export`` says otherwise.
+loopback) has it switched off unless ``allow_remote_export`` says otherwise. "Download PLY" sends the same file to
+the browser that clicked and writes nothing here, so it is on everywhere.
 """
 
 from __future__ import annotations
@@ -226,6 +227,8 @@ class LiveViewer:
             else:
                 hint = f"off: the viewer listens on {self.host}, beyond this machine (allow_remote_export)"
             self._export = gui.add_button("Export PLY", hint=hint, disabled=not self.export_enabled)
+            # Safe on any host: the file goes to the browser that asked, nothing is written here.
+            self._download = gui.add_button("Download PLY", hint="save the points on screen from this browser")
             self._exported = gui.add_markdown("")
         for control in (self._slider, self._mode, self._source, self._percentile, self._cameras):
             control.on_update(lambda _: self._refresh())
@@ -233,6 +236,7 @@ class LiveViewer:
         self._play.on_click(lambda _: self._toggle_play())
         if self.export_enabled:  # viser ignores clicks on a disabled button; without a callback nothing can write
             self._export.on_click(lambda _: self._export_clicked())
+        self._download.on_click(lambda event: self._download_clicked(event.client))
 
     def selection(self) -> Selection:
         """What the controls select now."""
@@ -362,6 +366,18 @@ class LiveViewer:
             self._exported.content = f"export failed: {error.strerror or error}"
             return
         self._exported.content = f"wrote {count:,} points to `{path.resolve()}`"
+
+    def _download_clicked(self, client: viser.ClientHandle | None) -> None:
+        """Send the points on screen to the browser that clicked, as ``frames_<first>-<last>.ply``."""
+        if client is None:  # a click always comes from a client; nothing to answer otherwise
+            return
+        with self._lock:
+            selection = self.selection()
+        data, count = self.state.ply_bytes(selection)
+        shown = self.state.shown_frames(selection)
+        name = f"frames_{shown[0]:03d}-{shown[-1]:03d}.ply" if shown else "empty.ply"
+        client.send_file_download(name, data)
+        self._exported.content = f"sent {count:,} points to the browser as `{name}`"
 
     def _reserve_export_path(self) -> Path:
         """The first free ``view_NNN.ply`` in export_dir, created empty with O_EXCL so that no other export (this
