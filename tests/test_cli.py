@@ -41,6 +41,12 @@ def run_cli(*args) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def reconstruct_frames(tmp_path: Path, checkpoint: Path) -> tuple[int, str, str]:
+    """``reconstruct tmp_path/frames -o tmp_path/out`` with the tiny checkpoint at the test size."""
+    frames, out = tmp_path / "frames", tmp_path / "out"
+    return run_cli("reconstruct", frames, "-o", out, "--checkpoint", checkpoint, "--size", 70, "--no-progress")
+
+
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory, checkpoint):
     """One run on four PNG frames; the tests below read its outputs."""
@@ -301,17 +307,7 @@ def test_truncated_jpeg_among_good_frames_is_skipped(tmp_path, checkpoint):
     write_images(tmp_path / "frames", ["0.jpg", "1.jpg", "2.jpg"])
     data = (tmp_path / "frames" / "1.jpg").read_bytes()
     (tmp_path / "frames" / "1.jpg").write_bytes(data[: len(data) // 2])
-    code, stdout, stderr = run_cli(
-        "reconstruct",
-        tmp_path / "frames",
-        "-o",
-        tmp_path / "out",
-        "--checkpoint",
-        checkpoint,
-        "--size",
-        70,
-        "--no-progress",
-    )
+    code, stdout, stderr = reconstruct_frames(tmp_path, checkpoint)
     assert code == 0
     assert stderr.startswith("warning: skipping 1.jpg")
     assert "2 frames in" in stdout and "skipped 1 unreadable: 1.jpg" in stdout
@@ -322,17 +318,7 @@ def test_truncated_jpeg_among_good_frames_is_skipped(tmp_path, checkpoint):
 def test_mixed_sizes_are_resized_to_the_first_frame(tmp_path, checkpoint):
     write_images(tmp_path / "frames", ["0.png"])
     write_images(tmp_path / "frames", ["1.png", "2.png"], width=140, height=84)
-    code, _, stderr = run_cli(
-        "reconstruct",
-        tmp_path / "frames",
-        "-o",
-        tmp_path / "out",
-        "--checkpoint",
-        checkpoint,
-        "--size",
-        70,
-        "--no-progress",
-    )
+    code, _, stderr = reconstruct_frames(tmp_path, checkpoint)
     assert code == 0
     assert stderr.count("warning:") == 1 and "1.png is 140x84" in stderr and "resizing" in stderr
     cameras = json.loads((tmp_path / "out" / "cameras.json").read_text())
@@ -403,17 +389,7 @@ def test_write_failure_leaves_no_half_written_file(tmp_path, checkpoint, monkeyp
 
     monkeypatch.setattr("streamvggt.io.exports.write_glb", disk_full)
     write_images(tmp_path / "frames", ["0.png", "1.png"])
-    code, _, stderr = run_cli(
-        "reconstruct",
-        tmp_path / "frames",
-        "-o",
-        tmp_path / "out",
-        "--checkpoint",
-        checkpoint,
-        "--size",
-        70,
-        "--no-progress",
-    )
+    code, _, stderr = reconstruct_frames(tmp_path, checkpoint)
     assert_clean_failure(code, stderr, "scene.glb", "No space left on device")
     assert [name for name in files_in(tmp_path / "out") if "tmp" in name or "glb" in name] == []
 
@@ -424,17 +400,7 @@ def test_an_unexpected_error_is_one_line_with_a_hint(tmp_path, checkpoint, monke
 
     monkeypatch.setattr("streamvggt.io.exports.write_tum", bug)
     write_images(tmp_path / "frames", ["0.png"])
-    code, _, stderr = run_cli(
-        "reconstruct",
-        tmp_path / "frames",
-        "-o",
-        tmp_path / "out",
-        "--checkpoint",
-        checkpoint,
-        "--size",
-        70,
-        "--no-progress",
-    )
+    code, _, stderr = reconstruct_frames(tmp_path, checkpoint)
     assert_clean_failure(code, stderr, "unexpected RuntimeError: something broke", "--verbose")
     assert [name for name in files_in(tmp_path / "out") if "tmp" in name or "trajectory" in name] == []
 
