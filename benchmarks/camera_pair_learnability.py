@@ -5,9 +5,9 @@ by a random yaw in [-D, D] and pitch in [-D/2, D/2] degrees about the camera cen
 content shifts by up to ~2 patches at D = 20, no parallax, no scale ambiguity). The aggregator and camera head are
 trained with the camera loss alone (the training pipeline's Huber loss over refinement iterations) on such pairs
 from the 2,000 training scenes, starting from the bundled weights or from scratch (``--init cnn``: a plain CNN
-over the stacked pair instead, as a control of the task itself), and every ``--eval-every``
-steps the relative-rotation error on 32 pairs from held-out scenes is printed beside that of predicting no
-rotation. Writes ``camera_pair_learnability-<init>.json`` (run one process per ``--init`` to use two cores).
+over the stacked pair instead, as a control of the task itself), and every ``--eval-every`` steps the
+relative-rotation error on 32 pairs from held-out scenes is printed beside that of predicting no rotation.
+Writes ``camera_pair_learnability-<init>.json`` (run one process per ``--init`` to use two cores).
 
     python benchmarks/camera_pair_learnability.py --init bundled --out benchmarks/results
 """
@@ -99,7 +99,7 @@ def predict_poses(model: StreamVGGT | PairCNN, images: torch.Tensor) -> list[tor
     return model.camera_head(tokens[last][:, :, 0].float())
 
 
-def relative_rotation_deg(extrinsics: torch.Tensor) -> torch.Tensor:
+def relative_rotation(extrinsics: torch.Tensor) -> torch.Tensor:
     """[B, 2, 3|4, 4] camera-from-world -> rotations [B, 3, 3] taking camera 0 to camera 1."""
     return extrinsics[:, 1, :3, :3] @ extrinsics[:, 0, :3, :3].transpose(-1, -2)
 
@@ -116,8 +116,8 @@ def held_out_errors(model: StreamVGGT | PairCNN, pairs: dict[str, torch.Tensor])
     encoding = predict_poses(model, pairs["images"])[-1]
     model.train()
     extrinsics, _ = pose_encoding_to_extri_intri(encoding.double(), pairs["images"].shape[-2:])
-    predicted = relative_rotation_deg(extrinsics)
-    true = relative_rotation_deg(pairs["extrinsics"].double())
+    predicted = relative_rotation(extrinsics)
+    true = relative_rotation(pairs["extrinsics"].double())
     return float(angle_deg(predicted.transpose(-1, -2) @ true).mean())
 
 
@@ -151,7 +151,7 @@ def main() -> None:
     held_out = collate(
         [rotation_pair((HELD_OUT_SCENE_SEED + i, 0), held_out_rng, args.max_deg) for i in range(HELD_OUT_PAIRS)]
     )
-    identity_error = float(angle_deg(relative_rotation_deg(held_out["extrinsics"].double())).mean())
+    identity_error = float(angle_deg(relative_rotation(held_out["extrinsics"].double())).mean())
 
     rows = [{"step": 0, "train_loss": None, "held_out_deg": held_out_errors(model, held_out)}]
     print(f"# {args.init} init, pure-rotation pairs up to {args.max_deg} deg, batch {args.batch}, lr {args.lr}")
