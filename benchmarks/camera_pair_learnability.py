@@ -26,6 +26,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from streamvggt import load_model
+from streamvggt.evaluate.metrics import relative_pose_errors
 from streamvggt.geometry import pose_encoding_to_extri_intri
 from streamvggt.model.streamvggt import StreamVGGT
 from streamvggt.train.data.base import relative_extrinsics
@@ -99,14 +100,9 @@ def predict_poses(model: StreamVGGT | PairCNN, images: torch.Tensor) -> list[tor
     return model.camera_head(tokens[last][:, :, 0].float())
 
 
-def relative_rotation(extrinsics: torch.Tensor) -> torch.Tensor:
-    """[B, 2, 3|4, 4] camera-from-world -> rotations [B, 3, 3] taking camera 0 to camera 1."""
-    return extrinsics[:, 1, :3, :3] @ extrinsics[:, 0, :3, :3].transpose(-1, -2)
-
-
-def angle_deg(rotation: torch.Tensor) -> torch.Tensor:
-    cos = ((rotation.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
-    return torch.rad2deg(torch.arccos(cos))
+def rotation_errors(pred_w2c: torch.Tensor, gt_w2c: torch.Tensor) -> np.ndarray:
+    """Relative rotation error (deg) of each pair [B, 2, 3|4, 4]: the evaluation's RRA over its one frame pair."""
+    return np.array([relative_pose_errors(pred, gt)[0][0] for pred, gt in zip(pred_w2c, gt_w2c, strict=True)])
 
 
 @torch.no_grad()
@@ -116,9 +112,7 @@ def held_out_errors(model: StreamVGGT | PairCNN, pairs: dict[str, torch.Tensor])
     encoding = predict_poses(model, pairs["images"])[-1]
     model.train()
     extrinsics, _ = pose_encoding_to_extri_intri(encoding.double(), pairs["images"].shape[-2:])
-    predicted = relative_rotation(extrinsics)
-    true = relative_rotation(pairs["extrinsics"].double())
-    return float(angle_deg(predicted.transpose(-1, -2) @ true).mean())
+    return float(rotation_errors(extrinsics, pairs["extrinsics"]).mean())
 
 
 def main() -> None:
@@ -151,7 +145,8 @@ def main() -> None:
     held_out = collate(
         [rotation_pair((HELD_OUT_SCENE_SEED + i, 0), held_out_rng, args.max_deg) for i in range(HELD_OUT_PAIRS)]
     )
-    identity_error = float(angle_deg(relative_rotation(held_out["extrinsics"].double())).mean())
+    no_rotation = torch.eye(4).expand_as(held_out["extrinsics"])
+    identity_error = float(rotation_errors(no_rotation, held_out["extrinsics"]).mean())
 
     rows = [{"step": 0, "train_loss": None, "held_out_deg": held_out_errors(model, held_out)}]
     print(f"# {args.init} init, pure-rotation pairs up to {args.max_deg} deg, batch {args.batch}, lr {args.lr}")

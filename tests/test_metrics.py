@@ -10,7 +10,6 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from streamvggt.evaluate.metrics import (
-    depth_metrics,
     evaluate_depth,
     l1_scale,
     pose_auc,
@@ -26,33 +25,33 @@ def random_depth(seed: int = 0) -> np.ndarray:
 
 
 def test_depth_single_pixel_by_hand():
-    m = depth_metrics(np.array([[[2.0]]]), np.array([[[1.0]]]), align="none")
+    m = evaluate_depth(np.array([[[2.0]]]), np.array([[[1.0]]]), align="none").metrics
     assert m["abs_rel"] == pytest.approx(1.0) and m["sq_rel"] == pytest.approx(1.0)
     assert m["rmse"] == pytest.approx(1.0) and m["log_rmse"] == pytest.approx(math.log(2))
     assert (m["delta_1.25"], m["delta_1.25^2"], m["delta_1.25^3"]) == (0.0, 0.0, 0.0)
-    close = depth_metrics(np.array([[[1.2]]]), np.array([[[1.0]]]), align="none")
+    close = evaluate_depth(np.array([[[1.2]]]), np.array([[[1.0]]]), align="none").metrics
     assert close["delta_1.25"] == 1.0 and close["abs_rel"] == pytest.approx(0.2)
 
 
 def test_perfect_depth_scores_perfectly_under_every_alignment():
     gt = random_depth()
     for align in ("median", "scale", "scale&shift", "none"):
-        m = depth_metrics(gt, gt, align=align)
+        m = evaluate_depth(gt, gt, align=align).metrics
         assert m["abs_rel"] == pytest.approx(0, abs=1e-9) and m["delta_1.25"] == 1.0, align
 
 
 def test_scaled_depth_is_perfect_under_scale_and_median_only():
     gt = random_depth()
-    assert depth_metrics(3.7 * gt, gt, align="scale")["abs_rel"] == pytest.approx(0, abs=1e-9)
-    assert depth_metrics(3.7 * gt, gt, align="median")["abs_rel"] == pytest.approx(0, abs=1e-9)
-    assert depth_metrics(3.7 * gt, gt, align="none")["abs_rel"] == pytest.approx(2.7)
+    assert evaluate_depth(3.7 * gt, gt, align="scale").metrics["abs_rel"] == pytest.approx(0, abs=1e-9)
+    assert evaluate_depth(3.7 * gt, gt, align="median").metrics["abs_rel"] == pytest.approx(0, abs=1e-9)
+    assert evaluate_depth(3.7 * gt, gt, align="none").metrics["abs_rel"] == pytest.approx(2.7)
 
 
 def test_shifted_depth_is_perfect_under_scale_and_shift():
     gt = random_depth()
     pred = 0.5 * gt - 0.3
-    assert depth_metrics(pred, gt, align="scale&shift")["abs_rel"] == pytest.approx(0, abs=1e-6)
-    assert depth_metrics(pred, gt, align="scale")["abs_rel"] > 0.01
+    assert evaluate_depth(pred, gt, align="scale&shift").metrics["abs_rel"] == pytest.approx(0, abs=1e-6)
+    assert evaluate_depth(pred, gt, align="scale").metrics["abs_rel"] > 0.01
 
 
 def test_valid_pixels_come_from_ground_truth_only():
@@ -64,7 +63,7 @@ def test_valid_pixels_come_from_ground_truth_only():
     pred[0, 0, :4] = 123.0  # wrong where gt is invalid: must not count
     mask = np.ones_like(gt, dtype=bool)
     mask[2, 2, 0] = False
-    m = depth_metrics(pred, gt, align="none", max_depth=15.0, mask=mask)
+    m = evaluate_depth(pred, gt, align="none", max_depth=15.0, mask=mask).metrics
     assert m["valid_pixels"] == gt.size - 4 - 1 - 2 - 1
     assert m["abs_rel"] == pytest.approx(0, abs=1e-12)
 
@@ -74,10 +73,10 @@ def test_a_non_finite_prediction_on_a_valid_pixel_is_an_error_not_a_dropped_pixe
     gt[0, 0, 0] = 0  # invalid ground truth: the prediction there does not matter
     pred = gt.copy()
     pred[0, 0, 0] = np.nan
-    assert depth_metrics(pred, gt, align="median")["valid_pixels"] == gt.size - 1
+    assert evaluate_depth(pred, gt, align="median").metrics["valid_pixels"] == gt.size - 1
     pred[1, 2, 3] = np.inf
     with pytest.raises(ValueError, match="not finite at 1 pixels where the ground truth is valid"):
-        depth_metrics(pred, gt, align="median")
+        evaluate_depth(pred, gt, align="median")
 
 
 def test_the_aligned_prediction_returned_is_the_one_scored():
@@ -93,7 +92,7 @@ def test_the_aligned_prediction_returned_is_the_one_scored():
 
 def test_a_zero_prediction_costs_a_finite_log_error_as_in_the_reference():
     # The reference clamps the prediction to 1e-5 for the log and ratio metrics only.
-    m = depth_metrics(np.zeros((1, 1, 1)), np.ones((1, 1, 1)), align="none")
+    m = evaluate_depth(np.zeros((1, 1, 1)), np.ones((1, 1, 1)), align="none").metrics
     assert m["abs_rel"] == 1.0 and m["rmse"] == 1.0 and m["log_rmse"] == pytest.approx(-math.log(1e-5))
 
 
@@ -110,17 +109,17 @@ def test_l1_scale_is_the_reference_irls():
 
 def test_post_clip_caps_the_prediction():
     gt = np.full((1, 2, 2), 50.0)
-    m = depth_metrics(np.full((1, 2, 2), 100.0), gt, align="none", post_clip_max=70.0)
+    m = evaluate_depth(np.full((1, 2, 2), 100.0), gt, align="none", post_clip_max=70.0).metrics
     assert m["abs_rel"] == pytest.approx(0.4)
 
 
 def test_depth_rejects_bad_input():
     with pytest.raises(ValueError, match="must both be"):
-        depth_metrics(np.ones((2, 3, 4)), np.ones((2, 3, 5)), align="none")
+        evaluate_depth(np.ones((2, 3, 4)), np.ones((2, 3, 5)), align="none")
     with pytest.raises(ValueError, match="no valid"):
-        depth_metrics(np.ones((1, 2, 2)), np.zeros((1, 2, 2)), align="none")
+        evaluate_depth(np.ones((1, 2, 2)), np.zeros((1, 2, 2)), align="none")
     with pytest.raises(ValueError, match="unknown depth alignment"):
-        depth_metrics(np.ones((1, 2, 2)), np.ones((1, 2, 2)), align="affine")
+        evaluate_depth(np.ones((1, 2, 2)), np.ones((1, 2, 2)), align="affine")
 
 
 def random_w2c(n: int, seed: int = 0) -> torch.Tensor:

@@ -93,18 +93,6 @@ def evaluate_depth(
     return DepthEvaluation(metrics, aligned.numpy(), valid.numpy())
 
 
-def depth_metrics(
-    pred: np.ndarray | Tensor,
-    gt: np.ndarray | Tensor,
-    align: str,
-    max_depth: float | None = None,
-    post_clip_max: float | None = None,
-    mask: np.ndarray | Tensor | None = None,
-) -> dict[str, float]:
-    """The metrics of :func:`evaluate_depth` (same arguments) without the aligned prediction."""
-    return evaluate_depth(pred, gt, align, max_depth, post_clip_max, mask).metrics
-
-
 def depth_validity(gt: Tensor, max_depth: float | None = None) -> Tensor:
     """The ground truth's valid pixels (same shape, bool): finite, > 0 and below ``max_depth`` when given."""
     valid = torch.isfinite(gt) & (gt > 0)
@@ -287,7 +275,6 @@ __all__ = [
     "DepthEvaluation",
     "aligned_camera_centres",
     "as_f64",
-    "depth_metrics",
     "depth_validity",
     "evaluate_depth",
     "l1_scale",

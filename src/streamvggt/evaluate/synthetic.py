@@ -19,7 +19,7 @@ import numpy as np
 from streamvggt.evaluate.metrics import (
     aligned_camera_centres,
     as_f64,
-    depth_metrics,
+    evaluate_depth,
     l1_scale,
     pose_auc,
     relative_pose_errors,
@@ -95,7 +95,7 @@ def score(
     ):
         entry = {}
         if depth is not None:
-            d = depth_metrics(depth, gt.depth, align="scale")
+            d = evaluate_depth(depth, gt.depth, align="scale").metrics
             entry |= {"depth_abs_rel": d["abs_rel"], "depth_delta_1.25": d["delta_1.25"]}
         if extrinsics is not None:
             rra, rta = relative_pose_errors(extrinsics, gt.extrinsics)
