@@ -1,9 +1,5 @@
-"""Each CUT3R on-disk layout: write a small dataset of rendered frames in it, read it back, check the geometry.
-
-The frames come from a synthetic scene, so depth, intrinsics and poses are exact before they are written; a read
-clip must still agree with itself: view 0's depth, moved into view s with the clip's extrinsics and intrinsics,
-lands on view s's own depth. A wrong pose convention, depth unit or intrinsics update breaks that agreement.
-"""
+"""Each CUT3R on-disk layout: write a small dataset of rendered frames in it, read it back, check the geometry
+(see tests/layout_helpers.py for the checks)."""
 
 from __future__ import annotations
 
@@ -13,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from streamvggt.geometry import depth_to_camera_points
 from streamvggt.train.data.layouts import (
     ARKitScenesDataset,
     Co3dDataset,
@@ -24,43 +18,25 @@ from streamvggt.train.data.layouts import (
     WildRGBDDataset,
 )
 from streamvggt.train.data.mix import build_reader
-from streamvggt.train.data.synthetic import SyntheticScene
-
-WIDTH, HEIGHT, FRAMES = 64, 48, 6
-SIZE = (28, 28)  # (W, H) read back
-# An off-centre principal point: the reader must crop around it.
-INTRINSICS = np.array([[40.0, 0.0, 29.0], [0.0, 40.0, 25.0], [0.0, 0.0, 1.0]])
-
-
-def render_sequence(seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(image uint8, depth metres, camera-to-world) for the first frames of a synthetic scene's 24-frame path
-    (small motion between them, so views overlap)."""
-    scene = SyntheticScene(np.random.default_rng(seed), 24)
-    frames = []
-    for f in range(FRAMES):
-        image, depth = scene.render(f, WIDTH, HEIGHT, intrinsics=INTRINSICS)
-        frames.append((image, depth, scene.cam_to_world[f]))
-    return frames
+from tests.layout_helpers import (
+    FRAMES,
+    HEIGHT,
+    INTRINSICS,
+    READ_OPTIONS,
+    SIZE,
+    WIDTH,
+    check_clip,
+    read_clips,
+    render_sequence,
+    save_image,
+    save_npz,
+    save_uint16,
+)
 
 
 @pytest.fixture(scope="module")
 def sequences() -> list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     return [render_sequence(seed) for seed in (3, 4)]
-
-
-def save_image(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path, quality=95)
-
-
-def save_uint16(path: Path, values: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.round(values).astype(np.uint16)).save(path)
-
-
-def save_npz(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
 
 
 # ------------------------------------------------------------------------------------------------------ writers
@@ -137,53 +113,6 @@ def write_co3d(root: Path, sequences, wild: bool = False) -> None:
                 save_uint16(folder / "depths" / f"frame{i:06d}.jpg.geometric.png", depth / maximum * 65535)
                 save_image(folder / "masks" / f"frame{i:06d}.png", mask)
     (root / "selected_seqs_train.json").write_text(json.dumps(index), encoding="utf-8")
-
-
-# ------------------------------------------------------------------------------------------------------- checks
-
-
-def reprojection(clip: dict, view: int, tolerance: float = 0.03) -> tuple[float, float]:
-    """View 0's valid pixels moved into view ``view``: (agreeing, impossible) fractions of those landing inside.
-
-    A point agrees when its depth lies within the range of view ``view``'s depths around the pixel it lands on
-    (3 x 3, +- tolerance), which forgives rounding at edges and on grazing surfaces. It is impossible when all
-    those depths are farther than the point: the point would hide them. Occluded points are neither.
-    """
-    depth, intrinsics, extrinsics = clip["depth"], clip["intrinsics"], clip["extrinsics"]
-    points = depth_to_camera_points(depth[0], intrinsics[0])[clip["valid_mask"][0]]  # world = camera 0
-    cam = points @ extrinsics[view, :3, :3].T + extrinsics[view, :3, 3]
-    z = cam[:, 2]
-    u = (intrinsics[view, 0, 0] * cam[:, 0] / z + intrinsics[view, 0, 2]).round().long()
-    v = (intrinsics[view, 1, 1] * cam[:, 1] / z + intrinsics[view, 1, 2]).round().long()
-    height, width = depth.shape[-2:]
-    inside = (z > 0) & (u >= 1) & (u < width - 1) & (v >= 1) & (v < height - 1)
-    u, v, z = u[inside], v[inside], z[inside]
-    around = torch.stack([depth[view, v + dv, u + du] for dv in (-1, 0, 1) for du in (-1, 0, 1)], dim=-1)
-    low, high = around.min(-1).values, around.max(-1).values
-    agree = (low <= z * (1 + tolerance)) & (high >= z * (1 - tolerance))
-    impossible = low > z * (1 + tolerance)
-    return float(agree.float().mean()), float(impossible.float().mean())
-
-
-def check_clip(clip: dict, num_views: int) -> None:
-    width, height = SIZE
-    assert clip["images"].shape == (num_views, 3, height, width)
-    assert clip["images"].dtype == torch.float32 and clip["images"].min() >= 0 and clip["images"].max() <= 1
-    assert clip["depth"].shape == clip["valid_mask"].shape == (num_views, height, width)
-    assert clip["valid_mask"].float().mean() > 0.3
-    assert torch.allclose(clip["extrinsics"][0], torch.eye(4), atol=1e-5)
-    # The crop put the principal point at the image centre (within a pixel of the resampling).
-    assert torch.allclose(clip["intrinsics"][:, :2, 2], torch.tensor([width / 2, height / 2]), atol=1.0)
-    for view in range(1, num_views):
-        agree, impossible = reprojection(clip, view)
-        assert agree > 0.7 and impossible < 0.02, (view, agree, impossible)
-
-
-READ_OPTIONS = {"aug_crop": 4, "color_jitter": True}
-
-
-def read_clips(dataset, count: int = 3) -> list[dict]:
-    return [dataset.clip(i % len(dataset), SIZE, np.random.default_rng(i)) for i in range(count)]
 
 
 # -------------------------------------------------------------------------------------------------------- tests
