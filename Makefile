@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv demo test lint format clean chromium
+.PHONY: venv demo test test-clone lint format clean chromium
 
 venv: $(VENV)/.installed
 
@@ -26,6 +26,13 @@ lint: venv
 
 test: lint chromium
 	$(PY) -m pytest -q
+
+# The committed tree, cloned into an empty temporary folder (no ../shared beside it), set up and tested from
+# scratch as a new user would: proves the repository is self-contained. CI runs it after `make test`.
+test-clone:
+	@clone=$$(mktemp -d)/streamvggt && trap 'rm -rf "$$(dirname $$clone)"' EXIT && \
+		git clone --quiet "$$(pwd)" "$$clone" && echo "test-clone: $$clone" && \
+		$(MAKE) -C "$$clone" test PYTHON=$(PYTHON)
 
 format: venv
 	$(PY) -m ruff check --fix src tests benchmarks

@@ -1,4 +1,4 @@
-"""Shared test fixtures: the parity data in ../shared/fixtures and small models."""
+"""Shared test fixtures: the parity data in tests/fixtures (see its README) and small models."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # Test models are tiny: thread start-up and contention cost more than the parallel kernels save (measured 5x
 # slower per stream step with 2 threads on a busy 2-core machine).
@@ -15,9 +15,9 @@ torch.set_num_threads(1)
 
 
 def fixtures_dir() -> Path:
-    """The shared fixtures folder; fails (not skips) with a clear message when it is missing."""
-    if not FIXTURES.is_dir():
-        pytest.fail(f"shared fixtures not found at {FIXTURES.resolve()}: check out ../shared beside the project")
+    """The repository's fixtures folder; fails (not skips) with a clear message when it is missing."""
+    if not (FIXTURES / "parity" / "tiny.safetensors").is_file():
+        pytest.fail(f"test fixtures not found in {FIXTURES}: see tests/fixtures/README.md")
     return FIXTURES
 
 

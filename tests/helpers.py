@@ -6,7 +6,7 @@ import torch
 
 from streamvggt import ModelConfig, StreamVGGT
 
-# Tolerances from shared/fixtures/README.md.
+# Tolerances from tests/fixtures/README.md.
 RTOL, ATOL = 1e-4, 1e-5
 TRACK_ATOL = 1e-3
 

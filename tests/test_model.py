@@ -1,4 +1,4 @@
-"""The network against the reference implementation's outputs (shared/fixtures/parity)."""
+"""The network against the reference implementation's outputs (tests/fixtures/parity)."""
 
 from __future__ import annotations
 

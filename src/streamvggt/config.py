@@ -1,6 +1,6 @@
 """Model configuration: one schema for VGGT (full attention) and StreamVGGT (block-causal).
 
-The schema mirrors ``shared/fixtures/README.md``; the 1B presets reproduce the official checkpoints.
+The schema mirrors ``tests/fixtures/README.md``; the 1B presets reproduce the official checkpoints.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class ModelConfig:
 
 
 def _tiny() -> ModelConfig:
-    """The architecture of ``shared/fixtures/parity/tiny.json``: every module, narrow widths."""
+    """The architecture of ``tests/fixtures/parity/tiny.json``: every module, narrow widths."""
     return ModelConfig(
         embed_dim=32,
         num_heads=2,
