@@ -21,6 +21,12 @@ from streamvggt.train.data.layouts import (
 )
 from streamvggt.train.data.sampling import ItemKey, item_rng
 from streamvggt.train.data.synthetic import SyntheticDataset
+from streamvggt.train.data.synthetic_layouts import (
+    MVSSynthDataset,
+    OmniObject3DDataset,
+    PointOdysseyDataset,
+    SpringDataset,
+)
 
 READERS: dict[str, type[MultiViewDataset]] = {
     "generic": GenericDataset,
@@ -29,6 +35,10 @@ READERS: dict[str, type[MultiViewDataset]] = {
     "co3d": Co3dDataset,
     "wildrgbd": WildRGBDDataset,
     "synthetic": SyntheticDataset,
+    "spring": SpringDataset,
+    "mvs_synth": MVSSynthDataset,
+    "pointodyssey": PointOdysseyDataset,
+    "omniobject3d": OmniObject3DDataset,
 }
 
 
