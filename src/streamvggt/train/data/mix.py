@@ -12,6 +12,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from streamvggt.train.data.base import MultiViewDataset
+from streamvggt.train.data.blendedmvs import BlendedMVSDataset
 from streamvggt.train.data.layouts import (
     ARKitScenesDataset,
     Co3dDataset,
@@ -19,6 +20,7 @@ from streamvggt.train.data.layouts import (
     ScanNetDataset,
     WildRGBDDataset,
 )
+from streamvggt.train.data.megadepth import MegaDepthDataset
 from streamvggt.train.data.sampling import ItemKey, item_rng
 from streamvggt.train.data.synthetic import SyntheticDataset
 from streamvggt.train.data.synthetic_layouts import (
@@ -27,6 +29,8 @@ from streamvggt.train.data.synthetic_layouts import (
     PointOdysseyDataset,
     SpringDataset,
 )
+from streamvggt.train.data.vkitti2 import VirtualKitti2Dataset
+from streamvggt.train.data.waymo import WaymoDataset
 
 READERS: dict[str, type[MultiViewDataset]] = {
     "generic": GenericDataset,
@@ -35,6 +39,10 @@ READERS: dict[str, type[MultiViewDataset]] = {
     "co3d": Co3dDataset,
     "wildrgbd": WildRGBDDataset,
     "synthetic": SyntheticDataset,
+    "blendedmvs": BlendedMVSDataset,
+    "megadepth": MegaDepthDataset,
+    "waymo": WaymoDataset,
+    "vkitti2": VirtualKitti2Dataset,
     "spring": SpringDataset,
     "mvs_synth": MVSSynthDataset,
     "pointodyssey": PointOdysseyDataset,
