@@ -193,4 +193,4 @@ def test_unknown_reader_options_are_errors_that_list_the_accepted_ones(tmp_path:
     with pytest.raises(ValueError, match="needs root"):
         build_reader("co3d", root=None, num_views=2)
     with pytest.raises(ValueError, match="readers exist for"):
-        build_reader("megadepth", root=str(tmp_path), num_views=2)
+        build_reader("no_such_dataset", root=str(tmp_path), num_views=2)
