@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from streamvggt.train.data import scene_files
 from streamvggt.train.data.base import Frame, MultiViewDataset, SequenceDataset
 from streamvggt.train.data.sampling import ClipSampling
 
@@ -130,14 +131,22 @@ class ScanNetDataset(SequenceDataset):
 
 
 class ARKitScenesDataset(MultiViewDataset):
-    """ARKitScenes (low-resolution depth) as processed by CUT3R.
+    """ARKitScenes (low-resolution depth) as processed by CUT3R: metric, static.
 
-    A clip is, with even odds, a video-like run from a random frame of the scene or a shuffled co-visible group
-    from ``image_collection``. Scenes also present in the high-resolution variant (a sibling folder
-    ``{root}_highres``) are left out, as in the reference mix, so no scene is counted twice.
+    A clip is, with even odds, a video-like run from a random frame of the scene (strides up to 8) or
+    ``num_views`` shuffled frames of a co-visible group from ``image_collection``. Scenes of the split that are
+    also in the high-resolution variant (a folder of that name in ``{root}_highres/Training``, or
+    ``{root}_highres/Validation`` for the test split) are left out, as in the reference mix, so that no scene is
+    counted twice; without that folder nothing is left out. Scenes come in sorted order.
+
+    Deviations from the reference reader (bugs there): the video run comes from the group's own scene (the
+    reference indexes a per-frame table with the group number, so it picks the scene of an unrelated frame), and
+    a group of exactly ``num_views`` frames gives each of them once (the reference draws them with replacement).
     """
 
     name = "arkitscenes"
+    is_metric = True
+    static = True
 
     def __init__(
         self,
@@ -152,11 +161,13 @@ class ARKitScenesDataset(MultiViewDataset):
         super().__init__(num_views, aug_crop, color_jitter)
         default = ClipSampling(max_interval=8, video_prob=0.8, fixed_interval_prob=0.5, block_shuffle=16)
         self.sampling = _sampling(sampling, default)
-        folder = "Training" if split == "train" else "Test"
-        base = _require(Path(root) / folder, "ARKitScenes split folder")
-        with np.load(_require(base / "all_metadata.npz", "ARKitScenes index")) as meta:
-            scenes = [str(s) for s in meta["scenes"]]
-        highres = Path(str(Path(root)).rstrip("/") + "_highres") / folder
+        base = _require(Path(root) / scene_files.arkit_split_folder(split, highres=False), "ARKitScenes split folder")
+        index = base / "all_metadata.npz"
+        listed = scene_files.load_arrays(index, "ARKitScenes index", ["scenes"])["scenes"]
+        scenes = sorted(set(scene_files.names(listed, index)))
+        if not scenes:
+            raise ValueError(f"ARKitScenes index {index} lists no scenes")
+        highres = Path(str(Path(root)) + "_highres") / scene_files.arkit_split_folder(split, highres=True)
         if exclude_highres and highres.is_dir():
             excluded = {p.name for p in highres.iterdir()}
             scenes = [s for s in scenes if s not in excluded]
@@ -169,21 +180,21 @@ class ARKitScenesDataset(MultiViewDataset):
             raise ValueError(f"{self.name}: no scene with a group of {num_views} views under {base}")
 
     def _add_scene(self, scene: Path) -> None:
-        # image_collection is a pickled dict in the CUT3R files (the user's own data), so pickles are allowed here.
-        with np.load(scene / "new_scene_metadata.npz", allow_pickle=True) as meta:
-            images, intrinsics, poses = meta["images"], meta["intrinsics"], meta["trajectories"]
-            collection = meta["image_collection"].item()
+        path = scene / "new_scene_metadata.npz"
+        keys = ["images", "intrinsics", "trajectories", "image_collection"]
+        meta = scene_files.load_arrays(path, "ARKitScenes scene metadata", keys)
+        images = scene_files.names(meta["images"], path)
+        intrinsics = scene_files.pinhole_rows(meta["intrinsics"], len(images), path)
+        poses = scene_files.camera_poses(meta["trajectories"], len(images), path)
+        collection = scene_files.covisibility(meta["image_collection"], len(images), path)
         if len(images) < self.num_views:
             logger.info("%s: skipping scene %s (%d frames)", self.name, scene.name, len(images))
             return
         offset = len(self.frames)
-        for name, row, pose in zip(images, intrinsics, poses, strict=True):
-            _, _, fx, fy, cx, cy = (float(v) for v in row)
-            matrix = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
-            self.frames.append((scene, str(name), matrix, np.asarray(pose)))
+        self.frames.extend(zip([scene] * len(images), images, intrinsics, poses, strict=True))
         span = range(offset, len(self.frames))
         for ref, members in collection.items():
-            group = sorted({int(ref), *(int(m[0]) for m in members)})
+            group = sorted({ref, *(i for i, _ in members)})
             if len(group) >= self.num_views:
                 self.groups.append(([offset + i for i in group], span))
 
@@ -200,8 +211,9 @@ class ARKitScenesDataset(MultiViewDataset):
 
     def load_frame(self, handle: int) -> Frame:
         scene, name, intrinsics, pose = self.frames[handle]
-        image = read_rgb(scene / "vga_wide" / name.replace(".png", ".jpg"))
-        depth = read_uint16(scene / "lowres_depth" / name) / 1000.0
+        image_path = scene_files.require_file(scene / "vga_wide" / name.replace(".png", ".jpg"), "ARKitScenes image")
+        image = read_rgb(image_path)
+        depth = scene_files.read_depth_mm(scene / "lowres_depth" / name, image.shape, "ARKitScenes depth")
         return Frame(image, depth, intrinsics, pose)
 
 

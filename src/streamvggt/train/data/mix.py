@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from streamvggt.train.data.arkitscenes_highres import ARKitScenesHighResDataset
 from streamvggt.train.data.base import MultiViewDataset
 from streamvggt.train.data.blendedmvs import BlendedMVSDataset
+from streamvggt.train.data.hypersim import HypersimDataset
 from streamvggt.train.data.layouts import (
     ARKitScenesDataset,
     Co3dDataset,
@@ -22,6 +24,7 @@ from streamvggt.train.data.layouts import (
 )
 from streamvggt.train.data.megadepth import MegaDepthDataset
 from streamvggt.train.data.sampling import ItemKey, item_rng
+from streamvggt.train.data.scannetpp import ScanNetppDataset
 from streamvggt.train.data.synthetic import SyntheticDataset
 from streamvggt.train.data.synthetic_layouts import (
     MVSSynthDataset,
@@ -47,6 +50,9 @@ READERS: dict[str, type[MultiViewDataset]] = {
     "mvs_synth": MVSSynthDataset,
     "pointodyssey": PointOdysseyDataset,
     "omniobject3d": OmniObject3DDataset,
+    "arkitscenes_highres": ARKitScenesHighResDataset,
+    "scannetpp": ScanNetppDataset,
+    "hypersim": HypersimDataset,
 }
 
 
