@@ -2,7 +2,8 @@
 
 from streamvggt.config import ModelConfig
 from streamvggt.model.streamvggt import StreamVGGT
-from streamvggt.reconstruction import FrameResult, ReconstructionSummary, Reconstructor, reconstruct
+from streamvggt.reconstruction import ReconstructionSummary, Reconstructor, reconstruct
+from streamvggt.results import FrameResult
 from streamvggt.weights import CheckpointError, load_model
 
 __all__ = [

@@ -1,8 +1,9 @@
 """The main job: frames in, a 3D reconstruction out.
 
-:class:`Reconstructor` streams frames through a model session one at a time and yields a :class:`FrameResult`
-per frame (camera, depth, point map, the processed image). :func:`reconstruct` runs it on an input (folder, glob,
-video, camera, stream URL) and writes the outputs (see :mod:`streamvggt.io.exports`).
+:class:`Reconstructor` streams frames through a model session one at a time and yields a
+:class:`~streamvggt.results.FrameResult` per frame (camera, depth, point map, the processed image).
+:func:`reconstruct` runs it on an input (folder, glob, video, camera, stream URL) and writes the outputs (see
+:mod:`streamvggt.io.exports`).
 """
 
 from __future__ import annotations
@@ -20,53 +21,19 @@ import torch
 
 from streamvggt.cache import parse_policy
 from streamvggt.device import select_device
-from streamvggt.geometry import pose_encoding_to_extri_intri, unproject_depth
+from streamvggt.geometry import pose_encoding_to_extri_intri
 from streamvggt.io.exports import ReconstructionWriter
 from streamvggt.io.preprocess import DEFAULT_SIZE, Preprocessor
 from streamvggt.io.sources import Frame, expected_frames, open_source, read_frames
+from streamvggt.model.predictions import Predictions
 from streamvggt.model.streamvggt import StreamVGGT
+from streamvggt.results import FrameResult
 from streamvggt.weights import load_model
 
+# FrameResult lives in streamvggt.results (the writers need it too); importing it from here keeps working.
+__all__ = ["FrameResult", "ReconstructionSummary", "Reconstructor", "checked_device", "reconstruct"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    """One frame's reconstruction (numpy, on the CPU), in the conventions of :mod:`streamvggt.geometry`."""
-
-    index: int  # position in the stream
-    name: str  # frame name in the input
-    source_index: int  # position in the input before sampling
-    timestamp: float | None  # seconds, for video and streams
-    image: np.ndarray  # [H, W, 3] uint8: the processed frame the model saw
-    valid: np.ndarray  # [H, W] bool: False on padding (pad mode)
-    extrinsic: np.ndarray  # [3, 4] float64 camera-from-world, OpenCV axes
-    intrinsic: np.ndarray  # [3, 3] float64
-    depth: np.ndarray  # [H, W] float32, z in the camera frame
-    depth_conf: np.ndarray  # [H, W] float32
-    world_points: np.ndarray  # [H, W, 3] float32 from the point head, world (first camera) frame
-    world_points_conf: np.ndarray  # [H, W] float32
-    # With query points (see Reconstructor): their positions in this frame, (x, y) pixels [N, 2] float64, and
-    # visibility and confidence [N] float32 in (0, 1) (confidence ones when the track head predicts none).
-    tracks: np.ndarray | None = None
-    track_vis: np.ndarray | None = None
-    track_conf: np.ndarray | None = None
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self.image.shape[0], self.image.shape[1]
-
-    def points(self, source: str = "depth") -> tuple[np.ndarray, np.ndarray]:
-        """World points [H, W, 3] and their confidence [H, W]: ``"depth"`` unprojects the depth map with the
-        predicted camera, ``"pointmap"`` is the point head's output."""
-        if source == "pointmap":
-            return self.world_points, self.world_points_conf
-        if source != "depth":
-            raise ValueError(f"unknown point source '{source}': use depth or pointmap")
-        points = unproject_depth(
-            torch.from_numpy(self.depth), torch.from_numpy(self.extrinsic), torch.from_numpy(self.intrinsic)
-        )
-        return points.numpy(), self.depth_conf
 
 
 class Reconstructor:
@@ -103,13 +70,13 @@ class Reconstructor:
             self.session = self.model.stream(batch_size=1, cache=self.cache, query_points=self._queries(size))
         out = self.session.step(image[None])
         # Cameras in float64 on the CPU (MPS has no float64): they go into text files and invert cleanly.
-        extrinsic, intrinsic = pose_encoding_to_extri_intri(out["pose_enc"][0].cpu().double(), size)
+        extrinsic, intrinsic = pose_encoding_to_extri_intri(out.pose_enc[0].cpu().double(), size)
         valid = np.zeros(size, dtype=bool)
         top, left, height, width = prepared.valid
         valid[top : top + height, left : left + width] = True
 
-        def cpu(key: str) -> np.ndarray:
-            return out[key][0].float().cpu().numpy()
+        def cpu(tensor: torch.Tensor) -> np.ndarray:
+            return tensor[0].float().cpu().numpy()
 
         return FrameResult(
             index=self.session.num_frames - 1,
@@ -120,10 +87,10 @@ class Reconstructor:
             valid=valid,
             extrinsic=extrinsic.numpy(),
             intrinsic=intrinsic.numpy(),
-            depth=cpu("depth")[..., 0],
-            depth_conf=cpu("depth_conf"),
-            world_points=cpu("world_points"),
-            world_points_conf=cpu("world_points_conf"),
+            depth=cpu(out.depth)[..., 0],
+            depth_conf=cpu(out.depth_conf),
+            world_points=cpu(out.world_points),
+            world_points_conf=cpu(out.world_points_conf),
             **self._tracks(out),
         )
 
@@ -133,14 +100,14 @@ class Reconstructor:
         return torch.as_tensor(np.asarray(points), dtype=torch.float32, device=self.device)[None]
 
     @staticmethod
-    def _tracks(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    def _tracks(out: Predictions) -> dict[str, np.ndarray]:
         """The tracker's outputs of a step as FrameResult fields; none without query points."""
-        if "track" not in out:
+        if out.track is None or out.track_vis is None:
             return {}
-        visibility = out["track_vis"][0].float().cpu().numpy()
-        confidence = out.get("track_conf")
+        visibility = out.track_vis[0].float().cpu().numpy()
+        confidence = out.track_conf
         return {
-            "tracks": out["track"][0].cpu().double().numpy(),
+            "tracks": out.track[0].cpu().double().numpy(),
             "track_vis": visibility,
             "track_conf": np.ones_like(visibility) if confidence is None else confidence[0].float().cpu().numpy(),
         }

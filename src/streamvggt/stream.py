@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from streamvggt.cache import CachePolicy, LayerCache, parse_policy
+from streamvggt.model.predictions import Predictions
 from streamvggt.model.streamvggt import StreamVGGT
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ class StreamSession:
     """Frame-by-frame inference for ``batch_size`` independent streams of equal frame size.
 
     Create with :meth:`StreamVGGT.stream`. ``step(frame)`` takes [B, 3, H, W] in [0, 1] and returns the offline
-    forward's keys without the S axis: pose_enc [B, 9], depth [B, H, W, 1], depth_conf [B, H, W],
+    forward's :class:`Predictions` without the S axis: pose_enc [B, 9], depth [B, H, W, 1], depth_conf [B, H, W],
     world_points [B, H, W, 3], world_points_conf [B, H, W] (and track [B, N, 2], track_vis, track_conf [B, N]
     when query points were given).
     """
@@ -61,7 +62,7 @@ class StreamSession:
         return sum(c.nbytes for c in caches) + tracker_bytes
 
     @torch.no_grad()
-    def step(self, frame: Tensor) -> dict[str, Tensor]:
+    def step(self, frame: Tensor) -> Predictions:
         """Process the next frame [B, 3, H, W] (values in [0, 1]) and return its predictions."""
         self._check_frame(frame)
         if self.num_frames == 0:
@@ -71,10 +72,9 @@ class StreamSession:
             tokens = model.aggregator(
                 frame[:, None], model.head_layers, first_frame_index=self.num_frames, kv_caches=self._trunk_caches
             )
-        out = model.decode(tokens, self.frame_size, frames_chunk_size=None, camera_caches=self._camera_caches)
-        out = {key: (value[:, :, 0] if key == "pose_enc_iters" else value[:, 0]) for key, value in out.items()}
+        out = model.decode(tokens, self.frame_size, frames_chunk_size=None, camera_caches=self._camera_caches).frame(0)
         if self._tracker is not None:
-            out.update(self._tracker.step(tokens, self.frame_size))
+            out = dataclasses.replace(out, **self._tracker.step(tokens, self.frame_size))
         self.num_frames += 1
         return out
 

@@ -44,8 +44,6 @@ from torch import Tensor
 from streamvggt.config import ModelConfig
 from streamvggt.device import select_device, trunk_dtype
 from streamvggt.io.atomic import atomic_output
-from streamvggt.model.aggregator import Aggregator
-from streamvggt.model.dpt_head import DPTHead
 from streamvggt.model.streamvggt import StreamVGGT
 
 logger = logging.getLogger(__name__)
@@ -380,8 +378,8 @@ def build_from_state_dict(config: ModelConfig, state: dict[str, Tensor], label: 
     state = dict(state)  # ours to edit: the caller's mapping stays as given
     _cast_in_place(state, expected, label)
     _check_finite(state, label)
+    # The modules' load hooks redo what assignment undoes (buffers not in the state dict, conv weight layouts).
     model.load_state_dict(state, strict=True, assign=True)
-    _restore_after_assign(model)
     _check_materialised(model)
     return model
 
@@ -438,21 +436,14 @@ def _check_finite(state: Mapping[str, Tensor], label: str) -> None:
             )
 
 
-def _restore_after_assign(model: StreamVGGT) -> None:
-    """Redo what assigning checkpoint tensors undoes: the non-persistent buffers (not in the state dict, so still
-    on the meta device) and the DPT heads' channels-last weight layout."""
-    for module in model.modules():
-        if isinstance(module, Aggregator):
-            module.reset_buffers()
-        elif isinstance(module, DPTHead):
-            module.use_channels_last()
-
-
 def _check_materialised(model: StreamVGGT) -> None:
-    """Fail loudly if a module gained a non-persistent buffer that _restore_after_assign does not know."""
+    """Fail loudly if a module gained a non-persistent buffer that no load hook of its own re-creates."""
     left = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if left:
-        raise RuntimeError(f"tensors left on the meta device after loading: {left}; re-create them in weights.py")
+        raise RuntimeError(
+            f"tensors left on the meta device after loading: {left}; their module must re-create them in a "
+            "load_state_dict post hook"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------- helpers

@@ -28,7 +28,7 @@ from streamvggt.io.points import PointSpool, VoxelGrid, confident_points, subsam
 from streamvggt.io.scene import write_glb
 
 if TYPE_CHECKING:
-    from streamvggt.reconstruction import FrameResult
+    from streamvggt.results import FrameResult
 
 log = logging.getLogger(__name__)
 

@@ -47,12 +47,12 @@ class Aggregator(nn.Module):
         self.register_token = nn.Parameter(torch.randn(1, 2, config.num_register_tokens, dim) * 1e-6)
         self.patch_start_idx = 1 + config.num_register_tokens
         self.reset_buffers()
+        self.register_load_state_dict_post_hook(_buffers_beside_loaded_parameters)
 
-    def reset_buffers(self) -> None:
-        """(Re)create the ImageNet normalisation buffers; they are not in checkpoints, so a model built on the
-        meta device and then loaded needs them made again."""
-        self.register_buffer("_mean", torch.tensor(_IMAGENET_MEAN).view(1, 1, 3, 1, 1), persistent=False)
-        self.register_buffer("_std", torch.tensor(_IMAGENET_STD).view(1, 1, 3, 1, 1), persistent=False)
+    def reset_buffers(self, device: torch.device | str | None = None) -> None:
+        """(Re)create the ImageNet normalisation buffers [1, 1, 3, 1, 1] on ``device``."""
+        self.register_buffer("_mean", torch.tensor(_IMAGENET_MEAN, device=device).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(_IMAGENET_STD, device=device).view(1, 1, 3, 1, 1), persistent=False)
 
     def tokens_per_frame(self, height: int, width: int) -> int:
         return self.patch_start_idx + (height // self.patch_size) * (width // self.patch_size)
@@ -117,3 +117,12 @@ class Aggregator(nn.Module):
         slots = (torch.arange(frames) + first_frame_index > 0).long().to(special.device)
         per_frame = special[0, slots]  # [S, 1+R, C]
         return per_frame.unsqueeze(0).expand(batch, -1, -1, -1).reshape(batch * frames, *per_frame.shape[1:]).to(dtype)
+
+
+def _buffers_beside_loaded_parameters(module: Aggregator, incompatible_keys: object) -> None:
+    """The normalisation buffers are not in checkpoints: a model built on the meta device and loaded with
+    ``assign=True`` gets real parameters but would keep meta buffers, so they are made again where the
+    parameters now are."""
+    device = module.camera_token.device
+    if module._mean.device != device:
+        module.reset_buffers(device)

@@ -15,6 +15,7 @@ from streamvggt.device import trunk_dtype
 from streamvggt.model.aggregator import Aggregator
 from streamvggt.model.camera_head import CameraHead
 from streamvggt.model.dpt_head import DPTHead
+from streamvggt.model.predictions import Predictions
 from streamvggt.model.track_head import TrackHead
 
 
@@ -87,15 +88,17 @@ class StreamVGGT(nn.Module):
 
         return StreamSession(self, batch_size=batch_size, cache=cache, query_points=query_points)
 
-    def forward(self, images: Tensor, query_points: Tensor | None = None, frames_chunk_size: int | None = 8) -> dict:
+    def forward(
+        self, images: Tensor, query_points: Tensor | None = None, frames_chunk_size: int | None = 8
+    ) -> Predictions:
         """Offline forward over a clip.
 
         images: [B, S, 3, H, W] in [0, 1]; H, W multiples of the patch size.
         query_points: optional [B, N, 2] pixel (x, y) in frame 0 to track through the clip.
         frames_chunk_size: frames decoded at once by the DPT heads (memory bound); None for all.
-        Returns pose_enc [B,S,9], pose_enc_iters [I,B,S,9], depth [B,S,H,W,1], depth_conf [B,S,H,W],
-        world_points [B,S,H,W,3], world_points_conf [B,S,H,W], and with queries track [B,S,N,2],
-        track_vis [B,S,N], track_conf [B,S,N].
+        Returns :class:`Predictions`: pose_enc [B,S,9], pose_enc_iters [I,B,S,9], depth [B,S,H,W,1],
+        depth_conf [B,S,H,W], world_points [B,S,H,W,3], world_points_conf [B,S,H,W], and with queries
+        track [B,S,N,2], track_vis [B,S,N], track_conf [B,S,N]; ``out["depth"]`` reads them by name too.
         """
         if images.ndim != 5 or images.shape[2] != 3:
             raise ValueError(f"images must be [B, S, 3, H, W], got {tuple(images.shape)}")
@@ -112,7 +115,7 @@ class StreamVGGT(nn.Module):
         query_points: Tensor | None = None,
         frames_chunk_size: int | None = 8,
         camera_caches: list | None = None,
-    ) -> dict:
+    ) -> Predictions:
         """Run the heads (in fp32) on kept trunk tokens {layer: [B, S, P, 2C]}; see :meth:`forward`."""
         device_type = next(iter(tokens.values())).device.type
         with torch.autocast(device_type=device_type, enabled=False):
@@ -122,15 +125,16 @@ class StreamVGGT(nn.Module):
             pose_iters = self.camera_head(camera_tokens, camera_caches)
             depth, depth_conf = self.depth_head(tokens, size, self.patch_start_idx, frames_chunk_size)
             points, points_conf = self.point_head(tokens, size, self.patch_start_idx, frames_chunk_size)
-            out = {
-                "pose_enc": pose_iters[-1],
-                "pose_enc_iters": torch.stack(pose_iters),
-                "depth": depth,
-                "depth_conf": depth_conf,
-                "world_points": points,
-                "world_points_conf": points_conf,
-            }
+            tracks = {}
             if query_points is not None:
-                tracks, vis, conf = self.track_head(tokens, size, self.patch_start_idx, query_points.float())
-                out.update(track=tracks[-1], track_vis=vis, track_conf=conf)
-        return out
+                coords, vis, conf = self.track_head(tokens, size, self.patch_start_idx, query_points.float())
+                tracks = {"track": coords[-1], "track_vis": vis, "track_conf": conf}
+        return Predictions(
+            pose_enc=pose_iters[-1],
+            pose_enc_iters=torch.stack(pose_iters),
+            depth=depth,
+            depth_conf=depth_conf,
+            world_points=points,
+            world_points_conf=points_conf,
+            **tracks,
+        )
