@@ -175,7 +175,7 @@ def _frame(
     cam_from_world[:3] = image.cam_from_world().matrix()
     shape = (camera.pinhole.height, camera.pinhole.width)
     if depth == "dense":
-        depth_map = _dense_depth(pycolmap, located.depth_maps, image.name, shape)
+        depth_map = _dense_depth(located.depth_maps, image.name, shape)
     elif depth == "sparse":
         depth_map = sparse_depth(reconstruction, image, cam_from_world, camera.intrinsics, shape)
     else:
@@ -188,26 +188,44 @@ def _rgb(path: Path) -> np.ndarray:
         return np.asarray(opened.convert("RGB"))
 
 
-def _dense_depth(pycolmap: Any, folder: Path, name: str, shape: tuple[int, int]) -> np.ndarray:
+def _dense_depth(folder: Path, name: str, shape: tuple[int, int]) -> np.ndarray:
     """The image's dense depth map [H, W] (0 unknown), brought to the image size by nearest neighbour when
     patch-match ran on downscaled images (its max_image_size)."""
     paths = [folder / f"{name}.{kind}.bin" for kind in DENSE_KINDS]
     path = next((p for p in paths if p.is_file()), None)
     if path is None:
         raise InputError(f"depth map not found: {paths[0]} (nor {paths[1].name}); or pass --depth sparse")
-    depth_map = pycolmap.DepthMap()
-    try:
-        depth_map.read(str(path))
-    except (RuntimeError, ValueError) as error:
-        raise InputError(f"cannot read depth map {path}: {error}") from None
-    values = np.asarray(depth_map.to_array(), dtype=np.float32)
-    if values.ndim != 2 or values.size == 0:
-        raise InputError(f"depth map {path} has shape {list(values.shape)}, expected [H, W]")
+    values = read_depth_map(path)
     if values.shape != shape:
         logger.info("%s: depth map %s resized to the image's %s", path.name, list(values.shape), list(shape))
         resized = Image.fromarray(values, mode="F").resize((shape[1], shape[0]), Image.Resampling.NEAREST)
         values = np.asarray(resized, dtype=np.float32)
     return np.where(np.isfinite(values) & (values > 0), values, 0.0).astype(np.float32)
+
+
+def read_depth_map(path: Path) -> np.ndarray:
+    """A COLMAP dense array file as [H, W] float32: the text header ``width&height&channels&``, then the
+    little-endian float32 values, row by row.
+
+    Read here rather than with ``pycolmap.DepthMap.read``, which does not check the header against the data:
+    with pycolmap 4.2.1 a truncated file or a two-channel array reads as garbage without an error.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise InputError(f"cannot read depth map {path}: {error.strerror}") from None
+    parts = raw.split(b"&", 3)
+    try:
+        width, height, channels = (int(p) for p in parts[:3])
+    except ValueError:
+        raise InputError(f"{path} is not a COLMAP depth map (no width&height&channels& header)") from None
+    data = parts[3] if len(parts) == 4 else b""
+    if channels != 1 or width < 1 or height < 1 or len(data) != 4 * width * height:
+        raise InputError(
+            f"depth map {path}: header says {width}x{height}x{channels}, expected one channel of "
+            f"{width}x{height} float32 values ({len(data)} bytes follow)"
+        )
+    return np.frombuffer(data, dtype="<f4").reshape(height, width).astype(np.float32)
 
 
 def sparse_depth(

@@ -69,7 +69,10 @@ class SceneWriter:
         if self.scene.is_dir() and any(self.scene.iterdir()) and not overwrite:
             raise OutputError(f"output {self.scene} is not empty (pass --overwrite to replace it)")
         self.overwrite = overwrite
-        self.staging = self.scene.parent / f".{self.scene.name}.{secrets.token_hex(4)}.tmp"
+        # The frames go one level down in the hidden folder: a reader listing scenes (folders holding rgb/)
+        # beside it during the import does not take it for a scene.
+        self.hidden = self.scene.parent / f".{self.scene.name}.{secrets.token_hex(4)}.tmp"
+        self.staging = self.hidden / self.scene.name
         self.names: list[str] = []
 
     def __enter__(self) -> SceneWriter:
@@ -77,12 +80,12 @@ class SceneWriter:
             for folder in ("rgb", "depth", "cam"):
                 (self.staging / folder).mkdir(parents=True)
         except OSError as error:
-            raise OutputError(f"cannot create {self.staging}: {error.strerror}") from None
+            raise OutputError(f"cannot create {self.hidden}: {error.strerror}") from None
         return self
 
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(OSError):
-            shutil.rmtree(self.staging)
+            shutil.rmtree(self.hidden)
 
     def add(self, frame: ImportedFrame) -> None:
         """Write ``frame`` under the next stem (InputError when its arrays do not fit together)."""
@@ -121,6 +124,7 @@ class SceneWriter:
                 # Only reached with overwrite or an empty folder (checked in __init__).
                 shutil.rmtree(self.scene)
             self.staging.rename(self.scene)
+            self.hidden.rmdir()
         except OSError as error:
             raise OutputError(f"cannot publish {self.scene}: {error.strerror}") from None
         logger.info("imported %d frames into %s", len(self.names), self.scene)
