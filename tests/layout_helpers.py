@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from streamvggt.geometry import depth_to_camera_points
 from streamvggt.train.data.base import Frame
+from streamvggt.train.data.check import reprojection
 from streamvggt.train.data.synthetic import SyntheticScene
 
 WIDTH, HEIGHT, FRAMES = 64, 48, 6
@@ -49,29 +49,6 @@ def save_uint16(path: Path, values: np.ndarray) -> None:
 def save_npz(path: Path, **arrays) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
-
-
-def reprojection(clip: dict, view: int, tolerance: float = 0.03) -> tuple[float, float]:
-    """View 0's valid pixels moved into view ``view``: (agreeing, impossible) fractions of those landing inside.
-
-    A point agrees when its depth lies within the range of view ``view``'s depths around the pixel it lands on
-    (3 x 3, +- tolerance), which forgives rounding at edges and on grazing surfaces. It is impossible when all
-    those depths are farther than the point: the point would hide them. Occluded points are neither.
-    """
-    depth, intrinsics, extrinsics = clip["depth"], clip["intrinsics"], clip["extrinsics"]
-    points = depth_to_camera_points(depth[0], intrinsics[0])[clip["valid_mask"][0]]  # world = camera 0
-    cam = points @ extrinsics[view, :3, :3].T + extrinsics[view, :3, 3]
-    z = cam[:, 2]
-    u = (intrinsics[view, 0, 0] * cam[:, 0] / z + intrinsics[view, 0, 2]).round().long()
-    v = (intrinsics[view, 1, 1] * cam[:, 1] / z + intrinsics[view, 1, 2]).round().long()
-    height, width = depth.shape[-2:]
-    inside = (z > 0) & (u >= 1) & (u < width - 1) & (v >= 1) & (v < height - 1)
-    u, v, z = u[inside], v[inside], z[inside]
-    around = torch.stack([depth[view, v + dv, u + du] for dv in (-1, 0, 1) for du in (-1, 0, 1)], dim=-1)
-    low, high = around.min(-1).values, around.max(-1).values
-    agree = (low <= z * (1 + tolerance)) & (high >= z * (1 - tolerance))
-    impossible = low > z * (1 + tolerance)
-    return float(agree.float().mean()), float(impossible.float().mean())
 
 
 def check_clip(clip: dict, num_views: int) -> None:

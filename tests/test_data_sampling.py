@@ -18,7 +18,7 @@ from streamvggt.train.data.transforms import (
     resize,
     shift_hue,
 )
-from tests.test_data_layouts import reprojection
+from tests.layout_helpers import reprojection
 
 # ---------------------------------------------------------------------------------------------- clip sampling
 

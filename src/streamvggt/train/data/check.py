@@ -1,0 +1,254 @@
+"""Checking a dataset folder before a long run: read a sample of clips and test that their geometry agrees.
+
+A clip is consistent when view 0's depth, moved into each other view with the clip's extrinsics and
+intrinsics, lands on that view's own depth (:func:`reproject`). A wrong depth unit, pose convention or
+intrinsics update breaks this; so does a scene that moves (dynamic datasets score lower, but their static
+background still agrees). The check reports counts, per-clip depth statistics and consistency scores, draws a
+contact sheet of one clip and lists the problems found.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from streamvggt.geometry import depth_to_camera_points
+from streamvggt.io.atomic import atomic_output
+from streamvggt.train.data.base import MultiViewDataset
+from streamvggt.train.data.mix import build_reader
+from streamvggt.train.data.sampling import item_rng
+
+logger = logging.getLogger(__name__)
+
+REPORT_NAME = "report.json"
+SHEET_NAME = "contact_sheet.png"
+
+
+@dataclass
+class Reprojection:
+    """View 0's valid pixels moved into another view of a clip.
+
+    agree: fraction of the points landing inside that view whose depth agrees with the depth there
+    impossible: fraction of them lying in front of every depth around where they land (they would hide it)
+    coverage: fraction of view 0's valid pixels landing inside that view
+    error: [H, W] relative depth disagreement at view 0's pixels (0 where it agrees, NaN where not compared)
+    """
+
+    agree: float
+    impossible: float
+    coverage: float
+    error: torch.Tensor
+
+
+def reproject(clip: dict, view: int, tolerance: float = 0.03) -> Reprojection:
+    """Move view 0's depth into view ``view`` of a clip (the dict a reader's ``clip`` returns).
+
+    A point agrees when its depth lies within the range of view ``view``'s depths around the pixel it lands on
+    (3 x 3, +- tolerance), which forgives rounding at edges and on grazing surfaces. Occluded points (behind
+    that range) neither agree nor are impossible. Fractions are NaN when no point lands inside.
+    """
+    depth, intrinsics, extrinsics = clip["depth"].double(), clip["intrinsics"].double(), clip["extrinsics"].double()
+    valid = clip["valid_mask"][0]
+    height, width = depth.shape[-2:]
+    rows, cols = torch.nonzero(valid, as_tuple=True)
+    points = depth_to_camera_points(depth[0], intrinsics[0])[valid]  # world = camera 0
+    cam = points @ extrinsics[view, :3, :3].T + extrinsics[view, :3, 3]
+    z = cam[:, 2]
+    safe_z = torch.where(z > 0, z, torch.ones_like(z))  # points behind the camera are dropped below
+    u = (intrinsics[view, 0, 0] * cam[:, 0] / safe_z + intrinsics[view, 0, 2]).round()
+    v = (intrinsics[view, 1, 1] * cam[:, 1] / safe_z + intrinsics[view, 1, 2]).round()
+    inside = (z > 0) & (u >= 1) & (u < width - 1) & (v >= 1) & (v < height - 1)
+    u, v, z = u[inside].long(), v[inside].long(), z[inside]
+    around = torch.stack([depth[view, v + dv, u + du] for dv in (-1, 0, 1) for du in (-1, 0, 1)], dim=-1)
+    low, high = around.min(-1).values, around.max(-1).values
+    agree = (low <= z * (1 + tolerance)) & (high >= z * (1 - tolerance))
+    impossible = low > z * (1 + tolerance)
+    error = torch.full((height, width), float("nan"), dtype=torch.float64)
+    error[rows[inside], cols[inside]] = torch.clamp(torch.maximum(low - z, z - high), min=0.0) / z
+    return Reprojection(
+        agree=float(agree.double().mean()),
+        impossible=float(impossible.double().mean()),
+        coverage=float(inside.double().mean()) if len(inside) else 0.0,
+        error=error.float(),
+    )
+
+
+def reprojection(clip: dict, view: int, tolerance: float = 0.03) -> tuple[float, float]:
+    """(agreeing, impossible) fractions of view 0's points landing inside view ``view`` (see :func:`reproject`)."""
+    result = reproject(clip, view, tolerance)
+    return result.agree, result.impossible
+
+
+@dataclass
+class ClipReport:
+    """What one sampled clip holds: depth statistics over its valid pixels (the dataset's units) and, per view
+    after the first, the agreeing fraction and coverage of view 0's reprojected depth."""
+
+    index: int
+    depth_min: float | None
+    depth_median: float | None
+    depth_max: float | None
+    invalid_fraction: float  # pixels without depth (0 or non-finite)
+    sky_fraction: float  # pixels marked sky (negative depth)
+    consistency: list[float | None]
+    coverage: list[float]
+    score: float | None  # mean consistency over the views that overlap view 0
+
+
+@dataclass
+class DatasetReport:
+    """The outcome of checking one dataset; ``problems`` empty means it passed."""
+
+    type: str
+    root: str | None
+    options: dict[str, Any]
+    scenes: int | None = None
+    frames: int | None = None
+    clips: int | None = None
+    sampled: list[ClipReport] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    contact_sheet: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+
+def count_scenes_and_frames(dataset: MultiViewDataset) -> tuple[int | None, int | None]:
+    """Scenes and stored frames of readers that list sequences; (None, None) for those that do not."""
+    sequences = getattr(dataset, "sequences", None)
+    if not sequences:
+        return None, None
+    return len(sequences), sum(len(frames) for _, frames in sequences)
+
+
+def summarise_clip(index: int, clip: dict, tolerance: float) -> tuple[ClipReport, list[Reprojection]]:
+    depth = clip["depth"]
+    valid = depth[clip["valid_mask"]]
+    views = [reproject(clip, view, tolerance) for view in range(1, depth.shape[0])]
+    overlapping = [r.agree for r in views if r.coverage > 0]
+    report = ClipReport(
+        index=index,
+        depth_min=float(valid.min()) if valid.numel() else None,
+        depth_median=float(valid.median()) if valid.numel() else None,
+        depth_max=float(valid.max()) if valid.numel() else None,
+        invalid_fraction=float((depth == 0).float().mean()),
+        sky_fraction=float((depth < 0).float().mean()),
+        consistency=[r.agree if r.coverage > 0 else None for r in views],
+        coverage=[r.coverage for r in views],
+        score=float(np.mean(overlapping)) if overlapping else None,
+    )
+    return report, views
+
+
+def clip_problems(report: ClipReport, clip: dict, min_consistency: float) -> list[str]:
+    problems = []
+    has_depth = clip["valid_mask"].flatten(1).any(1)
+    for view in torch.nonzero(~has_depth).flatten().tolist():
+        problems.append(f"clip {report.index}: view {view} has no valid depth")
+    if not has_depth[0] or len(has_depth) == 1:
+        return problems
+    if report.score is None:
+        problems.append(f"clip {report.index}: view 0's depth lands in none of the other views (pose units?)")
+    elif report.score < min_consistency:
+        problems.append(
+            f"clip {report.index}: reprojection consistency {report.score:.2f} < {min_consistency} "
+            "(depth units, pose convention or intrinsics wrong?)"
+        )
+    return problems
+
+
+def check_dataset(
+    kind: str,
+    arguments: dict[str, Any],
+    clips: int = 8,
+    size: tuple[int, int] = (518, 392),
+    seed: int = 0,
+    min_consistency: float = 0.5,
+    tolerance: float = 0.03,
+    output: Path | None = None,
+) -> DatasetReport:
+    """Open dataset ``kind`` with reader ``arguments``, read ``clips`` clips (chosen by ``seed``) at ``size``
+    (W, H) and report them. With ``output``, write ``report.json`` and a contact sheet of the first clip read."""
+    report = DatasetReport(type=kind, root=arguments.get("root"), options=_plain(arguments))
+    try:
+        dataset = build_reader(kind, **arguments)
+    except Exception as error:  # whatever a reader raises on a bad folder is the finding to report
+        report.problems.append(f"cannot open the dataset: {error}")
+        _write_outputs(report, None, output)
+        return report
+    report.scenes, report.frames = count_scenes_and_frames(dataset)
+    report.clips = len(dataset)
+    order = item_rng(seed, 0xC4EC).permutation(len(dataset))[:clips]
+    sheet = None
+    for index in order.tolist():
+        try:
+            clip = dataset.clip(index, size, item_rng(seed, index))
+        except Exception as error:  # an unreadable clip is a finding, whichever decoder failed
+            report.problems.append(f"clip {index}: unreadable: {error}")
+            continue
+        summary, views = summarise_clip(index, clip, tolerance)
+        report.sampled.append(summary)
+        report.problems.extend(clip_problems(summary, clip, min_consistency))
+        if sheet is None:
+            sheet = (clip, summary, views)
+    _write_outputs(report, sheet, output)
+    return report
+
+
+def _plain(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The reader arguments as JSON values (paths and tuples as text)."""
+    return json.loads(json.dumps(arguments, default=str))
+
+
+def _write_outputs(report: DatasetReport, sheet: tuple | None, output: Path | None) -> None:
+    if output is None:
+        return
+    output.mkdir(parents=True, exist_ok=True)
+    if sheet is not None:
+        write_contact_sheet(output / SHEET_NAME, *sheet)
+        report.contact_sheet = str(output / SHEET_NAME)
+    with atomic_output(output / REPORT_NAME) as tmp:
+        tmp.write_text(json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8")
+
+
+def write_contact_sheet(path: Path, clip: dict, summary: ClipReport, views: list[Reprojection]) -> None:
+    """A PNG of one clip: images, depth (invalid pixels grey) and, per later view, where view 0's reprojected
+    depth disagrees (relative error, 0-20 %, on view 0's pixels)."""
+    from streamvggt.evaluate.plotting import pyplot, save_figure
+
+    plt = pyplot()
+    count = clip["images"].shape[0]
+    fig, axes = plt.subplots(3, count, figsize=(2.2 * count, 5.6), squeeze=False)
+    depth = clip["depth"].numpy()
+    valid = depth[depth > 0]
+    limits = (float(np.percentile(valid, 2)), float(np.percentile(valid, 98))) if valid.size else (0.0, 1.0)
+    depth_map = plt.get_cmap("viridis").with_extremes(bad="0.6")
+    error_map = plt.get_cmap("magma").with_extremes(bad="0.6")
+    for s in range(count):
+        axes[0, s].imshow(clip["images"][s].permute(1, 2, 0).numpy())
+        axes[0, s].set_title(f"view {s}", fontsize=8)
+        axes[1, s].imshow(np.ma.masked_where(depth[s] <= 0, depth[s]), cmap=depth_map, vmin=limits[0], vmax=limits[1])
+        if s == 0:
+            axes[2, s].text(0.5, 0.5, "reference", ha="center", va="center", fontsize=8)
+        else:
+            error = views[s - 1].error.numpy()
+            axes[2, s].imshow(np.ma.masked_invalid(error), cmap=error_map, vmin=0.0, vmax=0.2)
+            agree = summary.consistency[s - 1]
+            axes[2, s].set_title("no overlap" if agree is None else f"agree {agree:.2f}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[1, 0].set_ylabel(f"depth {limits[0]:.3g}-{limits[1]:.3g}", fontsize=8)
+    axes[2, 0].set_ylabel("view 0 reprojected\nerror 0-20 %", fontsize=8)
+    fig.suptitle(f"clip {summary.index}", fontsize=9)
+    save_figure(fig, path)
