@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pycolmap
 import pytest
+from PIL import Image
 
+from streamvggt import reconstruct
 from streamvggt.io.errors import InputError, OutputError
-from streamvggt.train.data.importers import import_colmap
+from streamvggt.train.data.importers import import_colmap, import_reconstruction
 from streamvggt.train.data.layouts import GenericDataset
 from streamvggt.train.data.mix import build_reader
+from tests import reconstruct_helpers
 from tests.layout_helpers import (
     FRAMES,
     HEIGHT,
@@ -354,3 +358,69 @@ def test_an_existing_scene_is_kept_unless_overwrite_is_given(tmp_path: Path, cap
     assert (scene / "notes.txt").read_text() == "mine"
     import_colmap(project, scene, overwrite=True)
     assert not (scene / "notes.txt").exists() and len(list((scene / "rgb").iterdir())) == FRAMES
+
+
+# ------------------------------------------------------------------------------------- reconstruct output folders
+
+
+@pytest.fixture(scope="module", params=["crop", "pad"])
+def reconstruction(request, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``streamvggt reconstruct`` output folder of four 70x56 frames (tiny random model); ``pad`` frames sit
+    in a white 70x70 square."""
+    folder = tmp_path_factory.mktemp(f"reconstruct_{request.param}")
+    frames = reconstruct_helpers.write_images(folder / "frames", [f"{i}.png" for i in range(4)])
+    reconstruct(frames[0].parent, folder / "out", reconstruct_helpers.tiny_model(), size=70, preprocess=request.param)
+    return folder / "out"
+
+
+def test_a_reconstruction_imports_its_cameras_images_and_depth(tmp_path: Path, reconstruction: Path) -> None:
+    scene = import_reconstruction(reconstruction, tmp_path / "data" / "pseudo")
+    document = json.loads((reconstruction / "cameras.json").read_text())
+    top, left, height, width = document["preprocess"].get("content_box") or (0, 0, 56, 70)
+    assert (height, width) == (56, 70)  # padding, if any, is cropped away
+    _, frames = imported_frames(scene.parent, num_views=4)
+    for frame, entry in zip(frames, document["frames"], strict=True):
+        image = np.asarray(Image.open(reconstruction / entry["image"]).convert("RGB"))[top : top + 56, left : left + 70]
+        depth = np.load(reconstruction / entry["depth"])[top : top + 56, left : left + 70]
+        intrinsics = np.asarray(entry["intrinsic"])
+        intrinsics[:2, 2] -= (left, top)
+        cam_to_world = np.linalg.inv(np.vstack([np.asarray(entry["extrinsic"]), [0, 0, 0, 1]]))
+        assert_frame_equals(frame, image, depth, intrinsics, cam_to_world, depth_atol=0)
+    assert [f["name"] for f in json.loads((scene / "import.json").read_text())["frames"]] == [
+        f["name"] for f in document["frames"]
+    ]
+
+
+def test_depth_below_the_confidence_percentile_becomes_unknown(tmp_path: Path, reconstruction: Path) -> None:
+    scene = import_reconstruction(reconstruction, tmp_path / "data" / "pseudo", min_conf_percentile=40)
+    document = json.loads((reconstruction / "cameras.json").read_text())
+    top, left, _, _ = document["preprocess"].get("content_box") or (0, 0, 56, 70)
+    _, frames = imported_frames(scene.parent, num_views=4)
+    for frame, entry in zip(frames, document["frames"], strict=True):
+        conf = np.load(reconstruction / entry["depth_conf"])
+        kept = (conf >= np.percentile(conf, 40))[top : top + 56, left : left + 70]
+        np.testing.assert_array_equal(frame.depth > 0, kept & (frame.depth > 0))
+        assert not (frame.depth[~kept]).any() and (frame.depth[kept] > 0).mean() > 0.9
+
+
+def test_a_reconstruction_with_a_missing_depth_file_is_an_error_naming_it(tmp_path: Path, reconstruction) -> None:
+    copy = tmp_path / "out"
+    shutil.copytree(reconstruction, copy)
+    (copy / "depth" / "000002.npy").unlink()
+    with pytest.raises(InputError, match=re.escape(str(copy / "depth" / "000002.npy"))):
+        import_reconstruction(copy, tmp_path / "data" / "pseudo")
+
+
+def test_a_reconstruction_depth_of_a_wrong_shape_is_an_error_naming_it(tmp_path: Path, reconstruction) -> None:
+    copy = tmp_path / "out"
+    shutil.copytree(reconstruction, copy)
+    np.save(copy / "depth" / "000001.npy", np.ones((3, 4), dtype=np.float32))
+    with pytest.raises(InputError, match=re.escape(f"{copy / 'depth' / '000001.npy'} has shape [3, 4]")):
+        import_reconstruction(copy, tmp_path / "data" / "pseudo")
+
+
+def test_a_folder_without_frames_is_not_a_reconstruction(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "cameras.json").write_text(json.dumps({"frames": []}))
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'out' / 'cameras.json'} lists no frames")):
+        import_reconstruction(tmp_path / "out", tmp_path / "data" / "pseudo")
