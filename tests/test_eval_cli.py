@@ -7,6 +7,9 @@ import json
 import numpy as np
 import pytest
 
+import streamvggt.evaluate.depth as depth_protocols
+from streamvggt.evaluate.datasets import open_depth_dataset
+from streamvggt.evaluate.runner import resize_to, stream_sequence
 from tests.eval_fakes import FAKES, SINTEL_SEQUENCES
 from tests.reconstruct_helpers import tiny_checkpoint
 from tests.test_cli import run_cli
@@ -17,7 +20,19 @@ def checkpoint(tmp_path_factory):
     return tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
 
 
-def test_monodepth_on_sintel_prints_the_averages_and_writes_the_report(tmp_path, checkpoint):
+def _lower_median(values: np.ndarray) -> float:
+    return float(np.sort(values)[(values.size - 1) // 2])
+
+
+def test_monodepth_on_sintel_prints_the_averages_and_writes_the_report(tmp_path, checkpoint, monkeypatch):
+    streamed = []  # each frame's depth, in the order the protocol streams them
+
+    def recording_stream(model, frames, cache="full", preprocessor=None):
+        results = stream_sequence(model, frames, cache, preprocessor)
+        streamed.extend(result.depth for result in results)
+        return results
+
+    monkeypatch.setattr(depth_protocols, "stream_sequence", recording_stream)
     root = FAKES["sintel"](tmp_path / "sintel", frames=2)
     code, stdout, stderr = run_cli(
         "eval", "monodepth", "--dataset", "sintel", "--root", root, "--checkpoint", checkpoint,
@@ -31,8 +46,23 @@ def test_monodepth_on_sintel_prints_the_averages_and_writes_the_report(tmp_path,
     assert (meta["protocol"], meta["align"]) == ("monodepth", "median")
     assert meta["max_depth"] == meta["post_clip_max"] == 70
     assert meta["checkpoint"] == str(checkpoint) and meta["cache"] == "full"
+    # Recomputed from each frame's streamed depth: resized to the ground truth, scaled by its own median ratio,
+    # clipped at 70 m, scored where 0 < gt < 70; frames weighted by their valid pixels.
+    data = open_depth_dataset("sintel", root)
+    errors, ratios, depths = [], [], iter(streamed)
+    for sequence in data.sequences():
+        for frame in sequence.frames:
+            gt = data.read_depth(frame.depth).astype(np.float64)
+            pred = resize_to(next(depths), gt.shape).astype(np.float64)
+            valid = (gt > 0) & (gt < 70)
+            aligned = np.minimum(pred * _lower_median(gt[valid]) / _lower_median(pred[valid]), 70.0)[valid]
+            errors.append(np.abs(aligned - gt[valid]) / gt[valid])
+            ratios.append(np.maximum(aligned / gt[valid], gt[valid] / aligned))
     summary = document["summary"]
-    assert summary["frames"] == 4 and np.isfinite(summary["abs_rel"]) and 0 <= summary["delta_1.25"] <= 1
+    assert summary["frames"] == 4 and summary["valid_pixels"] == sum(e.size for e in errors)
+    assert summary["abs_rel"] == pytest.approx(np.concatenate(errors).mean(), rel=1e-6)
+    assert summary["delta_1.25"] == pytest.approx((np.concatenate(ratios) < 1.25).mean(), rel=1e-9)
+    assert f"abs_rel {summary['abs_rel']:.4f}" in stdout
     assert "| **mean** |" in (tmp_path / "out" / "monodepth-sintel.md").read_text()
     assert (tmp_path / "out" / "plots" / "monodepth-sintel" / "alley_1.png").is_file()
 
@@ -47,6 +77,7 @@ def test_video_depth_runs_with_a_bounded_cache_and_an_alignment(tmp_path, checkp
     assert code == 0, stderr
     document = json.loads((tmp_path / "out" / "video-depth-bonn.json").read_text())
     assert document["meta"]["cache"] == "window:1" and document["meta"]["align"] == "scale&shift"
+    assert document["meta"]["fit"] == "reference"  # the published tables' solver unless --fit says otherwise
     assert len(document["per_sequence"]) == 5 and document["summary"]["frames"] == 10
     assert not (tmp_path / "out" / "plots").exists()
 
@@ -114,6 +145,8 @@ def test_errors_are_one_line(tmp_path, checkpoint, arguments, message):
         (["recon", "--dataset", "7scenes", "--root", ".", "--size", "224"], "--size does not apply to eval recon"),
         (["recon", "--dataset", "7scenes", "--root", ".", "--use-ba"], "--use-ba does not apply"),
         (["pose", "--dataset", "tum", "--root", ".", "--align", "scale"], "--align does not apply"),
+        (["pose", "--dataset", "tum", "--root", ".", "--fit", "exact"], "--fit does not apply to eval pose"),
+        (["video-depth", "--dataset", "bonn", "--root", ".", "--fit", "exact"], "--fit applies to --align scale&shift"),
         (["monodepth", "--dataset", "nyu", "--root", ".", "--sequences", "2"], "--sequences does not apply"),
         (["synthetic", "--max-frames", "4"], "--max-frames does not apply to eval synthetic"),
     ],

@@ -31,6 +31,7 @@ from tests.eval_fakes import (
     write_dpt,
 )
 from tests.reconstruct_helpers import frame_pixels, tiny_model
+from tests.test_eval_depth_fit import hand_adam_l1_fit
 
 # ------------------------------------------------------------------------------------------------------ readers
 
@@ -289,12 +290,115 @@ def test_a_wrong_prediction_scores_worse_than_a_perfect_one(tmp_path, monkeypatc
     assert 0.1 < summary["abs_rel"] < 0.5 and summary["delta_1.25"] < 0.9
 
 
-def test_video_depth_with_a_tiny_model_writes_results_and_plots(tmp_path):
+def _hand_scored(pred: np.ndarray, gt: np.ndarray, scale: float, shift: float = 0.0) -> dict[str, float]:
+    """Abs Rel, RMSE and δ < 1.25 of ``scale * pred + shift`` on the valid pixels, from their definitions."""
+    aligned = scale * pred.astype(np.float64) + shift
+    g = gt.astype(np.float64)
+    ratio = np.maximum(aligned / g, g / aligned)
+    return {
+        "abs_rel": float(np.mean(np.abs(aligned - g) / g)),
+        "rmse": float(np.sqrt(np.mean((aligned - g) ** 2))),
+        "delta_1.25": float(np.mean(ratio < 1.25)),
+        "valid_pixels": g.size,
+    }
+
+
+def _weiszfeld_scale(pred: np.ndarray, gt: np.ndarray) -> float:
+    """The reference's video-depth scale written out: mean ratio, ten reweighted least-squares steps, >= 1e-3."""
+    p, g = pred.astype(np.float64), gt.astype(np.float64)
+    scale = g.mean() / p.mean()
+    for _ in range(10):
+        weights = 1.0 / (np.abs(scale * p - g) + 1e-8)
+        scale = (weights * p * g).sum() / (weights * p * p).sum()
+    return max(scale, 1e-3)
+
+
+def _weighted(rows: list[dict[str, float]], key: str) -> float:
+    return sum(row[key] * row["valid_pixels"] for row in rows) / sum(row["valid_pixels"] for row in rows)
+
+
+def _affine_stream(dataset: str, scale: float, shift: float):
+    """A stand-in for stream_sequence predicting ``scale`` * ground truth + ``shift``."""
+
+    def stream(model, frames, cache="full", preprocessor=None):
+        return [SimpleNamespace(depth=scale * depth_of(image, dataset) + shift) for _, image in frames]
+
+    return stream
+
+
+def _valid_gt_and_pred(root, dataset: str, scale: float, shift: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per sequence: the valid ground-truth pixels and the affine prediction there."""
+    data = open_depth_dataset(dataset, root)
+    out = []
+    for sequence in data.sequences():
+        gt = np.stack([data.read_depth(frame.depth) for frame in sequence.frames]).astype(np.float64)
+        valid = (gt > 0) & (gt < (data.max_depth or np.inf))
+        out.append((gt[valid], scale * gt[valid] + shift))
+    return out
+
+
+def test_video_depth_scale_and_shift_defaults_to_the_reference_adam_fit(tmp_path, monkeypatch):
+    # Half the depth, 0.3 m short: the reference's Adam (0.1 of travel at most) cannot undo the shift.
+    monkeypatch.setattr(depth_protocols, "stream_sequence", _affine_stream("bonn", 0.5, -0.3))
+    root = FAKES["bonn"](tmp_path / "data", frames=2)
+
+    summary = run_depth("video-depth", "bonn", root, None, tmp_path / "out", align="scale&shift", plots=False)
+
+    rows = []
+    for g, p in _valid_gt_and_pred(root, "bonn", 0.5, -0.3):
+        scale, shift, _ = hand_adam_l1_fit(p, g)
+        rows.append(_hand_scored(p, g, scale, shift))
+    for key in ("abs_rel", "rmse", "delta_1.25"):
+        assert summary[key] == pytest.approx(_weighted(rows, key), rel=1e-7), key
+    assert summary["abs_rel"] > 0.05
+    assert json.loads((tmp_path / "out" / "video-depth-bonn.json").read_text())["meta"]["fit"] == "reference"
+
+
+def test_video_depth_exact_fit_undoes_an_affine_prediction(tmp_path, monkeypatch):
+    monkeypatch.setattr(depth_protocols, "stream_sequence", _affine_stream("bonn", 0.5, -0.3))
+    root = FAKES["bonn"](tmp_path / "data", frames=2)
+
+    summary = run_depth(
+        "video-depth", "bonn", root, None, tmp_path / "out", align="scale&shift", fit="exact", plots=False
+    )
+
+    assert summary["abs_rel"] == pytest.approx(0, abs=1e-9) and summary["delta_1.25"] == 1.0
+    assert json.loads((tmp_path / "out" / "video-depth-bonn.json").read_text())["meta"]["fit"] == "exact"
+
+
+def test_a_fit_with_another_alignment_than_scale_and_shift_is_refused(tmp_path):
+    root = FAKES["bonn"](tmp_path / "data", frames=1)
+    with pytest.raises(ValueError, match="--fit applies to --align scale&shift only, not scale"):
+        run_depth("video-depth", "bonn", root, None, tmp_path / "out", fit="exact")
+    with pytest.raises(ValueError, match="unknown scale&shift fit 'adam'"):
+        run_depth("video-depth", "bonn", root, None, tmp_path / "out", align="scale&shift", fit="adam")
+
+
+def test_video_depth_with_a_tiny_model_scores_the_streamed_depth(tmp_path, monkeypatch):
+    streamed = []
+
+    def recording_stream(model, frames, cache="full", preprocessor=None):
+        results = stream_sequence(model, frames, cache, preprocessor)
+        streamed.append(results)
+        return results
+
+    monkeypatch.setattr(depth_protocols, "stream_sequence", recording_stream)
     root = FAKES["kitti"](tmp_path / "data")
     summary = run_depth(
         "video-depth", "kitti", root, tiny_model(), tmp_path / "out", cache="window:1", max_frames=2, size=70
     )
-    assert np.isfinite(summary["abs_rel"]) and summary["abs_rel"] > 0 and 0 <= summary["delta_1.25"] <= 1
+
+    # Recomputed from the depth the session streamed: resized to the ground truth, one L1 scale per drive.
+    data = open_depth_dataset("kitti", root)
+    rows = []
+    for sequence, results in zip(data.sequences(), streamed, strict=True):
+        gt = np.stack([data.read_depth(frame.depth) for frame in sequence.frames[:2]])
+        pred = np.stack([resize_to(result.depth, gt.shape[1:]) for result in results])
+        valid = gt > 0
+        rows.append(_hand_scored(pred[valid], gt[valid], _weiszfeld_scale(pred[valid], gt[valid])))
+    for key in ("abs_rel", "rmse", "delta_1.25"):
+        assert summary[key] == pytest.approx(_weighted(rows, key), rel=1e-6), key
+    assert summary["valid_pixels"] == sum(row["valid_pixels"] for row in rows)
     assert summary["frames"] == 4
     document = json.loads((tmp_path / "out" / "video-depth-kitti.json").read_text())
     assert list(document["per_sequence"]) == list(KITTI_DRIVES)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from streamvggt.evaluate.datasets.co3d import NUM_FRAMES
-from streamvggt.evaluate.metrics import DEPTH_ALIGNMENTS
+from streamvggt.evaluate.metrics import DEPTH_ALIGNMENTS, DEPTH_FITS
 from streamvggt.evaluate.report import prepare_output_dir
 from streamvggt.io.preprocess import DEFAULT_SIZE
 
@@ -31,6 +31,7 @@ _OPTION_USERS: dict[str, tuple[str, ...]] = {
     "root": _ALL_DATASETS,
     "max_frames": _ALL_DATASETS,
     "align": _DEPTH,
+    "fit": _DEPTH,
     "size": (*_DEPTH, "pose"),
     "use_ba": ("pose",),
     "num_frames": ("pose/co3d", "synthetic"),
@@ -80,6 +81,12 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
         "video-depth)",
     )
     parser.add_argument(
+        "--fit",
+        choices=DEPTH_FITS,
+        help="depth protocols with --align scale&shift: the solver, 'reference' (the reference's Adam loop, which "
+        "its published tables used; default) or 'exact' (the L1 optimum)",
+    )
+    parser.add_argument(
         "--size",
         type=int,
         metavar="PX",
@@ -127,7 +134,7 @@ def check_eval(args: argparse.Namespace) -> Any:
     if args.protocol in _DEPTH:
         from streamvggt.evaluate.depth import check_depth
 
-        check_depth(args.protocol, args.dataset, args.root, args.align, args.max_frames)
+        check_depth(args.protocol, args.dataset, args.root, args.align, args.max_frames, args.fit)
     elif args.protocol == "recon":
         from streamvggt.evaluate.recon import check_recon
 
@@ -166,6 +173,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
             align=args.align,
             max_frames=args.max_frames,
             size=size,
+            fit=args.fit,
             meta=meta,
             progress=not args.no_progress,
             plots=plots,

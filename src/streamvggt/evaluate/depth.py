@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from streamvggt.evaluate.datasets import DepthDataset, DepthSequence, open_depth_dataset
-from streamvggt.evaluate.metrics import DEPTH_ALIGNMENTS, depth_validity, evaluate_depth
+from streamvggt.evaluate.metrics import DEPTH_ALIGNMENTS, DEPTH_FITS, depth_validity, evaluate_depth
 from streamvggt.evaluate.plotting import pyplot, save_figure
 from streamvggt.evaluate.report import write_results
 from streamvggt.evaluate.runner import eval_preprocessor, resize_to, stream_sequence
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 DEPTH_PROTOCOLS = ("monodepth", "video-depth")
 DEFAULT_ALIGN = {"monodepth": "median", "video-depth": "scale"}
+# The reference's Adam loop by default, so that scale&shift numbers compare with the published tables.
+DEFAULT_FIT = "reference"
 PLOTTED_FRAMES = 3  # frames per sequence in the error-map figures
 _ERROR_STYLE = {"cmap": "magma", "vmin": 0, "vmax": 0.5}  # Abs Rel maps saturate at 50 % error
 
@@ -44,6 +46,7 @@ def run_depth(
     align: str | None = None,
     max_frames: int | None = None,
     size: int = DEFAULT_SIZE,
+    fit: str | None = None,
     meta: dict[str, Any] | None = None,
     progress: bool = False,
     plots: bool = True,
@@ -52,19 +55,20 @@ def run_depth(
 
     Writes ``{protocol}-{dataset}.json`` / ``.md`` (per-sequence and averaged metrics) and
     ``plots/{protocol}-{dataset}/<sequence>.png`` (input, ground truth, aligned prediction, Abs Rel error) into
-    ``outdir``. align: one of DEPTH_ALIGNMENTS (default: median for mono depth, scale for video depth).
+    ``outdir``. align: one of DEPTH_ALIGNMENTS (default: median for mono depth, scale for video depth). fit: the
+    ``scale&shift`` solver, one of DEPTH_FITS (default: reference); giving it with another alignment is an error.
     max_frames: use only the first N frames of each sequence. meta: extra settings for the report (checkpoint).
     plots: write the error-map figures (matplotlib: about a second per sequence).
     """
-    data = check_depth(protocol, dataset, root, align, max_frames)
-    align = align or DEFAULT_ALIGN[protocol]
+    data = check_depth(protocol, dataset, root, align, max_frames, fit)
+    align, fit = align or DEFAULT_ALIGN[protocol], fit or DEFAULT_FIT
     sequences = [DepthSequence(s.name, s.frames[:max_frames]) for s in data.sequences()]
     name = f"{protocol}-{dataset}"
     evaluate = _video_sequence if protocol == "video-depth" else _mono_sequence
     per_sequence: dict[str, dict[str, float]] = {}
     with _progress_bar(sum(len(s.frames) for s in sequences), progress) as bar:
         for sequence in sequences:
-            row, figure = evaluate(data, sequence, model, cache, align, size, bar)
+            row, figure = evaluate(data, sequence, model, cache, align, fit, size, bar)
             if row is None:
                 log.warning("%s %s: no frame has valid ground truth, left out", dataset, sequence.name)
                 continue
@@ -82,6 +86,7 @@ def run_depth(
         "cache": cache,
         "image_size": size,
         "align": align,
+        "fit": fit if align == "scale&shift" else None,
         "max_depth": data.max_depth,
         "post_clip_max": data.post_clip_max,
         "max_frames": max_frames,
@@ -92,7 +97,12 @@ def run_depth(
 
 
 def check_depth(
-    protocol: str, dataset: str, root: Path, align: str | None = None, max_frames: int | None = None
+    protocol: str,
+    dataset: str,
+    root: Path,
+    align: str | None = None,
+    max_frames: int | None = None,
+    fit: str | None = None,
 ) -> DepthDataset:
     """Reject bad settings before any model work (ValueError; InputError for a folder without the dataset's
     layout) and return the opened dataset."""
@@ -100,6 +110,10 @@ def check_depth(
         raise ValueError(f"unknown depth protocol '{protocol}': choose one of {', '.join(DEPTH_PROTOCOLS)}")
     if align is not None and align not in DEPTH_ALIGNMENTS:
         raise ValueError(f"unknown depth alignment '{align}': choose one of {', '.join(DEPTH_ALIGNMENTS)}")
+    if fit is not None and fit not in DEPTH_FITS:
+        raise ValueError(f"unknown scale&shift fit '{fit}': choose one of {', '.join(DEPTH_FITS)}")
+    if fit is not None and (align or DEFAULT_ALIGN.get(protocol)) != "scale&shift":
+        raise ValueError(f"--fit applies to --align scale&shift only, not {align or DEFAULT_ALIGN.get(protocol)}")
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"--max-frames must be at least 1, got {max_frames}")
     data = open_depth_dataset(dataset, root)
@@ -127,7 +141,14 @@ _Figure = list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
 
 
 def _mono_sequence(
-    data: DepthDataset, sequence: DepthSequence, model: StreamVGGT, cache: str, align: str, size: int, bar: Any
+    data: DepthDataset,
+    sequence: DepthSequence,
+    model: StreamVGGT,
+    cache: str,
+    align: str,
+    fit: str,
+    size: int,
+    bar: Any,
 ) -> tuple[dict[str, float] | None, _Figure]:
     """Each frame streamed alone and aligned alone; the row is the pixel-weighted mean of the frames."""
     plotted = set(_plotted_indices(len(sequence.frames)))
@@ -140,7 +161,7 @@ def _mono_sequence(
         if not depth_validity(torch.from_numpy(gt), data.max_depth).any():
             log.warning("%s %s: no valid ground truth, frame left out", sequence.name, frame.name)
             continue
-        scored = evaluate_depth(pred, gt[None], align, data.max_depth, data.post_clip_max)
+        scored = evaluate_depth(pred, gt[None], align, data.max_depth, data.post_clip_max, fit=fit)
         rows.append({**scored.metrics, "frames": 1})
         if index in plotted:
             figure.append((image, gt, scored.aligned[0], scored.valid[0]))
@@ -148,7 +169,14 @@ def _mono_sequence(
 
 
 def _video_sequence(
-    data: DepthDataset, sequence: DepthSequence, model: StreamVGGT, cache: str, align: str, size: int, bar: Any
+    data: DepthDataset,
+    sequence: DepthSequence,
+    model: StreamVGGT,
+    cache: str,
+    align: str,
+    fit: str,
+    size: int,
+    bar: Any,
 ) -> tuple[dict[str, float] | None, _Figure]:
     """The whole sequence through one session, one alignment for all its frames."""
     images: dict[int, np.ndarray] = {}
@@ -167,7 +195,7 @@ def _video_sequence(
     pred = np.stack([resize_to(result.depth, gt.shape[1:]) for result in results])
     if not depth_validity(torch.from_numpy(gt), data.max_depth).any():
         return None, []
-    scored = evaluate_depth(pred, gt, align, data.max_depth, data.post_clip_max)
+    scored = evaluate_depth(pred, gt, align, data.max_depth, data.post_clip_max, fit=fit)
     row = {**scored.metrics, "frames": len(results)}
     return row, [(images[i], gt[i], scored.aligned[i], scored.valid[i]) for i in plotted]
 
