@@ -8,6 +8,7 @@ Layout: ``ROOT/new_overlap.h5`` has one group per scene (the 24-character scene 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -131,14 +132,20 @@ class BlendedMVSDataset(MultiViewDataset):
 
     def clip_frames(self, index: int, rng: np.random.Generator) -> tuple[list, bool]:
         seed = int(rng.integers(2**63))
-        scene, start = self.anchors[index]
         fallback = np.random.default_rng([seed, 0])
-        for _ in range(len(self.scenes) + 1):
+        for scene, start in self._starts_to_try(index, fallback):
             path = self._chain_in_scene(scene, start, seed, direction=int(fallback.choice([-1, 1])))
             if path is not None:
                 return [(scene, view) for view in path], False
-            scene, start = self.anchors[int(fallback.integers(len(self.anchors)))]
         raise ValueError(f"{self.index_file}: found no chain of {self.num_views} overlapping views")
+
+    def _starts_to_try(self, index: int, rng: np.random.Generator) -> Iterator[tuple[int, int]]:
+        """The clip's own view, then a random view of each scene, scenes in a random order weighted by their
+        size (the reference redraws a random view of the dataset until one works)."""
+        yield self.anchors[index]
+        sizes = np.array([len(names) for _, names, _ in self.scenes], dtype=np.float64)
+        for scene in rng.choice(len(sizes), np.count_nonzero(sizes), replace=False, p=sizes / sizes.sum()).tolist():
+            yield scene, int(rng.integers(sizes[scene]))
 
     def _chain_in_scene(self, scene: int, start: int, seed: int, direction: int) -> list[int] | None:
         graph, dead = self.scenes[scene][2], self._dead[scene]
