@@ -7,6 +7,7 @@ intrinsics and poses are exact: pixel centres at +0.5, world-to-camera poses, z-
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shutil
@@ -15,13 +16,18 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 import pytest
+import yaml
 from PIL import Image
 
 from streamvggt import reconstruct
 from streamvggt.io.errors import InputError, OutputError
-from streamvggt.train.data.importers import import_colmap, import_reconstruction
+from streamvggt.train.config import from_dict
+from streamvggt.train.data.importers import add_arguments, import_colmap, import_reconstruction, run
 from streamvggt.train.data.layouts import GenericDataset
 from streamvggt.train.data.mix import build_reader
+from streamvggt.train.data.sampling import ItemKey
+from streamvggt.train.loop import build_mix, train
+from streamvggt.train.plot import read_metrics
 from tests import reconstruct_helpers
 from tests.layout_helpers import (
     FRAMES,
@@ -424,3 +430,53 @@ def test_a_folder_without_frames_is_not_a_reconstruction(tmp_path: Path) -> None
     (tmp_path / "out" / "cameras.json").write_text(json.dumps({"frames": []}))
     with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'out' / 'cameras.json'} lists no frames")):
         import_reconstruction(tmp_path / "out", tmp_path / "data" / "pseudo")
+
+
+# ---------------------------------------------------------------------------------------- command and training
+
+
+def import_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def test_the_command_imports_and_reports_a_bad_source_in_one_line(tmp_path: Path, capture, caplog) -> None:
+    project = colmap_project(tmp_path, capture)
+    write_dense_maps(project, capture)
+    assert import_command(["--from", "colmap", str(project), "-o", str(tmp_path / "data" / "mine")]) == 0
+    assert len(list((tmp_path / "data" / "mine" / "depth").glob("*.npy"))) == FRAMES
+    caplog.clear()
+    assert import_command(["--from", "colmap", str(tmp_path / "nowhere"), "-o", str(tmp_path / "other")]) == 1
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        f"COLMAP folder not found: {tmp_path / 'nowhere'}"
+    ]
+
+
+def test_an_imported_scene_trains_mixed_with_synthetic_scenes(tmp_path: Path, capture) -> None:
+    project = colmap_project(tmp_path, capture)
+    write_dense_maps(project, capture)
+    import_colmap(project, tmp_path / "own" / "my_capture")
+    # The example config, made tiny: a 4-layer random model, 2 views of 28x28, 2 clips of each dataset.
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "finetune_own_capture.yaml").read_text())
+    config["model"] = {
+        "preset": "tiny",
+        "overrides": {"depth": 4, "dpt_head": {"intermediate_layer_idx": [0, 1, 2, 3]}},
+    }
+    config["data"].update(num_views=2, resolutions=[[28, 28]], batch_size=1)
+    own, synthetic = config["data"]["datasets"]
+    own.update(root=str(tmp_path / "own"), samples=2)
+    synthetic.update(samples=2, options={"num_scenes": 2, "frames_per_scene": 6, "supersample": 1})
+    config["loss"].update(query_points=4, track=0.05)
+    config["optim"].update(epochs=1.0, warmup_epochs=0.0)
+    config["run"].update(output_dir=str(tmp_path / "run"), save_every=4, progress=False, log_every=1)
+    parsed = from_dict(config)
+    mix = build_mix(parsed)
+    assert [d.name for d in mix.datasets] == ["own_capture", "synthetic"]
+    assert [mix.locate(0, i)[0] for i in range(len(mix))] == [0, 0, 1, 1]
+    own_clip = mix[ItemKey(epoch=0, index=0, resolution=0)]
+    assert own_clip["dataset"] == "own_capture" and own_clip["valid_mask"].float().mean() > 0.3
+    train(parsed)
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["loss"]) and r["loss/depth"] != 0 and r["loss/track"] != 0 for r in records)
