@@ -8,6 +8,7 @@ inside a function run only when called (lazy imports) and are allowed to point u
 from __future__ import annotations
 
 import ast
+from collections.abc import Collection
 from pathlib import Path
 
 import streamvggt
@@ -37,7 +38,7 @@ def import_nodes(tree: ast.Module, lazy: bool) -> list[ast.Import | ast.ImportFr
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.Import | ast.ImportFrom):
                 found.append(child)
-            elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) and not lazy:
+            elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) and not lazy:
                 continue
             visit(child)
 
@@ -45,11 +46,14 @@ def import_nodes(tree: ast.Module, lazy: bool) -> list[ast.Import | ast.ImportFr
     return found
 
 
-def imported_modules(name: str, path: Path, modules: dict[str, Path], lazy: bool = False) -> set[str]:
-    """The package modules that module ``name`` imports (``from pkg import sub`` names the submodule)."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+def imported_modules(
+    name: str, source: str, is_package: bool, modules: Collection[str], lazy: bool = False
+) -> set[str]:
+    """The package modules that module ``name`` (Python ``source``) imports; ``from pkg import sub`` names the
+    submodule, relative imports are resolved against the module's package."""
+    package = name if is_package else name.rpartition(".")[0]
     targets: set[str] = set()
-    for node in import_nodes(ast.parse(path.read_text(encoding="utf-8"), str(path)), lazy):
+    for node in import_nodes(ast.parse(source, name), lazy):
         if isinstance(node, ast.Import):
             targets.update(alias.name for alias in node.names)
             continue
@@ -65,7 +69,10 @@ def imported_modules(name: str, path: Path, modules: dict[str, Path], lazy: bool
 
 def import_graph(lazy: bool = False) -> dict[str, set[str]]:
     modules = package_modules()
-    return {name: imported_modules(name, path, modules, lazy) for name, path in modules.items()}
+    return {
+        name: imported_modules(name, path.read_text(encoding="utf-8"), path.name == "__init__.py", modules, lazy)
+        for name, path in modules.items()
+    }
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -129,6 +136,36 @@ def test_the_graph_sees_the_package_modules_and_their_imports():
     assert {"streamvggt.model.streamvggt", "streamvggt.stream", "streamvggt.weights"} <= graph.keys()
     assert "streamvggt.model.aggregator" in graph["streamvggt.model.streamvggt"]
     assert "streamvggt.io.atomic" in graph["streamvggt.weights"]
+
+
+def test_imports_in_functions_are_lazy_and_all_others_count():
+    source = """
+from typing import TYPE_CHECKING
+import pkg.a
+from pkg import b
+if TYPE_CHECKING:
+    from pkg.c import Thing
+class Holder:
+    from pkg import d
+def later():
+    import pkg.e
+"""
+    modules = {"pkg", "pkg.a", "pkg.b", "pkg.c", "pkg.d", "pkg.e", "pkg.me"}
+    assert imported_modules("pkg.me", source, False, modules) == {"pkg.a", "pkg.b", "pkg.c", "pkg.d"}
+    assert imported_modules("pkg.me", source, False, modules, lazy=True) == {
+        "pkg.a",
+        "pkg.b",
+        "pkg.c",
+        "pkg.d",
+        "pkg.e",
+    }
+
+
+def test_relative_imports_resolve_against_the_package():
+    source = "from . import sibling\nfrom .. import top\nfrom ..other import name\nfrom .sibling import thing\n"
+    modules = {"pkg", "pkg.top", "pkg.other", "pkg.sub", "pkg.sub.me", "pkg.sub.sibling"}
+    assert imported_modules("pkg.sub.me", source, False, modules) == {"pkg.sub.sibling", "pkg.top", "pkg.other"}
+    assert imported_modules("pkg.sub", "from . import sibling\n", True, modules) == {"pkg.sub.sibling"}
 
 
 def test_find_cycles_names_an_import_circle():
