@@ -113,6 +113,15 @@ def test_blendedmvs_clip_is_a_chain_of_overlapping_views_from_its_view(tmp_path:
     assert [view for _, view in dataset.clip_frames(0, np.random.default_rng(0))[0]] == [0, 1, 2]
 
 
+def test_blendedmvs_views_overlap_when_their_score_exceeds_0_2_weighted_by_the_excess(
+    tmp_path: Path, sequences
+) -> None:
+    write_blendedmvs(tmp_path, sequences)
+    graph = build_reader("blendedmvs", root=str(tmp_path), num_views=3).scenes[0][2]  # scene CHAIN
+    assert [n.tolist() for n in graph.neighbours] == [[1], [0, 2], [1, 3], [2, 4], [3, 5], [4]]  # 0.2: no edge
+    np.testing.assert_allclose(graph.weights[2], [0.4, 0.4], rtol=1e-6)
+
+
 def test_blendedmvs_view_without_a_chain_hands_over_to_another_view_of_its_scene(tmp_path: Path, sequences) -> None:
     write_blendedmvs(tmp_path, sequences)
     dataset = build_reader("blendedmvs", root=str(tmp_path), num_views=3)

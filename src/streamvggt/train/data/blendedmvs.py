@@ -28,8 +28,10 @@ class OverlapGraph:
     def __init__(self, rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, size: int, threshold: float) -> None:
         self.neighbours: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * size
         self.weights: list[np.ndarray] = [np.zeros(0)] * size
-        keep = scores > threshold
-        rows, cols, excess = rows[keep], cols[keep], scores[keep] - threshold
+        # In float32, as the stored scores: a score written as 0.2 is then not above a threshold of 0.2.
+        excess = np.asarray(scores, dtype=np.float32) - np.float32(threshold)
+        keep = excess > 0
+        rows, cols, excess = rows[keep], cols[keep], excess[keep]
         order = np.lexsort((cols, rows))
         rows, cols, excess = rows[order], cols[order], excess[order]
         for node in np.unique(rows):
@@ -120,7 +122,7 @@ class BlendedMVSDataset(MultiViewDataset):
                     raise ValueError(
                         f"{self.index_file}: scene {scene} has overlap indices beyond its {len(names)} views"
                     )
-                graph = OverlapGraph(indices[0], indices[1], values.astype(np.float64), len(names), overlap_threshold)
+                graph = OverlapGraph(indices[0], indices[1], values, len(names), overlap_threshold)
                 self.scenes.append((scene, names, graph))
         self.anchors = [(s, i) for s, (_, names, _) in enumerate(self.scenes) for i in range(len(names))]
         if not self.anchors:
