@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import os
+from pathlib import Path
 
 import numpy as np
 import pycolmap
@@ -18,6 +21,7 @@ from streamvggt.io.depth import colorize_depth, write_depth
 from streamvggt.io.exports import ReconstructionWriter
 from streamvggt.io.ply import write_ply
 from streamvggt.io.points import POINT_DTYPE, PointSpool, VoxelGrid, confident_points, subsample
+from streamvggt.reconstruction import FrameResult
 
 
 def make_records(xyz, frame=0, uv=(0, 0), rgb=(10, 20, 30)) -> np.ndarray:
@@ -180,16 +184,67 @@ def test_writer_refuses_an_output_path_under_a_file(tmp_path):
         ReconstructionWriter(tmp_path / "file")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_writer_refuses_a_read_only_folder(tmp_path):
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        with pytest.raises(OutputError, match="cannot write to output folder"):
-            ReconstructionWriter(folder)
-    finally:
-        folder.chmod(0o700)
+def _refuse_writes_under(folder, monkeypatch) -> None:
+    """Make every file creation under ``folder`` fail with EACCES, as a read-only folder does for a normal user
+    (chmod does not stop root, which CI runs as)."""
+
+    def guarded(opener):
+        def open_unless_under(path, *args, **kwargs):
+            if os.fspath(path).startswith(os.fspath(folder)):
+                raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+            return opener(path, *args, **kwargs)
+
+        return open_unless_under
+
+    monkeypatch.setattr(Path, "write_bytes", guarded(Path.write_bytes))
+    monkeypatch.setattr(Path, "open", guarded(Path.open))
+    monkeypatch.setattr(builtins, "open", guarded(builtins.open))
+
+
+def test_writer_refuses_a_folder_it_cannot_write_into_in_one_line(tmp_path, monkeypatch):
+    out = tmp_path / "new" / "out"
+    _refuse_writes_under(tmp_path, monkeypatch)
+    with pytest.raises(OutputError) as raised:
+        ReconstructionWriter(out)
+    assert str(raised.value) == f"cannot write to output folder {out}: Permission denied"
+    assert list(tmp_path.iterdir()) == []  # the folders it made for the check are gone again
+
+
+def _frame(index: int, height: int = 4, width: int = 5) -> FrameResult:
+    """A frame 2 m in front of an identity camera."""
+    depth = np.full((height, width), 2.0, np.float32)
+    return FrameResult(
+        index=index,
+        name=f"f{index}",
+        source_index=index,
+        timestamp=None,
+        image=np.full((height, width, 3), 100, np.uint8),
+        valid=np.ones((height, width), bool),
+        extrinsic=np.hstack((np.eye(3), np.zeros((3, 1)))),
+        intrinsic=np.array([[4.0, 0, 2.5], [0, 4.0, 2.0], [0, 0, 1]]),
+        depth=depth,
+        depth_conf=np.ones_like(depth),
+        world_points=np.zeros((height, width, 3), np.float32),
+        world_points_conf=np.ones_like(depth),
+    )
+
+
+def test_a_write_that_fails_at_the_rename_is_one_line_and_leaves_no_half_written_file(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+
+    def refuse(source, target):
+        assert Path(source).stat().st_size > 0  # the whole file was written under its temporary name
+        raise PermissionError(errno.EACCES, "Permission denied", os.fspath(target))
+
+    with pytest.raises(OutputError) as raised, ReconstructionWriter(out) as writer:
+        writer.add(_frame(0))
+        frame_files = sorted(p.relative_to(out) for p in out.rglob("*") if not p.name.endswith(".tmp"))
+        monkeypatch.setattr(os, "replace", refuse)
+        writer.finish()
+    assert str(raised.value) == f"cannot write {out / 'points.ply'}: Permission denied"
+    # The frame's files, whole, and nothing else: no points.ply, no temporary file.
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == frame_files
+    assert leftovers(tmp_path) == []
 
 
 def test_writer_abort_removes_what_it_created(tmp_path):
