@@ -86,7 +86,10 @@ class BlendedMVSDataset(MultiViewDataset):
 
     A view with no such chain hands the clip to the next views of its scene (in a random direction), and a scene
     with none to random other views, as in the reference. Each start's search draws from a generator seeded by
-    the clip and the start, so a clip does not depend on which starts a worker already found dead.
+    the clip and the start, so a clip does not depend on which starts a worker already found dead. Deviations:
+    a search gives up after 20,000 steps (the reference's can run for exponential time), and when a whole
+    scene fails the other scenes are tried in a size-weighted random order, so a clip fails only when no
+    scene has a chain.
     The reference ignores ``split`` (the folder holds the training scenes); here ``"train"`` or None is accepted.
     """
 
