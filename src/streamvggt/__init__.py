@@ -1,11 +1,34 @@
-"""streamvggt: streaming 4D reconstruction with StreamVGGT (causal VGGT with a key/value cache)."""
+"""streamvggt: streaming 4D reconstruction with StreamVGGT (causal VGGT with a key/value cache).
 
-from streamvggt.config import ModelConfig
-from streamvggt.model.streamvggt import StreamVGGT
-from streamvggt.reconstruction import ReconstructionSummary, Reconstructor, reconstruct
-from streamvggt.results import FrameResult
-from streamvggt.weights import CheckpointError, load_model
+The public names load on first use (PEP 562), so that ``streamvggt --help`` and modules that need no model
+(reading inputs, the command line's parser) start without importing torch.
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streamvggt.config import ModelConfig
+    from streamvggt.model.streamvggt import StreamVGGT
+    from streamvggt.reconstruction import ReconstructionSummary, Reconstructor, reconstruct
+    from streamvggt.results import FrameResult
+    from streamvggt.weights import CheckpointError, load_model
+
+__version__ = "0.1.0"
+
+# Each public name and the module that defines it; the imports above say the same to type checkers.
+_PUBLIC = {
+    "CheckpointError": "streamvggt.weights",
+    "FrameResult": "streamvggt.results",
+    "ModelConfig": "streamvggt.config",
+    "ReconstructionSummary": "streamvggt.reconstruction",
+    "Reconstructor": "streamvggt.reconstruction",
+    "StreamVGGT": "streamvggt.model.streamvggt",
+    "load_model": "streamvggt.weights",
+    "reconstruct": "streamvggt.reconstruction",
+}
 __all__ = [
     "CheckpointError",
     "FrameResult",
@@ -16,4 +39,15 @@ __all__ = [
     "load_model",
     "reconstruct",
 ]
-__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'streamvggt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
