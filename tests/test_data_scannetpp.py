@@ -28,13 +28,12 @@ from tests.layout_helpers import (
     save_npz,
     save_uint16,
 )
+from tests.stored_values import MM_ROUNDING, as_stored_jpeg
 
 COLMAP_INTRINSICS = INTRINSICS + np.array([[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]])
 # Rendered frames 0, 2, 4 are DSLR photos and 1, 3, 5 iPhone frames of one scene; sorted names list the DSLR first.
 NAMES = ["DSC00101", "DSC00103", "DSC00105", "frame_000010", "frame_000030", "frame_000050"]
 RENDERED = [0, 2, 4, 1, 3, 5]  # rendered frame of each name
-MM_ROUNDING = 0.5e-3 + 1e-6  # depth stored in whole millimetres: half a step, plus float32 error in metres
-JPEG_ERROR = 12  # mean absolute error of JPEG (quality 95) on the renderer's fine texture: about 9
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +95,7 @@ def test_scannetpp_frames_equal_the_ground_truth_in_opencv_intrinsics(tmp_path: 
     for handle, r in enumerate(RENDERED):
         image, depth, cam_to_world = sequences[0][r]
         frame = dataset.load_frame(handle)
-        assert_frame_equals(frame, image, depth, INTRINSICS, cam_to_world, MM_ROUNDING, JPEG_ERROR)
+        assert_frame_equals(frame, as_stored_jpeg(image), depth, INTRINSICS, cam_to_world, MM_ROUNDING)
     for seed in range(4):
         handles, _ = dataset.clip_frames(seed, np.random.default_rng(seed))
         clip = dataset.clip(seed, SIZE, np.random.default_rng(seed))
