@@ -441,11 +441,16 @@ def import_command(argv: list[str]) -> int:
     return run(parser.parse_args(argv))
 
 
-def test_the_command_imports_and_reports_a_bad_source_in_one_line(tmp_path: Path, capture, caplog) -> None:
+def test_the_command_imports_and_reports_a_bad_source_in_one_line(tmp_path: Path, capture, caplog, capsys) -> None:
     project = colmap_project(tmp_path, capture)
     write_dense_maps(project, capture)
-    assert import_command(["--from", "colmap", str(project), "-o", str(tmp_path / "data" / "mine")]) == 0
-    assert len(list((tmp_path / "data" / "mine" / "depth").glob("*.npy"))) == FRAMES
+    scene = tmp_path / "data" / "mine"
+    assert import_command(["--from", "colmap", str(project), "-o", str(scene)]) == 0
+    assert (
+        capsys.readouterr().out
+        == f"imported {FRAMES} frames into {scene}: a generic dataset with root {scene.parent}\n"
+    )
+    assert len(list((scene / "depth").glob("*.npy"))) == FRAMES
     caplog.clear()
     assert import_command(["--from", "colmap", str(tmp_path / "nowhere"), "-o", str(tmp_path / "other")]) == 1
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [

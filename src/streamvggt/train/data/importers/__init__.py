@@ -5,7 +5,7 @@ Sources: a COLMAP project (:func:`import_colmap`) or a ``streamvggt reconstruct`
 """
 
 from streamvggt.train.data.importers.colmap import import_colmap
-from streamvggt.train.data.importers.command import add_arguments, run
+from streamvggt.train.data.importers.command import EPILOG, add_arguments, run
 from streamvggt.train.data.importers.reconstruction import import_reconstruction
 
-__all__ = ["add_arguments", "import_colmap", "import_reconstruction", "run"]
+__all__ = ["EPILOG", "add_arguments", "import_colmap", "import_reconstruction", "run"]

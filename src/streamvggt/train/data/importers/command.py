@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from streamvggt.io.errors import InputError, OutputError
 from streamvggt.train.data.importers.colmap import DEPTH_SOURCES, import_colmap
@@ -21,6 +22,15 @@ Import a capture as one scene of the generic training layout (rgb/, depth/, cam/
   --from reconstruct SRC: an output folder of streamvggt reconstruct (pseudo-labels in the model's units).
 Depth and poses are not metric: train on the scene with is_metric: false. --depth none writes all-zero depth
 (every pixel unknown): such frames supervise only the cameras."""
+
+EPILOG = """\
+examples:
+  streamvggt data import --from colmap my_project/ -o data/own/my_capture
+  streamvggt data import --from colmap my_project/dense -o data/own/my_capture --depth sparse
+  streamvggt data import --from reconstruct out/ -o data/own/pseudo --min-conf-percentile 30
+  streamvggt data check --type generic data/own --option is_metric=false --option static=true --num-views 4
+exit status: 0 when the scene was written, 1 when the source or the output cannot be used (one line says why).
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,5 +73,6 @@ def run(args: argparse.Namespace) -> int:
     except (InputError, OutputError) as error:
         logger.error("%s", error)
         return 1
-    logger.info("wrote %s: train on it with a generic dataset whose root is %s", scene, scene.parent)
+    frames = len(list((scene / "rgb").iterdir()))
+    sys.stdout.write(f"imported {frames} frames into {scene}: a generic dataset with root {scene.parent}\n")
     return 0
