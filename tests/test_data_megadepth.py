@@ -108,6 +108,15 @@ def test_megadepth_needs_sets_with_enough_images(tmp_path: Path, sequences) -> N
         build_reader("megadepth", root=str(tmp_path), num_views=7)
 
 
+def test_megadepth_sets_pointing_past_the_image_list_name_the_index(tmp_path: Path, sequences) -> None:
+    write_megadepth(tmp_path, sequences)
+    with np.load(tmp_path / "megadepth_sets_64.npz", allow_pickle=True) as data:
+        arrays = dict(data)
+    np.savez(tmp_path / "megadepth_sets_64.npz", **{**arrays, "images": arrays["images"][:10]})
+    with pytest.raises(ValueError, match=r"megadepth_sets_64\.npz: 'sets' refers to scenes or images"):
+        build_reader("megadepth", root=str(tmp_path), num_views=2)
+
+
 def test_megadepth_without_its_index_names_the_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"MegaDepth index not found: .*megadepth_sets_64\.npz"):
         build_reader("megadepth", root=str(tmp_path), num_views=2)

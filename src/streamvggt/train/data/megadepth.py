@@ -51,6 +51,8 @@ class MegaDepthDataset(MultiViewDataset):
             raise ValueError(f"{index}: 'sets' must be an integer array [N, 1 + views], got {sets.dtype} {sets.shape}")
         if sets.shape[1] - 1 < num_views:
             raise ValueError(f"{index}: sets have {sets.shape[1] - 1} images, fewer than {num_views} views")
+        if sets.min() < 0 or sets[:, 0].max() >= len(self.scenes) or sets[:, 1:].max() >= len(self.images):
+            raise ValueError(f"{index}: 'sets' refers to scenes or images the index does not list")
         held_out = np.array([s.startswith(VALIDATION_SCENES) for s in self.scenes], dtype=bool)
         in_held_out = held_out[sets[:, 0]]
         if split == "train":
