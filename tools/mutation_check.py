@@ -1,0 +1,367 @@
+"""Mutation check: plant hand-written faults in a copy of the sources, run the tests meant to catch each one, and
+report which faults survive.
+
+    .venv/bin/python tools/mutation_check.py                 # every fault; exit status 1 if any survives
+    .venv/bin/python tools/mutation_check.py --only int8-scatter-noop window-length-short
+    .venv/bin/python tools/mutation_check.py --all-failures  # list every failing test, not just the first
+
+The working tree is never modified: ``src/`` is copied into a temporary folder, each fault is written into that
+copy only, and the tests run from the repository with the copy first on PYTHONPATH (the editable install comes
+later on sys.path). Bytecode is not written, so a mutated file is never shadowed by a stale .pyc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STREAM_TESTS = ("tests/test_cache.py", "tests/test_cache_policies.py", "tests/test_stream.py")
+GEOMETRY_TESTS = ("tests/test_geometry.py",)
+FAULT_TIMEOUT_S = 900
+
+
+@dataclasses.dataclass(frozen=True)
+class Fault:
+    """One planted defect: each ``(old, new)`` edit replaces the single occurrence of ``old`` in ``path``."""
+
+    name: str
+    path: str  # relative to src/streamvggt
+    what: str
+    edits: tuple[tuple[str, str], ...]
+    tests: tuple[str, ...] = STREAM_TESTS
+
+
+FAULTS = (
+    # --- cache.py: storage ---
+    Fault(
+        "int8-scatter-noop",
+        "cache.py",
+        "Int8Store.scatter writes nothing: budget+int8 evictions keep stale tokens",
+        (("        k_q = self._quantize_keys(k)\n        v_q, v_scale", "        return\n        v_q, v_scale"),),
+    ),
+    Fault(
+        "plain-scatter-noop",
+        "cache.py",
+        "PlainStore.scatter writes nothing: budget evictions keep stale tokens",
+        (("        index = slots.unsqueeze(-1).expand(-1, -1, -1, k.shape[-1])\n", "        return\n"),),
+    ),
+    Fault(
+        "int8-value-scale-not-scattered",
+        "cache.py",
+        "budget+int8 overwrites value codes but keeps the evicted tokens' value scales",
+        (("        self.v_scale.scatter_(2, index, v_scale)\n", ""),),
+    ),
+    Fault(
+        "int8-scale-not-updated",
+        "cache.py",
+        "the int8 key scale is set by the first frame and never raised",
+        (
+            (
+                "        self.k_scale = scale\n",
+                "        self.k_scale = scale if self.length_hint == 0 else self.k_scale\n",
+            ),
+        ),
+    ),
+    Fault(
+        "int8-stored-keys-not-rescaled",
+        "cache.py",
+        "when the key scale grows, stored int8 keys keep codes of the old scale",
+        (("            stored.copy_(", "            stored.clone().copy_("),),
+    ),
+    Fault(
+        "full-growth-drops-tokens",
+        "cache.py",
+        "growing the full cache's storage does not copy the stored tokens",
+        (("max_capacity), self.length)", "max_capacity), 0)"),),
+    ),
+    # --- cache.py: policies ---
+    Fault(
+        "window-length-short",
+        "cache.py",
+        "window:K reads the anchor plus K-1 frames (off by one)",
+        (("min(self.frames_seen, 1 + self.frames)", "min(self.frames_seen, self.frames)"),),
+    ),
+    Fault(
+        "window-anchor-not-pinned",
+        "cache.py",
+        "window:K rotates the anchor's slot too (keeps the K+1 latest frames)",
+        (
+            (
+                "slot = 0 if self.frames_seen == 0 else 1 + (self.frames_seen - 1) % self.frames",
+                "slot = self.frames_seen % (1 + self.frames)",
+            ),
+        ),
+    ),
+    Fault(
+        "budget-evicts-one-frame-early",
+        "cache.py",
+        "budget:N starts evicting when the new frame would exactly fill the budget (< instead of <=)",
+        (("if self.length + k.shape[2] <= self.budget:", "if self.length + k.shape[2] < self.budget:"),),
+    ),
+    Fault(
+        "budget-evicts-least-redundant",
+        "cache.py",
+        "budget:N evicts the least redundant keys (keeps the wrong tokens)",
+        (("redundancy.topk(count, dim=-1)", "redundancy.topk(count, dim=-1, largest=False)"),),
+    ),
+    Fault(
+        "budget-first-stream-decides",
+        "cache.py",
+        "budget:N evicts every stream of a batch by the first stream's scores",
+        (("redundancy.topk(count, dim=-1)", "redundancy[:1].expand_as(redundancy).topk(count, dim=-1)"),),
+    ),
+    Fault(
+        "budget-anchor-not-pinned",
+        "cache.py",
+        "budget:N may evict first-frame tokens",
+        (
+            ("read_keys(self.length)[:, :, self.frame_tokens :]", "read_keys(self.length)"),
+            ("topk(count, dim=-1).indices + self.frame_tokens", "topk(count, dim=-1).indices"),
+        ),
+    ),
+    # --- stream.py ---
+    Fault(
+        "stream-position-off-by-one",
+        "stream.py",
+        "step passes the aggregator the frame position plus one (frame 0 gets the later frames' tokens)",
+        (("first_frame_index=self.num_frames,", "first_frame_index=self.num_frames + 1,"),),
+    ),
+    Fault(
+        "stream-reopens-at-frame-1",
+        "stream.py",
+        "the frame counter test is off by one: caches are reallocated at frame 1 (the anchor is lost)",
+        (("if self.num_frames == 0:", "if self.num_frames <= 1:"),),
+    ),
+    Fault(
+        "stream-counts-two-per-step",
+        "stream.py",
+        "num_frames advances by two per step",
+        (("self.num_frames += 1", "self.num_frames += 2"),),
+    ),
+    Fault(
+        "caches-survive-reset",
+        "stream.py",
+        "reset() keeps the trunk caches and the next stream appends to them",
+        (
+            ("        self._trunk_caches: list[LayerCache] = []\n", ""),
+            (
+                "self._trunk_caches = [self.policy.new_layer(frame_tokens)",
+                "self._trunk_caches = getattr(self, '_trunk_caches', None) or [self.policy.new_layer(frame_tokens)",
+            ),
+        ),
+    ),
+    Fault(
+        "reset-keeps-frame-count",
+        "stream.py",
+        "reset() leaves num_frames as it was (the next frame is not an anchor)",
+        (("        self.num_frames = 0\n", "        self.num_frames = getattr(self, 'num_frames', 0)\n"),),
+    ),
+    Fault(
+        "camera-budget-in-tokens",
+        "stream.py",
+        "the camera head's budget stays N tokens instead of N // frame_tokens frames",
+        (("tokens=max(2, self.policy.tokens // frame_tokens)", "tokens=self.policy.tokens"),),
+    ),
+    Fault(
+        "camera-caches-shared-across-iterations",
+        "stream.py",
+        "one camera cache list serves every refinement iteration (the reference's stream bug)",
+        (
+            (
+                "[camera_policy.new_layer(1) for _ in range(head.trunk_depth)] for _ in range(head.num_iterations)",
+                "*[[camera_policy.new_layer(1) for _ in range(head.trunk_depth)]] * head.num_iterations",
+            ),
+        ),
+    ),
+    # --- geometry.py: key conventions ---
+    Fault(
+        "pose-rotation-transposed",
+        "geometry.py",
+        "pose encodings decode to R^T (world-from-camera rotation)",
+        (("rot = quat_to_mat(pose_enc[..., 3:7])", "rot = quat_to_mat(pose_enc[..., 3:7]).transpose(-1, -2)"),),
+        GEOMETRY_TESTS,
+    ),
+    Fault(
+        "invert-pose-not-transposed",
+        "geometry.py",
+        "invert_pose uses R instead of R^T",
+        (("rot_t = pose[..., :3, :3].transpose(-1, -2)", "rot_t = pose[..., :3, :3]"),),
+        GEOMETRY_TESTS,
+    ),
+    Fault(
+        "projection-rotation-transposed",
+        "geometry.py",
+        "project_points rotates by R^T",
+        (("cam = points @ extrinsic[..., :3, :3].transpose(-1, -2)", "cam = points @ extrinsic[..., :3, :3]"),),
+        GEOMETRY_TESTS,
+    ),
+    Fault(
+        "quaternion-scalar-first",
+        "geometry.py",
+        "quat_to_mat reads (w, x, y, z) instead of (x, y, z, w)",
+        (("    x, y, z, w = quat.unbind(-1)", "    w, x, y, z = quat.unbind(-1)"),),
+        GEOMETRY_TESTS,
+    ),
+    Fault(
+        "mat-to-quat-scalar-first",
+        "geometry.py",
+        "mat_to_quat returns (w, x, y, z)",
+        (
+            (
+                "    return torch.where(quat[..., 3:] < 0, -quat, quat)",
+                "    return torch.where(quat[..., 3:] < 0, -quat, quat).roll(1, -1)",
+            ),
+        ),
+        GEOMETRY_TESTS,
+    ),
+    Fault(
+        "principal-point-swapped",
+        "geometry.py",
+        "intrinsics put the principal point at (H/2, W/2)",
+        (
+            ("intrinsic[..., 0, 2] = width / 2", "intrinsic[..., 0, 2] = height / 2"),
+            ("intrinsic[..., 1, 2] = height / 2", "intrinsic[..., 1, 2] = width / 2"),
+        ),
+        GEOMETRY_TESTS,
+    ),
+    Fault(
+        "principal-point-half-pixel",
+        "geometry.py",
+        "intrinsics put the principal point at ((W-1)/2, (H-1)/2)",
+        (
+            ("intrinsic[..., 0, 2] = width / 2", "intrinsic[..., 0, 2] = (width - 1) / 2"),
+            ("intrinsic[..., 1, 2] = height / 2", "intrinsic[..., 1, 2] = (height - 1) / 2"),
+        ),
+        GEOMETRY_TESTS,
+    ),
+    Fault(
+        "fov-order-swapped",
+        "geometry.py",
+        "the encoding's fields of view are read as (fov_w, fov_h)",
+        (
+            ("fy = (height / 2) / torch.tan(fov[..., 0] / 2)", "fy = (height / 2) / torch.tan(fov[..., 1] / 2)"),
+            ("fx = (width / 2) / torch.tan(fov[..., 1] / 2)", "fx = (width / 2) / torch.tan(fov[..., 0] / 2)"),
+        ),
+        GEOMETRY_TESTS,
+    ),
+    Fault(
+        "camera-centre-is-translation",
+        "geometry.py",
+        "camera_centers returns t instead of -R^T t",
+        (("return invert_pose(extrinsic[..., :3, :])[..., 3]", "return extrinsic[..., :3, 3]"),),
+        GEOMETRY_TESTS,
+    ),
+)
+
+
+@dataclasses.dataclass
+class Outcome:
+    fault: Fault
+    killed: bool
+    failures: list[str]
+    seconds: float
+
+
+def mutate(source: str, fault: Fault) -> str:
+    """``source`` with the fault's edits; each ``old`` must occur exactly once (else the fault is out of date)."""
+    for old, new in fault.edits:
+        count = source.count(old)
+        if count != 1:
+            raise SystemExit(f"fault '{fault.name}': expected one '{old.strip()}' in {fault.path}, found {count}")
+        source = source.replace(old, new)
+    return source
+
+
+def run_tests(tests: tuple[str, ...], src: Path, stop_at_first: bool) -> tuple[int, list[str]]:
+    """Run pytest on ``tests`` importing streamvggt from ``src``; return its exit code and the failing tests."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(src), os.environ.get("PYTHONPATH")))))
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE", *tests]
+    if stop_at_first:
+        command.insert(4, "-x")
+    try:
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=FAULT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return 124, [f"(timed out after {FAULT_TIMEOUT_S} s)"]
+    failures = [
+        line.split(" ", 1)[1].split(" - ", 1)[0]
+        for line in result.stdout.splitlines()
+        if line.startswith(("FAILED ", "ERROR "))
+    ]
+    if result.returncode not in (0, 1):  # collection or usage error: say why
+        failures = failures or [result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "pytest error"]
+    return result.returncode, failures
+
+
+def imported_from(src: Path) -> str:
+    """Where a subprocess with ``src`` on PYTHONPATH imports streamvggt from."""
+    env = dict(os.environ, PYTHONPATH=str(src), PYTHONDONTWRITEBYTECODE="1")
+    code = "import streamvggt; print(streamvggt.__file__)"
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True).stdout
+
+
+def check(faults: list[Fault], stop_at_first: bool) -> list[Outcome]:
+    with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
+        src = Path(tmp) / "src"
+        shutil.copytree(ROOT / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        if not imported_from(src).startswith(str(src)):
+            raise SystemExit(f"the tests would not import the copy in {src}: check PYTHONPATH and the install")
+        suites = sorted({t for fault in faults for t in fault.tests})
+        code, failures = run_tests(tuple(suites), src, stop_at_first=False)
+        if code != 0:
+            raise SystemExit(f"the tests fail without any fault ({', '.join(failures)}): fix them first")
+        outcomes = []
+        for fault in faults:
+            target = src / "streamvggt" / fault.path
+            original = target.read_text(encoding="utf-8")
+            target.write_text(mutate(original, fault), encoding="utf-8")
+            start = time.monotonic()
+            try:
+                code, failures = run_tests(fault.tests, src, stop_at_first)
+            finally:
+                target.write_text(original, encoding="utf-8")
+            outcome = Outcome(fault, code != 0, failures, time.monotonic() - start)
+            print(f"{'killed  ' if outcome.killed else 'SURVIVED'} {fault.name} ({outcome.seconds:.0f} s)", flush=True)
+            outcomes.append(outcome)
+    return outcomes
+
+
+def table(outcomes: list[Outcome]) -> str:
+    rows = ["| fault | file | what it breaks | result | killed by |", "|---|---|---|---|---|"]
+    for o in outcomes:
+        killers = "<br>".join(f"`{name}`" for name in o.failures) or "-"
+        result = "killed" if o.killed else "**survived**"
+        rows.append(f"| `{o.fault.name}` | {o.fault.path} | {o.fault.what} | {result} | {killers} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these faults")
+    parser.add_argument(
+        "--all-failures", action="store_true", help="run every test per fault, not up to the first failure"
+    )
+    args = parser.parse_args()
+    names = {fault.name for fault in FAULTS}
+    unknown = set(args.only or ()) - names
+    if unknown:
+        raise SystemExit(f"unknown fault(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
+    faults = [fault for fault in FAULTS if not args.only or fault.name in args.only]
+    outcomes = check(faults, stop_at_first=not args.all_failures)
+    print()
+    print(table(outcomes))
+    survivors = [o.fault.name for o in outcomes if not o.killed]
+    print(f"\n{len(outcomes)} faults: {len(outcomes) - len(survivors)} killed, {len(survivors)} survived")
+    sys.exit(1 if survivors else 0)
+
+
+if __name__ == "__main__":
+    main()
