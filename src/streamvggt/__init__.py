@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from streamvggt.config import ModelConfig
+    from streamvggt.model.predictions import Predictions
     from streamvggt.model.streamvggt import StreamVGGT
     from streamvggt.reconstruction import ReconstructionSummary, Reconstructor, reconstruct
     from streamvggt.results import FrameResult
@@ -23,6 +24,7 @@ _PUBLIC = {
     "CheckpointError": "streamvggt.weights",
     "FrameResult": "streamvggt.results",
     "ModelConfig": "streamvggt.config",
+    "Predictions": "streamvggt.model.predictions",
     "ReconstructionSummary": "streamvggt.reconstruction",
     "Reconstructor": "streamvggt.reconstruction",
     "StreamVGGT": "streamvggt.model.streamvggt",
@@ -33,6 +35,7 @@ __all__ = [
     "CheckpointError",
     "FrameResult",
     "ModelConfig",
+    "Predictions",
     "ReconstructionSummary",
     "Reconstructor",
     "StreamVGGT",
