@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,12 @@ def test_waymo_missing_or_corrupt_depth_names_the_file(tmp_path: Path, sequences
     (tmp_path / SEGMENT / "00003_1.exr").write_bytes(b"not an exr")
     with pytest.raises(ValueError, match=r"unreadable EXR depth map .*00003_1\.exr"):
         dataset.load_frame((tmp_path / SEGMENT, "00003", "1"))
+
+
+def test_waymo_without_h5py_says_what_to_install(tmp_path: Path, sequences, monkeypatch) -> None:
+    write_waymo(tmp_path, sequences)
+    monkeypatch.setitem(sys.modules, "h5py", None)  # an import of it now fails
+    with pytest.raises(
+        ImportError, match=r"reading Waymo's invalid_files\.h5 needs h5py: pip install 'streamvggt\[train\]'"
+    ):
+        build_reader("waymo", root=str(tmp_path), num_views=2)

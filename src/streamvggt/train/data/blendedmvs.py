@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from streamvggt.extras import require
 from streamvggt.train.data.base import Frame, MultiViewDataset
 from streamvggt.train.data.layouts import _require, read_rgb
-from streamvggt.train.data.view_files import checked_frame, optional_module, read_camera, read_exr_depth
+from streamvggt.train.data.view_files import checked_frame, read_camera, read_exr_depth
 
 OVERLAP_FILE = "new_overlap.h5"
 # Steps of one chain search before it is given up (the search is exponential in the worst case).
@@ -111,7 +112,7 @@ class BlendedMVSDataset(MultiViewDataset):
         self.root = Path(root)
         self.index_file = _require(self.root / OVERLAP_FILE, "BlendedMVS overlap index")
         self.scenes: list[tuple[str, list[str], OverlapGraph]] = []
-        h5py = optional_module("h5py", f"BlendedMVS's {OVERLAP_FILE}", "h5py")
+        h5py = require("h5py", "train", f"reading BlendedMVS's {OVERLAP_FILE}")
         with h5py.File(self.index_file, "r") as h5:
             for scene, group in sorted(h5.items()):
                 names = [b.decode("utf-8") if isinstance(b, bytes) else str(b) for b in group["basenames"][:]]

@@ -7,27 +7,18 @@ Virtual KITTI 2 uses a 16-bit PNG for depth. Decoders of the optional formats ar
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
+from streamvggt.extras import require
 from streamvggt.train.data.base import Frame
 from streamvggt.train.data.layouts import _require
 
 
-def optional_module(module: str, what: str, package: str) -> ModuleType:
-    """Import ``module``, or fail with the install line of the ``train`` extra that provides it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ImportError(f"reading {what} needs {package}: pip install 'streamvggt[train]'") from None
-
-
 def read_exr_depth(path: Path) -> np.ndarray:
     """A single-channel EXR depth map as [H, W] float32 (half-float files are widened)."""
-    openexr = optional_module("OpenEXR", "EXR depth maps", "OpenEXR")
+    openexr = require("OpenEXR", "train", "reading EXR depth maps")
     _require(path, "EXR depth map")
     try:
         with openexr.File(str(path), separate_channels=True) as exr:

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from streamvggt.extras import require
 from streamvggt.train.data.base import Frame, SequenceDataset
 from streamvggt.train.data.layouts import _require, _sampling, read_rgb
 from streamvggt.train.data.sampling import ClipSampling
-from streamvggt.train.data.view_files import checked_frame, optional_module, read_camera, read_exr_depth
+from streamvggt.train.data.view_files import checked_frame, read_camera, read_exr_depth
 
 INVALID_FILE = "invalid_files.h5"
 REAR_CAMERA = "5"  # left out by the reference
@@ -26,7 +27,7 @@ SIDE_CAMERA = "4"  # moves faster across the scene: half the maximum stride
 
 def read_invalid_views(path: Path) -> dict[str, set[tuple[str, str]]]:
     """{segment: {(camera, frame)}} of the views ``invalid_files.h5`` excludes."""
-    h5py = optional_module("h5py", "Waymo's invalid_files.h5", "h5py")
+    h5py = require("h5py", "train", "reading Waymo's invalid_files.h5")
     invalid: dict[str, set[tuple[str, str]]] = {}
     with h5py.File(_require(path, "Waymo invalid-view list"), "r") as h5:
         for segment, group in h5.items():
