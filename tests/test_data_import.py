@@ -11,6 +11,7 @@ import argparse
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -455,6 +456,15 @@ def test_the_command_imports_and_reports_a_bad_source_in_one_line(tmp_path: Path
     assert import_command(["--from", "colmap", str(tmp_path / "nowhere"), "-o", str(tmp_path / "other")]) == 1
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
         f"COLMAP folder not found: {tmp_path / 'nowhere'}"
+    ]
+
+
+def test_without_pycolmap_a_colmap_import_names_the_install(tmp_path: Path, capture, caplog, monkeypatch) -> None:
+    project = colmap_project(tmp_path, capture)
+    monkeypatch.setitem(sys.modules, "pycolmap", None)  # import pycolmap now fails as if it were not installed
+    assert import_command(["--from", "colmap", str(project), "-o", str(tmp_path / "data" / "mine")]) == 1
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "importing COLMAP models needs pycolmap: pip install 'streamvggt[train]'"
     ]
 
 

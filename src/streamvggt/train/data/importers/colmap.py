@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from streamvggt.extras import require
 from streamvggt.io.errors import InputError
 from streamvggt.io.sources import natural_key
 from streamvggt.train.data.importers.scene import ImportedFrame, SceneWriter
@@ -78,7 +79,7 @@ def import_colmap(
     located = locate(Path(source), _path(images), _path(depth_maps))
     if depth == "auto":
         depth = "dense" if located.depth_maps.is_dir() else "sparse"
-    pycolmap = _pycolmap()
+    pycolmap = require("pycolmap", "train", "importing COLMAP models")
     try:
         reconstruction = pycolmap.Reconstruction(located.model)
     except (RuntimeError, ValueError) as error:
@@ -116,14 +117,6 @@ def import_colmap(
 
 def _path(value: str | Path | None) -> Path | None:
     return None if value is None else Path(value)
-
-
-def _pycolmap() -> Any:
-    try:
-        import pycolmap
-    except ImportError:
-        raise InputError("importing COLMAP models needs pycolmap: pip install 'streamvggt[train]'") from None
-    return pycolmap
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from streamvggt.extras import MissingExtraError
 from streamvggt.io.errors import InputError, OutputError
 from streamvggt.train.data.importers.colmap import DEPTH_SOURCES, import_colmap
 from streamvggt.train.data.importers.reconstruction import import_reconstruction
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             scene = import_reconstruction(args.source, args.output, args.min_conf_percentile, args.overwrite)
-    except (InputError, OutputError) as error:
+    except (InputError, OutputError, MissingExtraError) as error:
         logger.error("%s", error)
         return 1
     frames = len(list((scene / "rgb").iterdir()))
