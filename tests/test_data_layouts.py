@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from streamvggt.train.data.layouts import (
     WildRGBDDataset,
 )
 from streamvggt.train.data.mix import build_reader
+from streamvggt.train.data.sampling import ClipSampling
 from tests.layout_helpers import (
     FRAMES,
     HEIGHT,
@@ -25,6 +27,7 @@ from tests.layout_helpers import (
     READ_OPTIONS,
     SIZE,
     WIDTH,
+    assert_frame_equals,
     check_clip,
     read_clips,
     render_sequence,
@@ -32,6 +35,7 @@ from tests.layout_helpers import (
     save_npz,
     save_uint16,
 )
+from tests.stored_values import MM_ROUNDING, as_stored_jpeg
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +67,14 @@ def write_scannet(root: Path, sequences) -> None:
         save_npz(scene / "new_scene_metadata.npz", images=np.array(names))
 
 
-def write_arkitscenes(root: Path, sequences) -> list[str]:
-    split = root / "Training"
-    scenes = [f"4158{s:04d}" for s in range(len(sequences))]
+def write_arkitscenes(root: Path, sequences, split: str = "Training", first_scene: int = 0) -> list[str]:
+    """CUT3R's processed ARKitScenes: ``{split}/all_metadata.npz`` and per scene ``new_scene_metadata.npz``
+    (sorted ``{scene}_{timestamp}.png`` names, rows (w, h, fx, fy, cx, cy), camera-to-world trajectories, the
+    pickled ``image_collection``), ``vga_wide/*.jpg``, ``lowres_depth/*.png`` (uint16 mm)."""
+    folder_of_split = root / split
+    scenes = [f"4158{s:04d}" for s in range(first_scene, first_scene + len(sequences))]
     for scene, frames in zip(scenes, sequences, strict=True):
-        folder = split / scene
+        folder = folder_of_split / scene
         names = [f"{scene}_{100 + f:d}.000.png" for f in range(len(frames))]
         for name, (image, depth, _) in zip(names, frames, strict=True):
             save_image(folder / "vga_wide" / name.replace(".png", ".jpg"), image)
@@ -82,7 +89,7 @@ def write_arkitscenes(root: Path, sequences) -> list[str]:
             trajectories=np.stack([pose for _, _, pose in frames]),
             image_collection=collection,
         )
-    save_npz(split / "all_metadata.npz", scenes=np.array(scenes))
+    save_npz(folder_of_split / "all_metadata.npz", scenes=np.array(scenes))
     return scenes
 
 
@@ -147,12 +154,65 @@ def test_scannet_layout(tmp_path: Path, sequences) -> None:
 def test_arkitscenes_layout_skips_scenes_of_the_highres_set(tmp_path: Path, sequences) -> None:
     root = tmp_path / "processed_arkitscenes"
     scenes = write_arkitscenes(root, sequences)
-    dataset = ARKitScenesDataset(str(root), num_views=4, **READ_OPTIONS)
+    dataset = build_reader("arkitscenes", root=str(root), num_views=4, **READ_OPTIONS)
     assert len(dataset) == 2  # one co-visibility group per scene
     for clip in read_clips(dataset, 4):
         check_clip(clip, 4)
+        assert bool(clip["is_metric"]) and bool(clip["static"])
+    for handle, (image, depth, pose) in enumerate(sequences[0]):
+        frame = dataset.load_frame(handle)
+        assert_frame_equals(frame, as_stored_jpeg(image), depth, INTRINSICS, pose, MM_ROUNDING)
+    assert dataset.sampling == ClipSampling(max_interval=8, video_prob=0.8, fixed_interval_prob=0.5, block_shuffle=16)
     (tmp_path / "processed_arkitscenes_highres" / "Training" / scenes[0]).mkdir(parents=True)
     assert len(ARKitScenesDataset(str(root), num_views=4)) == 1
+
+
+def test_arkitscenes_test_split_leaves_out_the_highres_validation_scenes(tmp_path: Path, sequences) -> None:
+    root = tmp_path / "processed_arkitscenes"
+    scenes = write_arkitscenes(root, sequences, split="Test")
+    highres = tmp_path / "processed_arkitscenes_highres"
+    (highres / "Training" / scenes[0]).mkdir(parents=True)  # the train split's high-res scenes do not count
+    assert len(ARKitScenesDataset(str(root), split="test", num_views=4)) == 2
+    (highres / "Validation" / scenes[1]).mkdir(parents=True)
+    dataset = ARKitScenesDataset(str(root), split="test", num_views=4)
+    assert len(dataset) == 1 and {scene.name for scene, *_ in dataset.frames} == {scenes[0]}
+    with pytest.raises(ValueError, match="split 'validation'"):
+        ARKitScenesDataset(str(root), split="validation", num_views=4)
+
+
+def test_arkitscenes_clips_come_from_their_group_scene_without_repeats(tmp_path: Path, sequences) -> None:
+    root = tmp_path / "processed_arkitscenes"
+    write_arkitscenes(root, [sequences[0][:4], sequences[1]])  # scene 0: 4 frames, the other 6
+    dataset = ARKitScenesDataset(str(root), num_views=4)  # scene 0's group is exactly one clip's size
+    for index, frames in ((0, range(4)), (1, range(4, 4 + FRAMES))):
+        for seed in range(200):
+            handles, _ = dataset.clip_frames(index, np.random.default_rng(seed))
+            assert set(handles) <= set(frames) and len(set(handles)) == 4
+
+
+def test_arkitscenes_damaged_metadata_are_errors_naming_the_file(tmp_path: Path, sequences) -> None:
+    root = tmp_path / "processed_arkitscenes"
+    scenes = write_arkitscenes(root, sequences[:1])
+    index, metadata = root / "Training" / "all_metadata.npz", root / "Training" / scenes[0] / "new_scene_metadata.npz"
+    with np.load(metadata, allow_pickle=True) as stored:
+        arrays = dict(stored)
+    poses = arrays["trajectories"].copy()
+    poses[3, 1, 3] = np.nan
+    for path, damaged in (
+        (metadata, {**arrays, "trajectories": poses}),
+        (metadata, {**arrays, "intrinsics": arrays["intrinsics"][:, :5]}),
+        (metadata, {**arrays, "image_collection": np.array([1, 2])}),
+        (index, {"scenes": np.array([], dtype=str)}),
+    ):
+        with np.load(path, allow_pickle=True) as stored:
+            saved = dict(stored)
+        save_npz(path, **damaged)
+        with pytest.raises(ValueError, match=re.escape(str(path))):
+            ARKitScenesDataset(str(root), num_views=4)
+        save_npz(path, **saved)
+    metadata.unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(str(metadata))):
+        ARKitScenesDataset(str(root), num_views=4)
 
 
 def test_co3d_layout_with_background_masking(tmp_path: Path, sequences) -> None:
