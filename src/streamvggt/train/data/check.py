@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from streamvggt.geometry import depth_to_camera_points
 from streamvggt.io.atomic import atomic_output
@@ -46,17 +47,24 @@ class Reprojection:
     error: torch.Tensor
 
 
-def reproject(clip: dict, view: int, tolerance: float = 0.03) -> Reprojection:
+def reproject(
+    clip: dict, view: int, tolerance: float = 0.03, depth_scale: float = 1.0, stride: int = 1
+) -> Reprojection:
     """Move view 0's depth into view ``view`` of a clip (the dict a reader's ``clip`` returns).
 
     A point agrees when its depth lies within the range of view ``view``'s depths around the pixel it lands on
     (3 x 3, +- tolerance), which forgives rounding at edges and on grazing surfaces. Occluded points (behind
     that range) neither agree nor are impossible. Fractions are NaN when no point lands inside.
+    ``depth_scale`` multiplies every depth first (the same as dividing the camera translations by it);
+    ``stride`` > 1 moves only every stride-th valid pixel of view 0 (a quicker estimate).
     """
-    depth, intrinsics, extrinsics = clip["depth"].double(), clip["intrinsics"].double(), clip["extrinsics"].double()
-    valid = clip["valid_mask"][0]
+    depth = clip["depth"].float() * depth_scale
+    intrinsics, extrinsics = clip["intrinsics"].float(), clip["extrinsics"].float()
+    valid = clip["valid_mask"][0].clone()
+    if stride > 1:
+        kept = torch.nonzero(valid.flatten()).flatten()[::stride]
+        valid = torch.zeros(valid.numel(), dtype=torch.bool).index_fill_(0, kept, True).view_as(valid)
     height, width = depth.shape[-2:]
-    rows, cols = torch.nonzero(valid, as_tuple=True)
     points = depth_to_camera_points(depth[0], intrinsics[0])[valid]  # world = camera 0
     cam = points @ extrinsics[view, :3, :3].T + extrinsics[view, :3, 3]
     z = cam[:, 2]
@@ -64,18 +72,21 @@ def reproject(clip: dict, view: int, tolerance: float = 0.03) -> Reprojection:
     u = (intrinsics[view, 0, 0] * cam[:, 0] / safe_z + intrinsics[view, 0, 2]).round()
     v = (intrinsics[view, 1, 1] * cam[:, 1] / safe_z + intrinsics[view, 1, 2]).round()
     inside = (z > 0) & (u >= 1) & (u < width - 1) & (v >= 1) & (v < height - 1)
-    u, v, z = u[inside].long(), v[inside].long(), z[inside]
-    around = torch.stack([depth[view, v + dv, u + du] for dv in (-1, 0, 1) for du in (-1, 0, 1)], dim=-1)
-    low, high = around.min(-1).values, around.max(-1).values
+    target = (v[inside] * width + u[inside]).long()
+    z = z[inside]
+    # The 3 x 3 range of view ``view``'s depth around every pixel (its unknown 0s included, as low ends).
+    high = F.max_pool2d(depth[view][None, None], 3, stride=1, padding=1).flatten()[target]
+    low = -F.max_pool2d(-depth[view][None, None], 3, stride=1, padding=1).flatten()[target]
     agree = (low <= z * (1 + tolerance)) & (high >= z * (1 - tolerance))
     impossible = low > z * (1 + tolerance)
-    error = torch.full((height, width), float("nan"), dtype=torch.float64)
-    error[rows[inside], cols[inside]] = torch.clamp(torch.maximum(low - z, z - high), min=0.0) / z
+    error = torch.full((height * width,), float("nan"))
+    pixels = torch.nonzero(valid.flatten()).flatten()[inside]
+    error[pixels] = torch.clamp(torch.maximum(low - z, z - high), min=0.0) / z
     return Reprojection(
-        agree=float(agree.double().mean()),
-        impossible=float(impossible.double().mean()),
-        coverage=float(inside.double().mean()) if len(inside) else 0.0,
-        error=error.float(),
+        agree=float(agree.float().mean()),
+        impossible=float(impossible.float().mean()),
+        coverage=float(inside.float().mean()) if len(inside) else 0.0,
+        error=error.reshape(height, width),
     )
 
 
@@ -83,6 +94,36 @@ def reprojection(clip: dict, view: int, tolerance: float = 0.03) -> tuple[float,
     """(agreeing, impossible) fractions of view 0's points landing inside view ``view`` (see :func:`reproject`)."""
     result = reproject(clip, view, tolerance)
     return result.agree, result.impossible
+
+
+# Depth factors tried against the stored one: a depth map in other units than the camera translations (mm
+# read as m, ...) agrees better once multiplied by one of them.
+UNIT_FACTORS = (1e-3, 1e-2, 1e-1, 10.0, 100.0, 1e3)
+UNIT_MARGIN = 0.03  # how much better another factor must agree to be reported
+UNIT_SWEEP_POINTS = 4096  # about this many of view 0's pixels per factor
+
+
+def mean_agreement(clip: dict, tolerance: float, depth_scale: float = 1.0, stride: int = 1) -> float | None:
+    """Mean agreeing fraction over the views that view 0's depth lands in; None if it lands in none."""
+    views = [reproject(clip, v, tolerance, depth_scale, stride) for v in range(1, clip["depth"].shape[0])]
+    scores = [r.agree for r in views if r.coverage > 0]
+    return float(np.mean(scores)) if scores else None
+
+
+def best_depth_factor(clip: dict, tolerance: float) -> tuple[float, float | None, float | None]:
+    """(factor, its agreement, agreement at 1) for the power of ten that makes the clip agree best.
+
+    Small camera motion hides a depth unit error (points far away move little), so the stored depth can
+    agree fairly well while depth x 0.001 agrees perfectly; the comparison exposes it.
+    """
+    stride = max(1, int(clip["valid_mask"][0].sum()) // UNIT_SWEEP_POINTS)
+    base = mean_agreement(clip, tolerance, 1.0, stride)
+    best, best_score = 1.0, base
+    for factor in UNIT_FACTORS:
+        score = mean_agreement(clip, tolerance, factor, stride)
+        if score is not None and (best_score is None or score > best_score):
+            best, best_score = factor, score
+    return best, best_score, base
 
 
 @dataclass
@@ -99,6 +140,8 @@ class ClipReport:
     consistency: list[float | None]
     coverage: list[float]
     score: float | None  # mean consistency over the views that overlap view 0
+    best_depth_factor: float  # the power of ten of depth that agrees best (1: the stored units)
+    best_factor_score: float | None  # its mean consistency (on a subsample of view 0's pixels)
 
 
 @dataclass
@@ -136,6 +179,9 @@ def summarise_clip(index: int, clip: dict, tolerance: float) -> tuple[ClipReport
     valid = depth[clip["valid_mask"]]
     views = [reproject(clip, view, tolerance) for view in range(1, depth.shape[0])]
     overlapping = [r.agree for r in views if r.coverage > 0]
+    factor, factor_score, base_score = best_depth_factor(clip, tolerance)
+    if factor_score is not None and base_score is not None and factor_score < base_score + UNIT_MARGIN:
+        factor, factor_score = 1.0, base_score  # not clearly better: keep the stored units
     report = ClipReport(
         index=index,
         depth_min=float(valid.min()) if valid.numel() else None,
@@ -146,6 +192,8 @@ def summarise_clip(index: int, clip: dict, tolerance: float) -> tuple[ClipReport
         consistency=[r.agree if r.coverage > 0 else None for r in views],
         coverage=[r.coverage for r in views],
         score=float(np.mean(overlapping)) if overlapping else None,
+        best_depth_factor=factor,
+        best_factor_score=factor_score,
     )
     return report, views
 
@@ -157,6 +205,12 @@ def clip_problems(report: ClipReport, clip: dict, min_consistency: float) -> lis
         problems.append(f"clip {report.index}: view {view} has no valid depth")
     if not has_depth[0] or len(has_depth) == 1:
         return problems
+    if report.best_depth_factor != 1.0:
+        problems.append(
+            f"clip {report.index}: depth agrees better multiplied by {report.best_depth_factor:g} "
+            f"(consistency {report.best_factor_score:.2f} against {report.score:.2f}): "
+            "depth and camera translations in different units?"
+        )
     if report.score is None:
         problems.append(f"clip {report.index}: view 0's depth lands in none of the other views (pose units?)")
     elif report.score < min_consistency:
