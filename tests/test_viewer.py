@@ -41,6 +41,23 @@ CHROMIUM = Path("/usr/bin/chromium")
 FRAMES = 4
 
 
+@pytest.fixture(autouse=True)
+def live_viewers(monkeypatch):
+    """Every LiveViewer a test starts, stopped (server closed, player thread joined) when the test ends, however
+    it ends: a failed assertion inside a test must not leave a server or thread running into the next one."""
+    started: list[LiveViewer] = []
+    start = LiveViewer.__init__
+
+    def recording_init(self: LiveViewer, *args, **kwargs) -> None:
+        start(self, *args, **kwargs)
+        started.append(self)
+
+    monkeypatch.setattr(LiveViewer, "__init__", recording_init)
+    yield started
+    for viewer in started:
+        viewer.stop()
+
+
 @pytest.fixture(scope="module")
 def model():
     return tiny_model()
@@ -364,7 +381,7 @@ def test_concurrent_play_clicks_start_at_most_one_player():
             viewer.add_frame(synthetic_frame(index))
         viewer._play = SlowButton()
         for _ in range(10):
-            clicks = threading.Barrier(4)  # four browsers press Play at the same moment
+            clicks = threading.Barrier(4, timeout=10)  # four browsers press Play at the same moment
 
             def click(clicks: threading.Barrier) -> None:
                 clicks.wait()
@@ -374,7 +391,7 @@ def test_concurrent_play_clicks_start_at_most_one_player():
             for thread in threads:
                 thread.start()
             for thread in threads:
-                thread.join()
+                thread.join(timeout=10)
             assert play_threads() <= 1
             assert not viewer._playing.is_set() and viewer._play.label == "Play"  # four toggles: paused again
     assert play_threads() == 0
@@ -384,7 +401,7 @@ def test_concurrent_exports_write_distinct_files(tmp_path):
     with LiveViewer(port=0, export_dir=tmp_path) as viewer:
         for index in range(FRAMES):
             viewer.add_frame(synthetic_frame(index))
-        start = threading.Barrier(6)
+        start = threading.Barrier(6, timeout=10)
         written = []
 
         def export() -> None:
@@ -395,7 +412,7 @@ def test_concurrent_exports_write_distinct_files(tmp_path):
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join()
+            thread.join(timeout=10)
     assert sorted(path.name for path, _ in written) == [f"view_{n:03d}.ply" for n in range(1, 7)]
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"view_{n:03d}.ply" for n in range(1, 7)]  # no temp files
     for path, count in written:
@@ -469,28 +486,40 @@ def test_browser_leaving_mid_stream_leaves_the_stream_and_server_running(caplog)
     with LiveViewer(port=0) as viewer:
         for index in range(2):
             viewer.add_frame(synthetic_frame(index))
-        first = ViserClient(viewer.port)
-        first.receive_until("frames: 2", "/frames/000001/points")  # joined mid-stream: sees the frames so far
+        stopping = threading.Event()
 
         def feed() -> None:
             for index in range(2, total):
+                if stopping.is_set():
+                    return
                 viewer.add_frame(synthetic_frame(index))
                 time.sleep(0.02)
 
         feeder = threading.Thread(target=feed)
-        feeder.start()
-        wait_until(lambda: len(viewer.state) >= 4)
-        first.close()  # leaves while frames are still arriving
-        assert len(viewer.state) < total
-        feeder.join(timeout=30)
-        assert not feeder.is_alive() and len(viewer.state) == total
-        wait_until(lambda: "browser 0 left" in caplog.text)
+        clients: list[ViserClient] = []
+        try:
+            first = ViserClient(viewer.port)
+            clients.append(first)
+            first.receive_until("frames: 2", "/frames/000001/points")  # joined mid-stream: sees the frames so far
+            feeder.start()
+            wait_until(lambda: len(viewer.state) >= 4)
+            first.close()  # leaves while frames are still arriving
+            assert len(viewer.state) < total
+            feeder.join(timeout=30)
+            assert not feeder.is_alive() and len(viewer.state) == total
+            wait_until(lambda: "browser 0 left" in caplog.text)
 
-        second = ViserClient(viewer.port)  # the server still serves, with every frame
-        second.receive_until(
-            f"frames: {total}", *(f"/frames/{i:06d}/{node}" for i in range(total) for node in ("points", "camera"))
-        )
-        second.close()
+            second = ViserClient(viewer.port)  # the server still serves, with every frame
+            clients.append(second)
+            second.receive_until(
+                f"frames: {total}", *(f"/frames/{i:06d}/{node}" for i in range(total) for node in ("points", "camera"))
+            )
+        finally:
+            stopping.set()
+            if feeder.ident is not None:
+                feeder.join(timeout=30)
+            for client in clients:
+                client.close()
 
 
 def test_gui_callbacks_on_other_threads_while_frames_arrive_keep_the_scene_consistent(tmp_path):
@@ -516,12 +545,14 @@ def test_gui_callbacks_on_other_threads_while_frames_arrive_keep_the_scene_consi
         browsers = [threading.Thread(target=browser, args=(seed,)) for seed in range(2)]
         for thread in browsers:
             thread.start()
-        for index in range(1, total):
-            viewer.add_frame(synthetic_frame(index))
-        done.set()
-        for thread in browsers:
-            thread.join()
-        assert errors == []
+        try:
+            for index in range(1, total):
+                viewer.add_frame(synthetic_frame(index))
+        finally:
+            done.set()  # the browsers stop even when a frame fails to arrive
+            for thread in browsers:
+                thread.join(timeout=30)
+        assert errors == [] and not any(thread.is_alive() for thread in browsers)
         viewer._slider.value, viewer._percentile.value, viewer._mode.value = total - 1, 0.0, "frames up to t"
         assert len(viewer._clouds) == len(viewer._frustums) == total
         assert viewer._counts == [24] * total  # every cloud recomputed for percentile 0
@@ -530,15 +561,34 @@ def test_gui_callbacks_on_other_threads_while_frames_arrive_keep_the_scene_consi
         assert [p.name for p in exports] == [f"view_{n:03d}.ply" for n in range(1, len(exports) + 1)]
 
 
-def test_view_streams_an_input_then_serves_until_ctrl_c(model, frames_dir, tmp_path):
-    lines = []
+CTRL_C_DEADLINE = 60.0  # seconds; the stream of the test takes about 2 s
+
+
+def test_view_streams_an_input_then_serves_until_ctrl_c(model, frames_dir, tmp_path, live_viewers):
+    lines, gave_up = [], threading.Event()
+    ctrl_c = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
 
     def announce(line: str) -> None:
         lines.append(line)
         if "Ctrl-C" in line:  # the stream has ended: press Ctrl-C
-            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+            ctrl_c.start()
 
-    summary = view(frames_dir, model, port=0, size=70, export_dir=tmp_path, announce=announce)
+    def give_up() -> None:
+        # The Ctrl-C never came or never landed: stop the server so that serve_forever returns and the test fails.
+        gave_up.set()
+        for viewer in live_viewers:
+            viewer.stop()
+
+    watchdog = threading.Timer(CTRL_C_DEADLINE, give_up)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises KeyboardInterrupt
+    watchdog.start()
+    try:
+        summary = view(frames_dir, model, port=0, size=70, export_dir=tmp_path, announce=announce)
+    finally:
+        watchdog.cancel()
+        ctrl_c.cancel()
+        signal.signal(signal.SIGINT, previous)
+    assert not gave_up.is_set(), f"view() still served {CTRL_C_DEADLINE:.0f} s after it began; lines: {lines}"
     assert summary.frames == FRAMES and not summary.reopened and not summary.interrupted
     assert lines[0] == f"viewer: {summary.url}" and f"{FRAMES} frames at {summary.url}" in lines[1]
 
@@ -592,11 +642,37 @@ def wait_for_canvas(page, drawn, timeout: float = 15.0) -> np.ndarray:
     return pixels
 
 
+def browser_missing(reason: str) -> None:
+    """Skip the browser test on a developer's machine without a browser; fail it in CI (CI=true), where a
+    missing browser would otherwise turn the only end-to-end check of the page into a silent skip."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {reason}: the browser test cannot run")
+    pytest.skip(reason)
+
+
+def playwright_sync_api():
+    """Playwright's sync API, and /usr/bin/chromium present (else :func:`browser_missing`)."""
+    try:
+        from playwright import sync_api
+    except ImportError:
+        browser_missing("playwright is not installed (pip install .[dev])")
+    if not CHROMIUM.exists():
+        browser_missing(f"{CHROMIUM} is missing (make chromium, or apt-get install chromium)")
+    return sync_api
+
+
+def test_a_missing_browser_fails_in_ci_and_skips_elsewhere(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true but /usr/bin/chromium is missing"):
+        browser_missing(f"{CHROMIUM} is missing")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="/usr/bin/chromium is missing"):
+        browser_missing(f"{CHROMIUM} is missing")
+
+
 @pytest.mark.browser
 def test_browser_sees_the_stream_live_and_the_slider_scrubs_time(results, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install .[dev])")
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (make chromium, or apt-get install chromium)")
+    sync_api = playwright_sync_api()
     with LiveViewer(port=0, export_dir=tmp_path) as viewer, sync_api.sync_playwright() as playwright:
         for result in results[:2]:
             viewer.add_frame(result)
