@@ -56,8 +56,9 @@ class ScanNetppDataset(MultiViewDataset):
     Deviations from the reference reader (bugs there):
 
     - the stored intrinsics are COLMAP's (the depth was rendered with them by pyrender, whose principal point is
-      in continuous pixel coordinates); they are moved to OpenCV's convention (-0.5 px), the reference uses them
-      as they are;
+      in continuous pixel coordinates); they are moved to OpenCV's convention (-0.5 px), so that depth and
+      intrinsics give the mesh's points exactly; the reference uses them as they are. (The preprocess converts
+      the undistorted camera to OpenCV twice, which leaves the images about 0.25 px off either choice.)
     - a group's video is its reference frame's own camera (the reference takes the other camera's capture);
     - the group members a clip draws from are the most overlapping ones (the reference sorts them by score and
       then by frame index, so it takes the earliest frames instead);
