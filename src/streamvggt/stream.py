@@ -16,6 +16,7 @@ from torch import Tensor
 from streamvggt.cache import CachePolicy, LayerCache, parse_policy
 from streamvggt.model.predictions import Predictions
 from streamvggt.model.streamvggt import StreamVGGT
+from streamvggt.stream_tracks import StreamingTracker
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class StreamSession:
         self.frame_size: tuple[int, int] | None = None
         self._trunk_caches: list[LayerCache] = []
         self._camera_caches: list[list[LayerCache]] = []
-        self._tracker = None
+        self._tracker: StreamingTracker | None = None
 
     @property
     def cache_bytes(self) -> int:
@@ -91,8 +92,6 @@ class StreamSession:
             [camera_policy.new_layer(1) for _ in range(head.trunk_depth)] for _ in range(head.num_iterations)
         ]
         if self.query_points is not None:
-            from streamvggt.stream_tracks import StreamingTracker
-
             self._tracker = StreamingTracker(model, self.query_points.to(frame.device).float())
         log.debug("stream opened: %dx%d, %d tokens per frame, cache %s", height, width, frame_tokens, self.policy)
 

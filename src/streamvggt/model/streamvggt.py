@@ -129,12 +129,12 @@ class StreamVGGT(nn.Module):
             if query_points is not None:
                 coords, vis, conf = self.track_head(tokens, size, self.patch_start_idx, query_points.float())
                 tracks = {"track": coords[-1], "track_vis": vis, "track_conf": conf}
-        return Predictions(
-            pose_enc=pose_iters[-1],
-            pose_enc_iters=torch.stack(pose_iters),
-            depth=depth,
-            depth_conf=depth_conf,
-            world_points=points,
-            world_points_conf=points_conf,
-            **tracks,
-        )
+            return Predictions(
+                pose_enc=pose_iters[-1],
+                pose_enc_iters=torch.stack(pose_iters),
+                depth=depth,
+                depth_conf=depth_conf,
+                world_points=points,
+                world_points_conf=points_conf,
+                **tracks,
+            )
