@@ -185,6 +185,21 @@ def test_a_simple_pinhole_camera_maps_directly(tmp_path: Path, capture) -> None:
     np.testing.assert_allclose(frames[0].cam_to_world, capture[0][2], atol=1e-9)
 
 
+def test_images_the_reader_cannot_open_are_converted_to_png(tmp_path: Path, capture) -> None:
+    project = tmp_path / "project"
+    names = [name.replace(".png", ".bmp") for name in NAMES]
+    for name, (image, _, _) in zip(names, capture, strict=True):
+        save_image(project / "images" / name, image)
+    reconstruction = write_model(project, capture)
+    for image in reconstruction.images.values():
+        image.name = names[image.image_id - 1]
+    reconstruction.write_binary(str(project / "sparse" / "0"))
+    scene = import_colmap(project, tmp_path / "data" / "mine", depth="none")
+    assert sorted(p.name for p in (scene / "rgb").iterdir()) == [f"{i:06d}.png" for i in range(FRAMES)]
+    _, frames = imported_frames(scene.parent)
+    np.testing.assert_array_equal(frames[1].image, capture[1][0])
+
+
 # ------------------------------------------------------------------------------------------------ COLMAP: depth
 
 

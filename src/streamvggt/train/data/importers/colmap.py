@@ -25,7 +25,7 @@ from PIL import Image
 from streamvggt.extras import require
 from streamvggt.io.errors import InputError
 from streamvggt.io.sources import natural_key
-from streamvggt.train.data.importers.scene import ImportedFrame, SceneWriter
+from streamvggt.train.data.importers.scene import COPIED_SUFFIXES, ImportedFrame, SceneWriter
 
 logger = logging.getLogger(__name__)
 
@@ -159,10 +159,10 @@ def _frame(
         )
     pixels: np.ndarray | Path = path
     if camera.distorted:
-        bitmap = pycolmap.Bitmap.read(str(path), as_rgb=True)
+        bitmap = pycolmap.Bitmap.from_array(_rgb(path))
         undistorted, _ = pycolmap.undistort_image(pycolmap.UndistortCameraOptions(), bitmap, camera.source)
         pixels = undistorted.to_array()
-    elif path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+    elif path.suffix.lower() not in COPIED_SUFFIXES:
         pixels = _rgb(path)
     cam_from_world = np.eye(4)
     cam_from_world[:3] = image.cam_from_world().matrix()
@@ -177,8 +177,11 @@ def _frame(
 
 
 def _rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as opened:
-        return np.asarray(opened.convert("RGB"))
+    try:
+        with Image.open(path) as opened:
+            return np.ascontiguousarray(opened.convert("RGB"))
+    except OSError as error:
+        raise InputError(f"cannot read image {path}: {error}") from None
 
 
 def _dense_depth(folder: Path, name: str, shape: tuple[int, int]) -> np.ndarray:
