@@ -8,20 +8,32 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib
 import logging
 import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from streamvggt import ReconstructionSummary, __version__
+from streamvggt import __version__
 from streamvggt.evaluate.command import add_eval_parser
+from streamvggt.extras import MissingExtraError, require
+from streamvggt.io.preprocess import DEFAULT_SIZE
+
+if TYPE_CHECKING:
+    from streamvggt.reconstruction import ReconstructionSummary
 
 log = logging.getLogger("streamvggt")
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 T = TypeVar("T")
+# Commands that own their arguments: the module whose main(argv) runs each (imported only when it runs).
+DELEGATED = {"train": "streamvggt.train.command", "data": "streamvggt.train.data.command"}
+INPUT_HELP = (
+    "a folder of images (natural order), a glob ('frames/*.png'), an image or video file, a camera index (0) or "
+    "a stream URL (rtsp://...)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,53 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream frames through the model one at a time and write points.ply, scene.glb, cameras.json, "
         "trajectory.tum, a COLMAP text model and per-frame depth into OUTDIR.",
     )
-    rec.add_argument(
-        "input",
-        metavar="INPUT",
-        help="a folder of images (natural order), a glob ('frames/*.png'), an image or video file, "
-        "a camera index (0) or a stream URL (rtsp://...)",
-    )
+    rec.add_argument("input", metavar="INPUT", help=INPUT_HELP)
     rec.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder (created)")
-    rec.add_argument(
-        "--checkpoint",
-        metavar="SOURCE",
-        help="a .pt/.pth/.safetensors file, a folder, or a Hugging Face repo id (default: the bundled model)",
-    )
-    sampling = rec.add_mutually_exclusive_group()
-    sampling.add_argument("--stride", type=int, metavar="N", help="keep every N-th frame (default for images: 1)")
-    sampling.add_argument(
-        "--fps", type=float, metavar="F", help="keep F frames per second of video or stream (default: 1)"
-    )
-    rec.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
-    rec.add_argument(
-        "--cache",
-        default="full",
-        metavar="POLICY",
-        help="key/value cache: full (exact), window:K (first + K recent frames) or budget:N (N tokens per layer); "
-        "bounded policies bound memory on long inputs (default: full)",
-    )
-    rec.add_argument(
-        "--conf-threshold",
-        type=float,
-        default=50.0,
-        metavar="P",
-        help="drop each frame's pixels below the P-th percentile of its confidence, 0-100 (default: 50)",
-    )
-    rec.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
-    rec.add_argument(
-        "--preprocess",
-        choices=("crop", "pad"),
-        default="crop",
-        help="crop: width SIZE, height a multiple of 14, centre-cropped to SIZE; pad: longest side SIZE, padded "
-        "with white to a square (default: crop)",
-    )
-    rec.add_argument("--size", type=int, default=518, metavar="PX", help="processing size, a multiple of 14 (518)")
-    rec.add_argument(
-        "--points",
-        choices=("depth", "pointmap"),
-        default="depth",
-        help="depth: depth maps unprojected with the predicted cameras; pointmap: the point head (default: depth)",
-    )
+    _add_model_options(rec)
+    _add_stream_options(rec)
     rec.add_argument("--voxel-size", type=float, metavar="V", help="merge points into voxels of V (model units)")
     rec.add_argument("--depth-png", action="store_true", help="also write a colour PNG of each depth map")
     rec.add_argument(
@@ -89,9 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write each frame's point map (pointmap/), so that `streamvggt view OUTDIR` can show that source",
     )
     rec.add_argument("--view", action="store_true", help="watch the reconstruction grow in a browser viewer")
-    _add_viewer_arguments(rec)
-    rec.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    rec.add_argument("-v", "--verbose", action="store_true", help="log progress details; tracebacks for bugs")
+    _add_viewer_options(rec)
+    _add_run_options(rec)
 
     demo = commands.add_parser(
         "demo",
@@ -100,11 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         "write every reconstruct output plus demo.png and metrics.json (the model beside trivial baselines).",
     )
     demo.add_argument("-o", "--output", type=Path, default=Path("demo_output"), metavar="OUTDIR", help="(demo_output)")
-    demo.add_argument("--checkpoint", metavar="SOURCE", help="another model to score (default: the bundled model)")
+    _add_model_options(demo)
     demo.add_argument("--frames", type=int, default=16, metavar="N", help="frames in the sequence (16)")
-    demo.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
-    demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    demo.add_argument("-v", "--verbose", action="store_true", help="log progress details; tracebacks for bugs")
+    _add_run_options(demo)
 
     add_eval_parser(commands)
 
@@ -115,22 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         "stream, with a frame slider to scrub through time; INPUT may also be an OUTDIR of reconstruct, reopened "
         "from its files without the model. Runs until Ctrl-C.",
     )
-    view.add_argument("input", metavar="INPUT", help="what reconstruct accepts, or an output folder of reconstruct")
-    view.add_argument("--checkpoint", metavar="SOURCE", help="model to stream with (default: the bundled model)")
-    _add_viewer_arguments(view)
-    view_sampling = view.add_mutually_exclusive_group()
-    view_sampling.add_argument("--stride", type=int, metavar="N", help="keep every N-th frame")
-    view_sampling.add_argument("--fps", type=float, metavar="F", help="frames per second of video (default: 1)")
-    view.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
-    view.add_argument("--cache", default="full", metavar="POLICY", help="full, window:K or budget:N (default: full)")
-    view.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
-    view.add_argument("--preprocess", choices=("crop", "pad"), default="crop", help="as reconstruct (crop)")
-    view.add_argument("--size", type=int, default=518, metavar="PX", help="processing size, a multiple of 14 (518)")
-    view.add_argument("--conf-threshold", type=float, default=50.0, metavar="P", help="initial percentile (50)")
-    view.add_argument("--points", choices=("depth", "pointmap"), default="depth", help="initial source (depth)")
+    view.add_argument("input", metavar="INPUT", help=f"{INPUT_HELP}; or an output folder of reconstruct")
+    _add_model_options(view)
+    _add_stream_options(view)
     view.add_argument("--export-dir", type=Path, metavar="DIR", help="where Export PLY writes (default: OUTDIR or .)")
-    view.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    view.add_argument("-v", "--verbose", action="store_true", help="log progress details; tracebacks for bugs")
+    _add_viewer_options(view)
+    _add_run_options(view)
 
     commands.add_parser(
         "train",
@@ -138,16 +94,111 @@ def build_parser() -> argparse.ArgumentParser:
         help="train or fine-tune a model (see streamvggt train --help)",
         description="Train StreamVGGT; every argument goes to the training command.",
     )
+    commands.add_parser(
+        "data",
+        add_help=False,
+        help="check or import training datasets (see streamvggt data --help)",
+        description="Tools for training dataset folders; every argument goes to the data command.",
+    )
     return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Which model runs where: reconstruct, view and demo."""
+    parser.add_argument(
+        "--checkpoint",
+        metavar="SOURCE",
+        help="a .pt/.pth/.safetensors file, a folder, or a Hugging Face repo id (default: the bundled model)",
+    )
+    parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+
+
+def _add_stream_options(parser: argparse.ArgumentParser) -> None:
+    """How frames are sampled, prepared and turned into points: reconstruct and view."""
+    sampling = parser.add_mutually_exclusive_group()
+    sampling.add_argument("--stride", type=int, metavar="N", help="keep every N-th frame (default for images: 1)")
+    sampling.add_argument(
+        "--fps", type=float, metavar="F", help="keep F frames per second of video or stream (default: 1)"
+    )
+    parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    parser.add_argument(
+        "--cache",
+        default="full",
+        metavar="POLICY",
+        help="key/value cache: full (exact), window:K (first + K recent frames) or budget:N (N tokens per layer); "
+        "bounded policies bound memory on long inputs (default: full)",
+    )
+    parser.add_argument(
+        "--preprocess",
+        choices=("crop", "pad"),
+        default="crop",
+        help="crop: width SIZE, height a multiple of 14, centre-cropped to SIZE; pad: longest side SIZE, padded "
+        "with white to a square (default: crop)",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=DEFAULT_SIZE,
+        metavar="PX",
+        help=f"processing size, a multiple of 14 ({DEFAULT_SIZE})",
+    )
+    parser.add_argument(
+        "--conf-threshold",
+        type=float,
+        default=50.0,
+        metavar="P",
+        help="drop each frame's pixels below the P-th percentile of its confidence, 0-100; the viewer's slider "
+        "starts there (default: 50)",
+    )
+    parser.add_argument(
+        "--points",
+        choices=("depth", "pointmap"),
+        default="depth",
+        help="depth: depth maps unprojected with the predicted cameras; pointmap: the point head; the viewer can "
+        "switch (default: depth)",
+    )
+
+
+def _add_viewer_options(parser: argparse.ArgumentParser) -> None:
+    """The browser viewer's server: view, and reconstruct --view."""
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="viewer address (default: 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=8080, metavar="P", help="viewer port (8080; the next free one if taken; 0: any)"
+    )
+    parser.add_argument(
+        "--exit-when-done", action="store_true", help="stop the viewer when the stream ends (default: at Ctrl-C)"
+    )
+    parser.add_argument(
+        "--allow-remote-export",
+        action="store_true",
+        help="keep the viewer's Export PLY button on with a --host beyond this machine (default: off there, as "
+        "anyone who opens the page could write files here)",
+    )
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Terminal output: every command that runs the model."""
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details; tracebacks for bugs")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:  # the training command owns its arguments (config file and overrides)
-        from streamvggt.train.command import main as train_main
+    try:
+        if argv[:1] and argv[0] in DELEGATED:
+            command = importlib.import_module(DELEGATED[argv[0]])
+            return command.main(argv[1:])
+        args = build_parser().parse_args(argv)
+        return _run(args)
+    except MissingExtraError as error:
+        return _fail(str(error))
 
-        return train_main(argv[1:])
-    args = build_parser().parse_args(argv)
+
+def _run(args: argparse.Namespace) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter())
     log.addHandler(handler)
@@ -238,26 +289,6 @@ def _view(args: argparse.Namespace) -> int:
     return _guarded(args, run, describe)
 
 
-def _add_viewer_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="viewer address (default: 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)",
-    )
-    parser.add_argument(
-        "--port", type=int, default=8080, metavar="P", help="viewer port (8080; the next free one if taken; 0: any)"
-    )
-    parser.add_argument(
-        "--exit-when-done", action="store_true", help="stop the viewer when the stream ends (default: at Ctrl-C)"
-    )
-    parser.add_argument(
-        "--allow-remote-export",
-        action="store_true",
-        help="keep the viewer's Export PLY button on with a --host beyond this machine (default: off there, as "
-        "anyone who opens the page could write files here)",
-    )
-
-
 def _eval(args: argparse.Namespace) -> int:
     from streamvggt.evaluate.command import describe_eval, run_eval
 
@@ -265,6 +296,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    require("matplotlib", "eval", purpose="the demo")  # for demo.png: say so before the run, not after it
     from streamvggt.demo import run_demo
 
     if args.frames < 2:
@@ -299,7 +331,7 @@ def _guarded(args: argparse.Namespace, run: Callable[[], T], describe: Callable[
         redirect = logging_redirect_tqdm(loggers=[log]) if not args.no_progress else contextlib.nullcontext()
         with redirect:
             result = run()
-    except (InputError, OutputError, CheckpointError, ValueError) as error:
+    except (InputError, OutputError, CheckpointError, ValueError, MissingExtraError) as error:
         return _fail(str(error))
     except torch.OutOfMemoryError:
         return _fail(

@@ -33,6 +33,7 @@ def require(module: str, extra: str, purpose: str | None = None) -> ModuleType:
         missing = error.name or ""
         if not missing or not (module == missing or module.startswith(missing + ".")):
             raise
-        package = DISTRIBUTIONS.get(missing, missing)
+        top = missing.partition(".")[0]
+        package = DISTRIBUTIONS.get(top, top)
         subject = purpose or EXTRA_PURPOSES[extra]
         raise MissingExtraError(f"{subject} needs {package}: pip install 'streamvggt[{extra}]'", name=missing) from None

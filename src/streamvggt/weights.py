@@ -36,6 +36,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -210,19 +211,27 @@ def _resolve_repo(repo_id: str) -> ResolvedCheckpoint:
 
 def _hub_file(repo_id: str, filename: str, hint: str) -> Path:
     """Local path of ``filename`` in ``repo_id``: from the cache, or downloaded unless offline."""
-    from huggingface_hub import hf_hub_download
-
+    # What the error messages need is imported here too, before the download: a hub older than the declared floor
+    # stops with this message instead of an ImportError replacing the download's own error.
+    try:
+        from huggingface_hub import constants, errors, hf_hub_download
+    except ImportError as error:
+        raise CheckpointError(
+            f"Hugging Face downloads need a newer huggingface_hub ({_one_line(error)}): pip install -U huggingface_hub"
+        ) from None
     try:
         return Path(hf_hub_download(repo_id, filename, library_name="streamvggt"))
     except Exception as error:  # the hub raises many types (HTTP, OS, validation); each becomes one line
         logger.debug("hf_hub_download(%s, %s) failed", repo_id, filename, exc_info=True)
-        raise CheckpointError(_hub_error_message(repo_id, filename, error, hint)) from None
+        message = _hub_error_message(repo_id, filename, error, hint, errors, offline=constants.HF_HUB_OFFLINE)
+        raise CheckpointError(message) from None
 
 
-def _hub_error_message(repo_id: str, filename: str, error: Exception, hint: str) -> str:
-    """One line: what failed and what to do (``hint``: how to get the files without this call)."""
-    from huggingface_hub import constants, errors
-
+def _hub_error_message(
+    repo_id: str, filename: str, error: Exception, hint: str, errors: ModuleType, offline: bool
+) -> str:
+    """One line: what failed and what to do (``hint``: how to get the files without this call; ``errors``:
+    ``huggingface_hub.errors``; ``offline``: HF_HUB_OFFLINE is set)."""
     where = f"'{filename}' from Hugging Face repo {repo_id}"
     fallback = f"or {hint}"
     if isinstance(error, errors.GatedRepoError):
@@ -232,7 +241,7 @@ def _hub_error_message(repo_id: str, filename: str, error: Exception, hint: str)
     if isinstance(error, errors.RevisionNotFoundError):
         return f"cannot get {where}: revision not found"
     if isinstance(error, errors.LocalEntryNotFoundError):
-        if constants.is_offline_mode():
+        if offline:
             return f"{where} is not in the Hugging Face cache and offline mode is on: unset HF_HUB_OFFLINE, {fallback}"
         return f"cannot download {where} (no connection?) and it is not in the Hugging Face cache: {fallback}"
     if isinstance(error, errors.EntryNotFoundError):

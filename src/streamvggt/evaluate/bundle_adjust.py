@@ -7,7 +7,7 @@ frame); the scale is left free, which the pose metrics ignore (angles, Sim(3)-al
 tightening outlier thresholds (32, 16, 8 px) replace a robust loss, whose pycolmap option moved between versions.
 The visibility and final reprojection thresholds follow VGGT's own BA demo.
 
-pycolmap is an optional dependency (the ``dev`` extra): :func:`require_pycolmap` turns its absence into a
+pycolmap is an optional dependency (the ``eval`` extra): :func:`require_pycolmap` turns its absence into a
 one-line error before any work is done.
 """
 
@@ -19,6 +19,7 @@ from types import ModuleType
 
 import numpy as np
 
+from streamvggt.extras import MissingExtraError, require
 from streamvggt.io.colmap import PIXEL_OFFSET
 from streamvggt.io.errors import InputError
 
@@ -37,12 +38,9 @@ ROUND_THRESHOLD_FACTORS = (4.0, 2.0, 1.0)
 def require_pycolmap() -> ModuleType:
     """The pycolmap module, or an :class:`InputError` saying how to install it."""
     try:
-        import pycolmap
-    except ImportError as error:
-        raise InputError(
-            "--use-ba needs pycolmap, which is not installed: pip install pycolmap (or the dev extra)"
-        ) from error
-    return pycolmap
+        return require("pycolmap", "eval", purpose="--use-ba")
+    except MissingExtraError as error:
+        raise InputError(str(error)) from None
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from streamvggt.evaluate.datasets.co3d import NUM_FRAMES
-from streamvggt.evaluate.metrics import DEPTH_ALIGNMENTS, DEPTH_FITS
+from streamvggt.evaluate.options import CO3D_NUM_FRAMES, DEPTH_ALIGNMENTS, DEPTH_FITS
 from streamvggt.evaluate.report import prepare_output_dir
+from streamvggt.extras import require
 from streamvggt.io.preprocess import DEFAULT_SIZE
 
 PROTOCOLS = ("monodepth", "video-depth", "recon", "pose", "synthetic")
-DEFAULT_NUM_FRAMES = {"pose": NUM_FRAMES, "synthetic": 16}
+DEFAULT_NUM_FRAMES = {"pose": CO3D_NUM_FRAMES, "synthetic": 16}
 DEFAULT_SEED, DEFAULT_SEQUENCES = 0, 8
 _PRINTED_METRICS = 6  # averages shown on the terminal; all are in the JSON
 _DEPTH, _ALL_DATASETS = ("monodepth", "video-depth"), ("monodepth", "video-depth", "recon", "pose")
@@ -97,7 +97,7 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--num-frames",
         type=int,
         metavar="N",
-        help=f"pose on co3d: frames drawn per sequence ({NUM_FRAMES}); synthetic: frames per scene "
+        help=f"pose on co3d: frames drawn per sequence ({CO3D_NUM_FRAMES}); synthetic: frames per scene "
         f"({DEFAULT_NUM_FRAMES['synthetic']})",
     )
     parser.add_argument("--seed", type=int, help=f"pose on co3d: seed of the frame draw ({DEFAULT_SEED})")
@@ -112,7 +112,8 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def check_eval(args: argparse.Namespace) -> Any:
     """Check the parsed ``eval`` arguments, the dataset folder and the output folder (created) without loading a
-    model; returns the torch device. Raises ValueError, InputError or OutputError with a one-line message."""
+    model; returns the torch device. Raises ValueError, InputError, OutputError or MissingExtraError with a one-line
+    message."""
     from streamvggt.cache import parse_policy
     from streamvggt.reconstruction import checked_device
 
@@ -129,6 +130,8 @@ def check_eval(args: argparse.Namespace) -> Any:
         value = getattr(args, option)
         if value is not None and value < 1:
             raise ValueError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+    if not args.no_plots:
+        require("matplotlib", "eval")  # the figures are drawn last: a missing matplotlib must stop the run first
     parse_policy(args.cache)
     device = checked_device(args.device)
     if args.protocol in _DEPTH:
@@ -225,7 +228,7 @@ def _label(args: argparse.Namespace) -> str:
 
 
 def _num_frames(args: argparse.Namespace) -> int:
-    return args.num_frames or DEFAULT_NUM_FRAMES.get(args.protocol, NUM_FRAMES)
+    return args.num_frames or DEFAULT_NUM_FRAMES.get(args.protocol, CO3D_NUM_FRAMES)
 
 
 def _number(value: Any) -> str:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
+from streamvggt.extras import require
 from streamvggt.geometry import umeyama
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ RELATIVE_RMSE = 1e-6
 # Open3D's estimate_normals() default search: KDTreeSearchParamKNN(knn=30).
 NORMAL_NEIGHBOURS = 30
 _CHUNK = 65536  # points per batch of neighbour covariances (bounds memory to ~50 MB)
+
+cKDTree = require("scipy.spatial", "eval").cKDTree  # noqa: N816 (scipy's class name)
 
 
 @dataclass(frozen=True)

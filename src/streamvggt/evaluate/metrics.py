@@ -14,12 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from streamvggt.evaluate.options import DEPTH_ALIGNMENTS, DEPTH_FITS
 from streamvggt.geometry import homogeneous_pose, invert_pose, umeyama
 
-DEPTH_ALIGNMENTS = ("median", "scale", "scale&shift", "none")
-# How ``scale&shift`` is fitted: ``reference`` runs the reference's Adam loop (its published tables come from it),
-# ``exact`` finds the L1 optimum. The other alignments have one solver each.
-DEPTH_FITS = ("reference", "exact")
 # The reference's ``absolute_value_scaling2`` (src/eval/video_depth/tools.py) as its video-depth eval calls it.
 REFERENCE_FIT_LR = 1e-4
 REFERENCE_FIT_MAX_STEPS = 1000

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from streamvggt.extras import require
 from streamvggt.io.atomic import atomic_output
 from streamvggt.io.errors import OutputError
 
 
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the Agg backend (figures are files; no display is needed or opened)."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "eval")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

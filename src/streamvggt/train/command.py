@@ -6,11 +6,12 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
-import yaml
+from streamvggt.extras import MissingExtraError, require
+from streamvggt.train.config import TrainConfig, load_config
 
-from streamvggt.train.config import load_config
-
+yaml = require("yaml", "train")
 logger = logging.getLogger("streamvggt.train")
 
 EPILOG = """\
@@ -37,11 +38,48 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue from the latest checkpoint in run.output_dir (if any)"
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument(
+        "--check-data",
+        action="store_true",
+        help="first check every dataset of the config (streamvggt data check; reports in "
+        "run.output_dir/data_check) and stop with the problems found instead of training",
+    )
     return parser
 
 
+def check_training_data(config: TrainConfig, write: bool = True) -> list[str]:
+    """Check every dataset of ``config`` as it will be read (its reader options, the first resolution) and
+    return the problems found, each naming its dataset. ``write``: reports under run.output_dir/data_check."""
+    from streamvggt.train.data.check import check_dataset
+
+    data, problems = config.data, []
+    for number, entry in enumerate(data.datasets):
+        arguments = {
+            "root": entry.root,
+            "split": entry.split,
+            "num_views": data.num_views,
+            "aug_crop": data.aug_crop,
+            **entry.options,
+            "color_jitter": False,  # the contact sheet shows the stored colours
+        }
+        output = Path(config.run.output_dir) / "data_check" / f"{number:02d}_{entry.type}" if write else None
+        report = check_dataset(entry.type, arguments, size=tuple(data.resolutions[0]), output=output)
+        logger.info(
+            "data check %s (%s): %s scenes, %s frames, %s clips, %d problem(s)",
+            entry.type,
+            entry.root,
+            report.scenes,
+            report.frames,
+            report.clips,
+            len(report.problems),
+        )
+        problems.extend(f"{entry.type} ({entry.root}): {problem}" for problem in report.problems)
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command; returns the exit status (2 for a bad config or missing data)."""
+    """Run the command; returns the exit status (2 for a bad config or missing data, 1 when --check-data finds
+    problems)."""
     args = build_parser().parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
@@ -53,10 +91,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             sys.stdout.write(yaml.safe_dump(config.to_dict(), sort_keys=False))
             return 0
+        if args.check_data:
+            problems = check_training_data(config, write=rank == 0)
+            if problems:
+                logger.error("data check: %d problem(s); not training:\n  - %s", len(problems), "\n  - ".join(problems))
+                return 1
+            logger.info("data check: no problem found")
+        for module in ("accelerate", "tensorboard", *(("matplotlib",) if config.run.plot else ())):
+            require(module, "train")  # before the run (tensorboard logs from the first step, plots at the end)
         from streamvggt.train.loop import train  # heavy imports only when training
 
         folder = train(config, resume=args.resume)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, MissingExtraError) as error:
         logger.error("%s", error)
         return 2
     logger.info("done: %s", folder)

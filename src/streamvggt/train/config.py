@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from streamvggt.config import ModelConfig
+from streamvggt.extras import require
+
+yaml = require("yaml", "train")
 
 
 @dataclass

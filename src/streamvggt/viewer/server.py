@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import viser
-import viser.transforms as vtf
 from PIL import Image
 
+from streamvggt.extras import require
 from streamvggt.viewer.scene import (
     CUMULATIVE,
     MAX_POINTS_PER_FRAME,
@@ -40,6 +39,8 @@ from streamvggt.viewer.scene import (
 if TYPE_CHECKING:
     from streamvggt.reconstruction import FrameResult
 
+viser = require("viser", "viewer")
+vtf = require("viser.transforms", "viewer")
 log = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -26,6 +26,7 @@ import numpy as np
 
 from streamvggt.evaluate.datasets.base import read_rgb
 from streamvggt.evaluate.datasets.posed import PoseSequence
+from streamvggt.evaluate.options import CO3D_NUM_FRAMES
 from streamvggt.io.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ SEEN_CATEGORIES = (
     "wineglass",
 )  # fmt: skip
 MIN_FRAMES = 50
-NUM_FRAMES = 10
+NUM_FRAMES = CO3D_NUM_FRAMES
 MAX_TRANSLATION_SUM = 1e5  # the reference's sanity check on T[0] + T[1] + T[2] of every frame
 PT3D_TO_CV = np.diag([-1.0, -1.0, 1.0])  # PyTorch3D camera axes (x left, y up) -> OpenCV (x right, y down)
 
