@@ -11,6 +11,7 @@ import streamvggt.evaluate.depth as depth_protocols
 from streamvggt.evaluate.datasets import open_depth_dataset
 from streamvggt.evaluate.runner import resize_to, stream_sequence
 from tests.eval_fakes import FAKES, SINTEL_SEQUENCES
+from tests.hand_metrics import lower_median
 from tests.reconstruct_helpers import tiny_checkpoint
 from tests.test_cli import run_cli
 
@@ -18,10 +19,6 @@ from tests.test_cli import run_cli
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     return tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
-
-
-def _lower_median(values: np.ndarray) -> float:
-    return float(np.sort(values)[(values.size - 1) // 2])
 
 
 def test_monodepth_on_sintel_prints_the_averages_and_writes_the_report(tmp_path, checkpoint, monkeypatch):
@@ -55,7 +52,7 @@ def test_monodepth_on_sintel_prints_the_averages_and_writes_the_report(tmp_path,
             gt = data.read_depth(frame.depth).astype(np.float64)
             pred = resize_to(next(depths), gt.shape).astype(np.float64)
             valid = (gt > 0) & (gt < 70)
-            aligned = np.minimum(pred * _lower_median(gt[valid]) / _lower_median(pred[valid]), 70.0)[valid]
+            aligned = np.minimum(pred * lower_median(gt[valid]) / lower_median(pred[valid]), 70.0)[valid]
             errors.append(np.abs(aligned - gt[valid]) / gt[valid])
             ratios.append(np.maximum(aligned / gt[valid], gt[valid] / aligned))
     summary = document["summary"]

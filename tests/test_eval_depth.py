@@ -30,6 +30,7 @@ from tests.eval_fakes import (
     write_cam,
     write_dpt,
 )
+from tests.hand_metrics import depth_errors, pixel_weighted, weiszfeld_scale
 from tests.reconstruct_helpers import frame_pixels, tiny_model
 from tests.test_eval_depth_fit import hand_adam_l1_fit
 
@@ -290,33 +291,6 @@ def test_a_wrong_prediction_scores_worse_than_a_perfect_one(tmp_path, monkeypatc
     assert 0.1 < summary["abs_rel"] < 0.5 and summary["delta_1.25"] < 0.9
 
 
-def _hand_scored(pred: np.ndarray, gt: np.ndarray, scale: float, shift: float = 0.0) -> dict[str, float]:
-    """Abs Rel, RMSE and δ < 1.25 of ``scale * pred + shift`` on the valid pixels, from their definitions."""
-    aligned = scale * pred.astype(np.float64) + shift
-    g = gt.astype(np.float64)
-    ratio = np.maximum(aligned / g, g / aligned)
-    return {
-        "abs_rel": float(np.mean(np.abs(aligned - g) / g)),
-        "rmse": float(np.sqrt(np.mean((aligned - g) ** 2))),
-        "delta_1.25": float(np.mean(ratio < 1.25)),
-        "valid_pixels": g.size,
-    }
-
-
-def _weiszfeld_scale(pred: np.ndarray, gt: np.ndarray) -> float:
-    """The reference's video-depth scale written out: mean ratio, ten reweighted least-squares steps, >= 1e-3."""
-    p, g = pred.astype(np.float64), gt.astype(np.float64)
-    scale = g.mean() / p.mean()
-    for _ in range(10):
-        weights = 1.0 / (np.abs(scale * p - g) + 1e-8)
-        scale = (weights * p * g).sum() / (weights * p * p).sum()
-    return max(scale, 1e-3)
-
-
-def _weighted(rows: list[dict[str, float]], key: str) -> float:
-    return sum(row[key] * row["valid_pixels"] for row in rows) / sum(row["valid_pixels"] for row in rows)
-
-
 def _affine_stream(dataset: str, scale: float, shift: float):
     """A stand-in for stream_sequence predicting ``scale`` * ground truth + ``shift``."""
 
@@ -347,9 +321,9 @@ def test_video_depth_scale_and_shift_defaults_to_the_reference_adam_fit(tmp_path
     rows = []
     for g, p in _valid_gt_and_pred(root, "bonn", 0.5, -0.3):
         scale, shift, _ = hand_adam_l1_fit(p, g)
-        rows.append(_hand_scored(p, g, scale, shift))
+        rows.append(depth_errors(scale * p + shift, g))
     for key in ("abs_rel", "rmse", "delta_1.25"):
-        assert summary[key] == pytest.approx(_weighted(rows, key), rel=1e-7), key
+        assert summary[key] == pytest.approx(pixel_weighted(rows, key), rel=1e-7), key
     assert summary["abs_rel"] > 0.05
     assert json.loads((tmp_path / "out" / "video-depth-bonn.json").read_text())["meta"]["fit"] == "reference"
 
@@ -395,9 +369,9 @@ def test_video_depth_with_a_tiny_model_scores_the_streamed_depth(tmp_path, monke
         gt = np.stack([data.read_depth(frame.depth) for frame in sequence.frames[:2]])
         pred = np.stack([resize_to(result.depth, gt.shape[1:]) for result in results])
         valid = gt > 0
-        rows.append(_hand_scored(pred[valid], gt[valid], _weiszfeld_scale(pred[valid], gt[valid])))
+        rows.append(depth_errors(weiszfeld_scale(pred[valid], gt[valid]) * pred[valid], gt[valid]))
     for key in ("abs_rel", "rmse", "delta_1.25"):
-        assert summary[key] == pytest.approx(_weighted(rows, key), rel=1e-6), key
+        assert summary[key] == pytest.approx(pixel_weighted(rows, key), rel=1e-6), key
     assert summary["valid_pixels"] == sum(row["valid_pixels"] for row in rows)
     assert summary["frames"] == 4
     document = json.loads((tmp_path / "out" / "video-depth-kitti.json").read_text())
