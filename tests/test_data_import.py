@@ -7,7 +7,6 @@ intrinsics and poses are exact: pixel centres at +0.5, world-to-camera poses, z-
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -23,7 +22,8 @@ from PIL import Image
 from streamvggt import reconstruct
 from streamvggt.io.errors import InputError, OutputError
 from streamvggt.train.config import from_dict
-from streamvggt.train.data.importers import add_arguments, import_colmap, import_reconstruction, run
+from streamvggt.train.data.command import main as data_command
+from streamvggt.train.data.importers import import_colmap, import_reconstruction
 from streamvggt.train.data.layouts import GenericDataset
 from streamvggt.train.data.mix import build_reader
 from streamvggt.train.data.sampling import ItemKey
@@ -452,9 +452,8 @@ def test_a_folder_without_frames_is_not_a_reconstruction(tmp_path: Path) -> None
 
 
 def import_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``streamvggt data import ARGV``."""
+    return data_command(["import", *argv])
 
 
 def test_the_command_imports_and_reports_a_bad_source_in_one_line(tmp_path: Path, capture, caplog, capsys) -> None:
