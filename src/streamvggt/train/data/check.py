@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from streamvggt.extras import require
 from streamvggt.geometry import depth_to_camera_points
 from streamvggt.io.atomic import atomic_output
 from streamvggt.train.data.base import MultiViewDataset
@@ -99,7 +100,8 @@ def reprojection(clip: dict, view: int, tolerance: float = 0.03) -> tuple[float,
 # Depth factors tried against the stored one: a depth map in other units than the camera translations (mm
 # read as m, ...) agrees better once multiplied by one of them.
 UNIT_FACTORS = (1e-3, 1e-2, 1e-1, 10.0, 100.0, 1e3)
-UNIT_MARGIN = 0.03  # how much better another factor must agree to be reported
+# Another factor is reported when it agrees better by this much and removes at least half the disagreement.
+UNIT_MARGIN = 0.01
 UNIT_SWEEP_POINTS = 4096  # about this many of view 0's pixels per factor
 
 
@@ -180,7 +182,9 @@ def summarise_clip(index: int, clip: dict, tolerance: float) -> tuple[ClipReport
     views = [reproject(clip, view, tolerance) for view in range(1, depth.shape[0])]
     overlapping = [r.agree for r in views if r.coverage > 0]
     factor, factor_score, base_score = best_depth_factor(clip, tolerance)
-    if factor_score is not None and base_score is not None and factor_score < base_score + UNIT_MARGIN:
+    if base_score is not None and (
+        factor_score < base_score + UNIT_MARGIN or 1.0 - factor_score > 0.5 * (1.0 - base_score)
+    ):
         factor, factor_score = 1.0, base_score  # not clearly better: keep the stored units
     report = ClipReport(
         index=index,
@@ -206,9 +210,10 @@ def clip_problems(report: ClipReport, clip: dict, min_consistency: float) -> lis
     if not has_depth[0] or len(has_depth) == 1:
         return problems
     if report.best_depth_factor != 1.0:
+        stored = "no overlap" if report.score is None else f"{report.score:.2f}"
         problems.append(
             f"clip {report.index}: depth agrees better multiplied by {report.best_depth_factor:g} "
-            f"(consistency {report.best_factor_score:.2f} against {report.score:.2f}): "
+            f"(consistency {report.best_factor_score:.2f} against {stored}): "
             "depth and camera translations in different units?"
         )
     if report.score is None:
@@ -278,6 +283,7 @@ def _write_outputs(report: DatasetReport, sheet: tuple | None, output: Path | No
 def write_contact_sheet(path: Path, clip: dict, summary: ClipReport, views: list[Reprojection]) -> None:
     """A PNG of one clip: images, depth (invalid pixels grey) and, per later view, where view 0's reprojected
     depth disagrees (relative error, 0-20 %, on view 0's pixels)."""
+    require("matplotlib", "train", "the data check's contact sheet")
     from streamvggt.evaluate.plotting import pyplot, save_figure
 
     plt = pyplot()

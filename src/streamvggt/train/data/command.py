@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import yaml
-
+from streamvggt.extras import MissingExtraError, require
 from streamvggt.train.data import importers
 from streamvggt.train.data.check import DatasetReport, check_dataset
 from streamvggt.train.data.mix import READERS
+
+yaml = require("yaml", "train")
 
 CHECK_EPILOG = """\
 examples:
@@ -94,6 +95,9 @@ def _run_check(args: argparse.Namespace) -> int:
             min_consistency=args.min_consistency,
             output=output,
         )
+    except MissingExtraError as error:
+        sys.stderr.write(f"streamvggt data check: {error}\n")
+        return 2
     except OSError as error:  # the report folder cannot be written
         sys.stderr.write(f"streamvggt data check: cannot write {output}: {error}\n")
         return 2
