@@ -18,6 +18,19 @@ PACKAGE = "streamvggt"
 CLI = "streamvggt.cli"
 # ``python -m streamvggt`` runs the command line; this entry point is the one module above cli.
 CLI_ENTRY_POINTS = {"streamvggt.__main__"}
+# The bottom of the layering (DESIGN.md): layers need torch only; the model builds on layers and the small shared
+# modules, never on what drives it (sessions, weight loading, orchestration), which it reaches lazily if at all.
+ALLOWED_BELOW = {
+    "streamvggt.layers": ("streamvggt.layers",),
+    "streamvggt.model": (
+        "streamvggt.model",
+        "streamvggt.layers",
+        "streamvggt.cache",
+        "streamvggt.config",
+        "streamvggt.device",
+        "streamvggt.geometry",
+    ),
+}
 
 
 def module_name(path: Path) -> str:
@@ -177,6 +190,23 @@ def test_find_cycles_names_an_import_circle():
 def test_no_module_level_import_circles():
     cycles = find_cycles(import_graph())
     assert not cycles, "import circles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def within(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == package or name.startswith(package + ".") for package in packages)
+
+
+def test_layers_and_model_import_only_what_lies_below_them():
+    graph = import_graph()
+    upward = sorted(
+        f"{name} -> {target}"
+        for part, allowed in ALLOWED_BELOW.items()
+        for name, targets in graph.items()
+        if within(name, (part,))
+        for target in targets
+        if not within(target, allowed)
+    )
+    assert upward == []
 
 
 def test_nothing_imports_the_command_line_module():
