@@ -12,8 +12,9 @@ from torch import Tensor
 _FRAME_AXIS = "frame_axis"
 
 
-# Not a collections.abc.Mapping on purpose: Accelerate rebuilds Mappings in model outputs as type(out)(dict), which
-# a dataclass cannot take; as a dataclass, DDP and Accelerate find its tensors as fields.
+# Not a collections.abc.Mapping on purpose: Accelerate's mixed-precision output conversion rebuilds a Mapping as
+# type(out)(dict), which this class cannot take, and passes other objects through (the heads already return fp32);
+# DDP finds a dataclass's tensors field by field.
 @dataclass(frozen=True, eq=False, repr=False)
 class Predictions:
     """What the offline forward and a streaming step return (see :mod:`streamvggt.geometry` for conventions).
