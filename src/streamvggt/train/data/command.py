@@ -60,14 +60,22 @@ def _option(text: str) -> tuple[str, object]:
 
 def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="the dataset folder (as the reader's root)")
-    parser.add_argument("--type", required=True, choices=sorted(READERS), help="the reader (dataset type)")
+    parser.add_argument(
+        "--type",
+        required=True,
+        choices=sorted(READERS),
+        metavar="TYPE",
+        help=f"the reader (dataset type): {', '.join(sorted(READERS))}",
+    )
     parser.add_argument("--split", default="train", help="the reader's split (train)")
     parser.add_argument("--num-views", type=_positive, default=10, help="frames per clip (10, as the recipe)")
     parser.add_argument(
         "--option", type=_option, action="append", default=[], metavar="KEY=VALUE", help="another reader option"
     )
     parser.add_argument("--clips", type=_positive, default=8, help="clips to read (8)")
-    parser.add_argument("--size", type=_positive, nargs=2, default=(518, 392), metavar=("W", "H"), help="(518 392)")
+    parser.add_argument(
+        "--size", type=_positive, nargs=2, default=(518, 392), metavar=("W", "H"), help="clip size (518 392)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="which clips are read (0)")
     parser.add_argument(
         "--min-consistency", type=float, default=0.5, help="lowest accepted reprojection consistency of a clip (0.5)"

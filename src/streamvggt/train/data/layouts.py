@@ -1,7 +1,7 @@
 """Readers for the CUT3R-processed on-disk layouts (every camera OpenCV, every pose camera-to-world 4x4).
 
 - ``generic``: ``ROOT/[split/]{scene}/rgb/{b}.png|jpg``, ``depth/{b}.npy`` (float, metres), ``cam/{b}.npz``
-  (``pose``, ``intrinsics``). Spring, MVS-Synth, PointOdyssey and OmniObject3D use it.
+  (``pose``, ``intrinsics``): users' own data (the four synthetic sets have readers in synthetic_layouts).
 - ``scannet``: ``ROOT/scans_{train|test}/scene*/new_scene_metadata.npz`` (``images``: basenames),
   ``color/{b}.jpg``, ``depth/{b}.png`` (uint16 mm), ``cam/{b}.npz`` (``pose``, ``intrinsics``).
 - ``arkitscenes``: ``ROOT/{Training|Test}/all_metadata.npz`` (``scenes``); per scene ``new_scene_metadata.npz``
