@@ -9,6 +9,8 @@ import pycolmap
 import pytest
 import torch
 import trimesh
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
 
 import streamvggt
 from streamvggt.geometry import pose_encoding_to_extri_intri, unproject_depth
@@ -82,6 +84,76 @@ def test_reconstruct_writes_every_output_and_reports(model, frames_dir, tmp_path
     assert leftovers(out) == []
 
 
+@pytest.fixture
+def written_and_streamed(model, frames_dir, tmp_path):
+    """reconstruct()'s output folder, and the session's own results on the same frames (a second session)."""
+    out = tmp_path / "out"
+    reconstruct(frames_dir, out, model, size=70)
+    with open_source(frames_dir) as source:
+        results = list(Reconstructor(model, size=70).run(read_frames(source)))
+    return out, results
+
+
+def test_written_cameras_and_depth_are_the_sessions(written_and_streamed):
+    out, results = written_and_streamed
+    frames = json.loads((out / "cameras.json").read_text())["frames"]
+    assert [frame["name"] for frame in frames] == [result.name for result in results]
+    for frame, result in zip(frames, results, strict=True):
+        np.testing.assert_allclose(frame["extrinsic"], result.extrinsic, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(frame["intrinsic"], result.intrinsic, rtol=1e-6)
+        np.testing.assert_array_equal(np.load(out / frame["depth"]), result.depth)
+        np.testing.assert_array_equal(np.load(out / frame["depth_conf"]), result.depth_conf)
+
+
+def test_written_trajectory_is_each_cameras_centre_and_orientation(written_and_streamed):
+    out, results = written_and_streamed
+    lines = [line.split() for line in (out / "trajectory.tum").read_text().splitlines() if not line.startswith("#")]
+    assert len(lines) == len(results)
+    for line, result in zip(lines, results, strict=True):
+        stamp, centre, quaternion = float(line[0]), np.array(line[1:4], float), np.array(line[4:8], float)
+        rotation, translation = result.extrinsic[:3, :3], result.extrinsic[:3, 3]
+        assert stamp == result.index  # an image folder has no times: the stream index
+        np.testing.assert_allclose(centre, -rotation.T @ translation, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(Rotation.from_quat(quaternion).as_matrix(), rotation.T, atol=1e-6)
+
+
+def test_written_points_are_each_frames_confident_half_unprojected(written_and_streamed):
+    out, results = written_and_streamed
+    expected = []
+    for result in results:
+        points, conf = result.points("depth")
+        expected.append(points[conf >= np.percentile(conf, 50)])  # the default threshold: each frame's median
+    expected = np.concatenate(expected)
+    written = np.asarray(trimesh.load(out / "points.ply").vertices)
+    assert written.shape == expected.shape
+    np.testing.assert_allclose(_sorted_rows(written), _sorted_rows(expected), atol=1e-5)
+
+
+def test_written_colmap_model_holds_the_sessions_cameras_and_points(written_and_streamed):
+    out, results = written_and_streamed
+    colmap = pycolmap.Reconstruction()
+    colmap.read_text(str(out / "colmap"))
+    images = sorted(colmap.images.values(), key=lambda image: image.name)
+    assert len(images) == len(results)
+    for image, result in zip(images, results, strict=True):
+        pose = image.cam_from_world() if callable(image.cam_from_world) else image.cam_from_world
+        np.testing.assert_allclose(pose.matrix(), result.extrinsic, atol=1e-5)
+        camera = colmap.cameras[image.camera_id]
+        assert (camera.height, camera.width) == result.image_size
+        # COLMAP puts pixel centres at +0.5 (the image starts at the top-left pixel's corner), OpenCV at +0.
+        expected = result.intrinsic + np.array([[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]])
+        np.testing.assert_allclose(camera.calibration_matrix(), expected, rtol=1e-6)
+    # The COLMAP points are a sample of points.ply's.
+    cloud = np.asarray(trimesh.load(out / "points.ply").vertices)
+    sample = np.array([point.xyz for point in colmap.points3D.values()])
+    assert 0 < len(sample) <= len(cloud)
+    assert cKDTree(cloud).query(sample)[0].max() < 1e-5
+
+
+def _sorted_rows(points: np.ndarray) -> np.ndarray:
+    return points[np.lexsort(points.T[::-1])]
+
+
 def test_reconstruct_checks_the_input_before_loading_a_model(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the model was loaded for a missing input")
@@ -140,10 +212,20 @@ def test_pad_mode_writes_no_points_from_the_padding(model, frames_dir, tmp_path)
     assert v.min() == 7 and v.max() == 7 + 56 - 1
 
 
-def test_bounded_cache_policy_runs(model, frames_dir, tmp_path):
+def test_bounded_cache_policy_writes_what_a_session_with_that_policy_predicts(model, frames_dir, tmp_path):
     summary = reconstruct(frames_dir, tmp_path / "out", model, size=70, cache="window:1")
     assert summary.frames == 3
-    assert json.loads((tmp_path / "out" / "cameras.json").read_text())["cache"] == "window:1"
+    document = json.loads((tmp_path / "out" / "cameras.json").read_text())
+    assert document["cache"] == "window:1"
+    with open_source(frames_dir) as source:
+        frames = list(read_frames(source))
+    bounded = list(Reconstructor(model, cache="window:1", size=70).run(frames))
+    full = list(Reconstructor(model, size=70).run(frames))
+    for frame, result in zip(document["frames"], bounded, strict=True):
+        np.testing.assert_array_equal(np.load(tmp_path / "out" / frame["depth"]), result.depth)
+        np.testing.assert_allclose(frame["extrinsic"], result.extrinsic, rtol=1e-6, atol=1e-9)
+    # Frame 2 no longer sees frame 1 (the window keeps the first frame and the current one): its camera moved.
+    assert np.abs(np.array(document["frames"][2]["extrinsic"]) - full[2].extrinsic).max() > 1e-3
 
 
 def test_bad_options_fail_before_reading(tmp_path, frames_dir):
