@@ -87,3 +87,26 @@ def homogeneous(poses: np.ndarray) -> np.ndarray:
     out = np.tile(np.eye(4), (len(poses), 1, 1))
     out[:, :3, :] = np.asarray(poses, dtype=np.float64)[:, :3, :]
     return out
+
+
+def sim3_trajectory_errors(pred_c2w: np.ndarray, gt_c2w: np.ndarray) -> dict[str, float]:
+    """ATE and consecutive-frame RPE (translation, rotation in degrees) as RMSEs after Umeyama's Sim(3) alignment
+    of the camera centres, written out for trajectories evo refuses: with collinear true centres the rotation
+    about their line is free, but every optimal alignment gives the same ATE, and RPE only sees the scale."""
+    src, dst = pred_c2w[:, :3, 3], gt_c2w[:, :3, 3]
+    src_c, dst_c = src - src.mean(0), dst - dst.mean(0)
+    u, d, vt = np.linalg.svd(dst_c.T @ src_c / len(src))
+    sign = np.diag([1.0, 1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt))])
+    rotation = u @ sign @ vt
+    scale = np.trace(np.diag(d) @ sign) / np.mean((src_c**2).sum(1))
+    aligned = pred_c2w.copy()
+    aligned[:, :3, :3] = rotation @ pred_c2w[:, :3, :3]
+    aligned[:, :3, 3] = scale * src @ rotation.T + dst.mean(0) - scale * rotation @ src.mean(0)
+    ate = np.sqrt(np.mean(((aligned[:, :3, 3] - dst) ** 2).sum(1)))
+    errors = [
+        np.linalg.inv(np.linalg.inv(gt_c2w[i]) @ gt_c2w[i + 1]) @ (np.linalg.inv(aligned[i]) @ aligned[i + 1])
+        for i in range(len(gt_c2w) - 1)
+    ]
+    trans = np.sqrt(np.mean([(e[:3, 3] ** 2).sum() for e in errors]))
+    rot = np.sqrt(np.mean([np.degrees(Rotation.from_matrix(e[:3, :3]).magnitude()) ** 2 for e in errors]))
+    return {"ate": float(ate), "rpe_trans": float(trans), "rpe_rot_deg": float(rot)}

@@ -14,9 +14,11 @@ from streamvggt.evaluate import pose
 from streamvggt.evaluate.datasets.co3d import Co3dDataset, pytorch3d_to_opencv
 from streamvggt.evaluate.datasets.scannet import ScanNetDataset
 from streamvggt.evaluate.datasets.tum import TumDataset
+from streamvggt.evaluate.runner import stream_sequence
 from streamvggt.evaluate.tracks import TrackedSequence
 from streamvggt.io.errors import InputError
 from tests.eval_fakes_mv import camera_to_world, write_co3d, write_scannet, write_sintel, write_tum
+from tests.hand_metrics import auc, homogeneous, pair_angles, sim3_trajectory_errors
 from tests.reconstruct_helpers import tiny_model
 
 SIZE = 70  # model input size for the tests (the protocols use 518)
@@ -87,11 +89,17 @@ def test_reader_rejects_images_and_poses_that_do_not_pair(tmp_path):
     [("tum", write_tum, "rgbd_dataset_freiburg3_walking_xyz"), ("scannet", write_scannet, "scene0707_00"),
      ("sintel", write_sintel, "alley_2")],
 )  # fmt: skip
-def test_trajectory_protocol_writes_ate_and_rpe(tmp_path, model, dataset, writer, sequence):
+def test_trajectory_protocol_writes_ate_and_rpe(tmp_path, model, monkeypatch, dataset, writer, sequence):
+    streamed = record_stream(monkeypatch)
     writer(tmp_path / "data", frames=4)
     summary = pose.run_pose(dataset, tmp_path / "data", model, tmp_path / "out", size=SIZE)
     assert set(summary) == {"ate", "rpe_trans", "rpe_rot_deg", "frames"} and summary["frames"] == 4
-    assert all(np.isfinite(v) for v in summary.values())
+    # Recomputed from the cameras the session predicted and the fake's true cameras.
+    (predicted,) = streamed
+    pred_c2w, gt_c2w = np.linalg.inv(homogeneous(predicted)), np.stack([camera_to_world(i) for i in range(4)])
+    expected = sim3_trajectory_errors(pred_c2w, gt_c2w)
+    for key in ("ate", "rpe_trans", "rpe_rot_deg"):
+        assert summary[key] == pytest.approx(expected[key], rel=1e-5), key
     document = json.loads((tmp_path / "out" / f"pose-{dataset}.json").read_text())
     assert list(document["per_sequence"]) == [sequence] and document["meta"]["use_ba"] is False
     assert (tmp_path / "out" / "plots" / f"pose-{dataset}" / f"{sequence}.png").is_file()
@@ -103,13 +111,36 @@ def test_scannet_frames_without_pose_are_left_out_of_the_metrics(tmp_path, model
     assert not (tmp_path / "out" / "plots").exists()
 
 
-def test_co3d_protocol_reports_auc_per_category(tmp_path, model):
+def test_co3d_protocol_reports_auc_per_category(tmp_path, model, monkeypatch):
+    streamed = record_stream(monkeypatch)
     write_co3d(tmp_path, {"s1": 50})
     summary = pose.run_pose("co3d", tmp_path, model, tmp_path / "out", num_frames=3, size=SIZE)
     assert set(summary) == {"auc_30", "auc_15", "auc_5", "auc_3", "r_acc_5", "t_acc_5", "sequences"}
-    assert all(0 <= summary[k] <= 1 for k in summary if k != "sequences") and summary["sequences"] == 1
+    assert summary["sequences"] == 1
+    # Recomputed from the session's cameras and the drawn frames' true cameras, pair by pair.
+    (predicted,) = streamed
+    truth = Co3dDataset(tmp_path).sequences("apple", np.random.RandomState(0), 3)[0].cam_from_world
+    rra, rta = pair_angles(homogeneous(predicted), homogeneous(truth))
+    for threshold in (30, 15, 5, 3):
+        assert summary[f"auc_{threshold}"] == pytest.approx(auc(rra, rta, threshold), abs=1e-12)
+    assert summary["r_acc_5"] == pytest.approx((rra < 5).mean()) and summary["t_acc_5"] == pytest.approx(
+        (rta < 5).mean()
+    )
     document = json.loads((tmp_path / "out" / "pose-co3d.json").read_text())
     assert list(document["per_sequence"]) == ["apple"] and document["meta"]["num_frames"] == 3
+
+
+def record_stream(monkeypatch) -> list[np.ndarray]:
+    """Let the protocol stream as usual, and keep each sequence's predicted cameras [S, 3, 4]."""
+    streamed: list[np.ndarray] = []
+
+    def recording(model, frames, cache="full", preprocessor=None):
+        results = stream_sequence(model, frames, cache, preprocessor)
+        streamed.append(np.stack([result.extrinsic for result in results]))
+        return results
+
+    monkeypatch.setattr(pose, "stream_sequence", recording)
+    return streamed
 
 
 def ground_truth_prediction(scale: float):
@@ -146,13 +177,27 @@ def test_perfect_co3d_cameras_score_auc_one(tmp_path, monkeypatch):
     assert summary["auc_30"] == 1.0 and summary["auc_3"] == 1.0 and summary["r_acc_5"] == 1.0
 
 
-def test_use_ba_reports_refined_numbers_beside_the_unchanged_plain_ones(tmp_path, model):
+def test_use_ba_reports_refined_numbers_beside_the_unchanged_plain_ones(tmp_path, model, monkeypatch):
+    adjusted = []
+    adjust = pose.bundle_adjust
+
+    def recording_adjust(*args, **kwargs):
+        result = adjust(*args, **kwargs)
+        adjusted.append(result.extrinsics)
+        return result
+
+    monkeypatch.setattr(pose, "bundle_adjust", recording_adjust)
     write_tum(tmp_path / "data", frames=4)
     plain = pose.run_pose("tum", tmp_path / "data", model, tmp_path / "plain", size=SIZE)
     both = pose.run_pose("tum", tmp_path / "data", model, tmp_path / "ba", use_ba=True, size=SIZE)
     for key in ("ate", "rpe_trans", "rpe_rot_deg"):
         assert both[key] == pytest.approx(plain[key], rel=1e-5, abs=1e-7)
-        assert np.isfinite(both[f"{key}_ba"])
+    # The _ba numbers are those of the cameras bundle adjustment returned.
+    (refined,) = adjusted
+    pred_c2w, gt_c2w = np.linalg.inv(homogeneous(refined)), np.stack([camera_to_world(i) for i in range(4)])
+    expected = sim3_trajectory_errors(pred_c2w, gt_c2w)
+    for key in ("ate", "rpe_trans", "rpe_rot_deg"):
+        assert both[f"{key}_ba"] == pytest.approx(expected[key], rel=1e-5), key
     table = (tmp_path / "ba" / "pose-tum.md").read_text()
     assert "ate_ba" in table and "| ate |" in table
 
