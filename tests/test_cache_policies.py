@@ -125,6 +125,17 @@ def match_tokens(actual: Tensor, expected: Tensor) -> Tensor:
     return index
 
 
+def assert_holds(k_all: Tensor, v_all: Tensor, expected: Reads, label: str) -> None:
+    """The cache answered exactly the kept tokens' keys and values [B, h, n, d], in any order."""
+    for b in range(k_all.shape[0]):
+        for h in range(k_all.shape[1]):
+            kept = expected.kept[b, h]
+            assert k_all.shape[2] == int(kept.sum()), f"{label}: cache holds {k_all.shape[2]} tokens, not {kept.sum()}"
+            order = match_tokens(k_all[b, h], expected.keys[b, h, kept])
+            assert torch.equal(k_all[b, h], expected.keys[b, h, kept][order]), f"{label}: keys b={b} h={h}"
+            assert torch.equal(v_all[b, h], expected.values[b, h, kept][order]), f"{label}: values b={b} h={h}"
+
+
 def stream_cache(policy: CachePolicy, keys: Tensor, values: Tensor, frame_tokens: int) -> Iterator[tuple]:
     """Feed one frame at a time into a fresh layer cache; yield what each update returns."""
     cache = policy.new_layer(frame_tokens)
@@ -143,14 +154,7 @@ def test_cache_holds_exactly_the_tokens_the_policy_keeps(spec, batch):
     reads, margin = reference_reads(policy, keys, values, frame_tokens)
     assert margin > MIN_DECISION_MARGIN
     for t, (k_all, v_all) in enumerate(stream_cache(policy, keys, values, frame_tokens)):
-        expected = reads[t]
-        for b in range(batch):
-            for h in range(keys.shape[1]):
-                kept = expected.kept[b, h]
-                assert k_all.shape[2] == int(kept.sum()), f"frame {t}: cache holds {k_all.shape[2]} tokens"
-                order = match_tokens(k_all[b, h], expected.keys[b, h, kept])
-                assert torch.equal(k_all[b, h], expected.keys[b, h, kept][order]), f"frame {t} keys b={b} h={h}"
-                assert torch.equal(v_all[b, h], expected.values[b, h, kept][order]), f"frame {t} values b={b} h={h}"
+        assert_holds(k_all, v_all, reads[t], f"{spec} frame {t}")
 
 
 @pytest.mark.parametrize("batch", [1, 2])
@@ -196,6 +200,67 @@ def policy_model(seed: int = 0) -> StreamVGGT:
     return model
 
 
+@pytest.fixture(scope="module")
+def model() -> StreamVGGT:
+    return policy_model()
+
+
+def clips(batch: int, frames: int = 6, seed: int = 5) -> Tensor:
+    return torch.rand(batch, frames, 3, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+def streamed(model: StreamVGGT, images: Tensor, spec: str) -> list:
+    session = model.stream(batch_size=images.shape[0], cache=spec)
+    return [session.step(images[:, t]) for t in range(images.shape[1])]
+
+
+def frame_of(out, key: str, t: int) -> Tensor:
+    return out[key][:, :, t] if key == "pose_enc_iters" else out[key][:, t]
+
+
+class CheckedLayer:
+    """A layer cache that checks every answer against the reference, computed from every key and value the
+    layer has been given so far."""
+
+    def __init__(self, cache, policy: CachePolicy, frame_tokens: int, label: str) -> None:
+        self.cache, self.policy, self.frame_tokens, self.label = cache, policy, frame_tokens, label
+        self.keys: list[Tensor] = []
+        self.values: list[Tensor] = []
+
+    @property
+    def nbytes(self) -> int:
+        return self.cache.nbytes
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        k_all, v_all = self.cache.update(k, v)
+        self.keys.append(k)
+        self.values.append(v)
+        reads, margin = reference_reads(
+            self.policy, torch.cat(self.keys, dim=2), torch.cat(self.values, dim=2), self.frame_tokens
+        )
+        assert margin > MIN_DECISION_MARGIN, f"{self.label}: eviction too close to call ({margin:.1e})"
+        assert_holds(k_all, v_all, reads[-1], f"{self.label} frame {len(self.keys) - 1}")
+        return k_all, v_all
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("spec", ALL_POLICIES)
+def test_every_model_cache_holds_what_the_policy_keeps(model, spec, batch, monkeypatch):
+    """Inside a real stream (keys after qk-norm and RoPE, trunk and camera head), each layer's cache answers
+    exactly the tokens of the reference, quantized and dequantized as the reference says for ``+int8``."""
+    checked: list[CheckedLayer] = []
+    new_layer = CachePolicy.new_layer
+
+    def checked_layer(policy: CachePolicy, frame_tokens: int) -> CheckedLayer:
+        checked.append(CheckedLayer(new_layer(policy, frame_tokens), policy, frame_tokens, f"{policy} layer"))
+        return checked[-1]
+
+    monkeypatch.setattr(CachePolicy, "new_layer", checked_layer)
+    streamed(model, clips(batch), spec)
+    trunk, camera = model.config.depth, model.camera_head.num_iterations * model.camera_head.trunk_depth
+    assert len(checked) == trunk + camera and all(len(layer.keys) == 6 for layer in checked)
+
+
 @contextmanager
 def attention_following(policy: CachePolicy, frame_tokens: int, margins: list[float]) -> Iterator[None]:
     """Make every cross-frame attention of an offline forward read what ``policy`` keeps: trunk layers with
@@ -225,16 +290,8 @@ def attention_following(policy: CachePolicy, frame_tokens: int, margins: list[fl
         attention_module.attend = original
 
 
-def clips(batch: int, frames: int = 6) -> Tensor:
-    return torch.rand(batch, frames, 3, 28, 28, generator=torch.Generator().manual_seed(5))
-
-
-def streamed(model: StreamVGGT, images: Tensor, spec: str) -> list[dict[str, Tensor]]:
-    session = model.stream(batch_size=images.shape[0], cache=spec)
-    return [session.step(images[:, t]) for t in range(images.shape[1])]
-
-
-def offline_reference(model: StreamVGGT, images: Tensor, spec: str) -> dict[str, Tensor]:
+def offline_reference(model: StreamVGGT, images: Tensor, spec: str):
+    """The offline forward over ``images`` with every cross-frame attention masked to what ``spec`` keeps."""
     margins: list[float] = []
     frame_tokens = model.aggregator.tokens_per_frame(*images.shape[-2:])
     with torch.no_grad(), attention_following(parse_policy(spec), frame_tokens, margins):
@@ -243,17 +300,11 @@ def offline_reference(model: StreamVGGT, images: Tensor, spec: str) -> dict[str,
     return out
 
 
-def frame_of(out: dict[str, Tensor], key: str, t: int) -> Tensor:
-    return out[key][:, :, t] if key == "pose_enc_iters" else out[key][:, t]
-
-
-@pytest.fixture(scope="module")
-def model() -> StreamVGGT:
-    return policy_model()
-
-
+# Outputs are compared for the policies without int8 only: the offline keys differ from the streamed ones in the
+# last bit, which flips an int8 code now and then (2.7e-5 on one clip's pose_enc), so the quantized policies are
+# checked exactly at the level of cache contents above, and against their unquantized policy below.
 @pytest.mark.parametrize("batch", [1, 2])
-@pytest.mark.parametrize("spec", ALL_POLICIES)
+@pytest.mark.parametrize("spec", POLICIES)
 def test_stream_equals_offline_forward_attending_what_the_policy_keeps(model, spec, batch):
     images = clips(batch)
     expected = offline_reference(model, images, spec)
@@ -262,22 +313,37 @@ def test_stream_equals_offline_forward_attending_what_the_policy_keeps(model, sp
             assert_close(out[key], frame_of(expected, key, t), f"{spec} B={batch} frame {t} {key}")
 
 
-@pytest.mark.parametrize("spec", ALL_POLICIES[1:])
-def test_policy_reference_differs_from_the_full_cache(model, spec):
-    """The comparison above can fail: each bounded or quantized policy changes the last frame's camera."""
+@pytest.mark.parametrize("spec", POLICIES)
+def test_reset_session_streams_the_next_clip_like_a_fresh_one(model, spec):
+    first, second = clips(2, frames=5, seed=6), clips(2, frames=4)
+    session = model.stream(batch_size=2, cache=spec)
+    for t in range(first.shape[1]):
+        session.step(first[:, t])
+    assert session.num_frames == first.shape[1]
+    session.reset()
+    expected = offline_reference(model, second, spec)
+    for t in range(second.shape[1]):
+        out = session.step(second[:, t])
+        for key in FRAME_KEYS:
+            assert_close(out[key], frame_of(expected, key, t), f"{spec} after reset, frame {t} {key}")
+
+
+@pytest.mark.parametrize("spec", POLICIES[1:])
+def test_bounded_policy_reference_differs_from_the_full_cache(model, spec):
+    """The output comparison can fail: each bounded policy changes the last frame's camera."""
     images = clips(1)
     full, bounded = offline_reference(model, images, "full"), offline_reference(model, images, spec)
-    assert (bounded["pose_enc"][:, -1] - full["pose_enc"][:, -1]).abs().max() > 1e-3
+    assert (bounded["pose_enc"][:, -1] - full["pose_enc"][:, -1]).abs().max() > 1e-2
 
 
 @pytest.mark.parametrize("spec", ["full", "window:2"])
 def test_int8_stream_stays_close_to_its_policy(model, spec):
     """Within test_stream's int8 bounds. Not for budgets: their evictions read dequantized keys, so quantization
-    may evict other tokens (budget:27 moves this clip's camera by 3e-2); the comparison with the explicitly
-    quantized reference above covers them."""
+    may evict other tokens (budget:27 moves this clip's camera by 3e-2)."""
     images = clips(2)
     for t, (plain, quantized) in enumerate(
         zip(streamed(model, images, spec), streamed(model, images, spec + "+int8"), strict=True)
     ):
         assert ((quantized["depth"] - plain["depth"]).abs() / plain["depth"]).max() < 1e-4, f"frame {t}"
         assert (quantized["pose_enc"] - plain["pose_enc"]).abs().max() < 1e-2, f"frame {t}"
+        assert (quantized["pose_enc"] - plain["pose_enc"]).abs().max() > 0, f"frame {t}: int8 changed nothing"

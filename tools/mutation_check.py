@@ -159,6 +159,15 @@ FAULTS = (
         ),
     ),
     Fault(
+        "camera-caches-survive-reset",
+        "stream.py",
+        "reset() keeps the camera head's caches and the next stream appends to them",
+        (
+            ("        self._camera_caches: list[list[LayerCache]] = []\n", ""),
+            ("self._camera_caches = [", "self._camera_caches = getattr(self, '_camera_caches', None) or ["),
+        ),
+    ),
+    Fault(
         "reset-keeps-frame-count",
         "stream.py",
         "reset() leaves num_frames as it was (the next frame is not an anchor)",
