@@ -110,3 +110,29 @@ def sim3_trajectory_errors(pred_c2w: np.ndarray, gt_c2w: np.ndarray) -> dict[str
     trans = np.sqrt(np.mean([(e[:3, 3] ** 2).sum() for e in errors]))
     rot = np.sqrt(np.mean([np.degrees(Rotation.from_matrix(e[:3, :3]).magnitude()) ** 2 for e in errors]))
     return {"ate": float(ate), "rpe_trans": float(trans), "rpe_rot_deg": float(rot)}
+
+
+def cloud_errors(pred: np.ndarray, gt: np.ndarray, neighbours: int = 30) -> dict[str, float]:
+    """Accuracy and completeness (nearest-neighbour distances, mean and median) and normal consistency |n . n'| of
+    two clouds [N, 3] and [M, 3]; normals from the smallest principal axis of each point's ``neighbours`` nearest
+    points (Open3D's estimate_normals)."""
+    from scipy.spatial import cKDTree
+
+    def normals(points: np.ndarray) -> np.ndarray:
+        _, index = cKDTree(points).query(points, k=min(neighbours, len(points)))
+        return np.stack([np.linalg.svd(points[i] - points[i].mean(0))[2][-1] for i in index])
+
+    acc, to_gt = cKDTree(gt).query(pred)
+    comp, to_pred = cKDTree(pred).query(gt)
+    n_pred, n_gt = normals(pred), normals(gt)
+    nc1 = np.abs((n_pred * n_gt[to_gt]).sum(1))
+    nc2 = np.abs((n_gt * n_pred[to_pred]).sum(1))
+    return {
+        "acc": float(acc.mean()),
+        "acc_med": float(np.median(acc)),
+        "comp": float(comp.mean()),
+        "comp_med": float(np.median(comp)),
+        "nc1": float(nc1.mean()),
+        "nc2": float(nc2.mean()),
+        "nc": float((nc1.mean() + nc2.mean()) / 2),
+    }

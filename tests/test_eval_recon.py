@@ -17,6 +17,7 @@ from streamvggt.evaluate.icp import estimate_normals, icp_point_to_point
 from streamvggt.geometry import depth_to_camera_points
 from streamvggt.io.errors import InputError
 from tests.eval_fakes_mv import RGBD_HEIGHT, RGBD_WIDTH, camera_to_world, depth_map, write_7scenes, write_nrgbd
+from tests.hand_metrics import cloud_errors
 from tests.reconstruct_helpers import tiny_model
 
 SMALL = {"resolution": (112, 84), "crop": 56}  # a quick version of the protocol's 518 x 392 and 224
@@ -143,12 +144,25 @@ def test_scale_and_shift_alignment_makes_a_scaled_shifted_copy_exact():
 # ------------------------------------------------------------------------------------------------- end to end
 
 
-def test_recon_on_7scenes_writes_per_scene_and_mean_results(tmp_path):
+def test_recon_on_7scenes_writes_per_scene_and_mean_results(tmp_path, monkeypatch):
+    registered = []
+    register = recon.icp_point_to_point
+
+    def recording_icp(source, target, threshold, *args, **kwargs):
+        result = register(source, target, threshold, *args, **kwargs)
+        registered.append((source, target, result.transformation, threshold))
+        return result
+
+    monkeypatch.setattr(recon, "icp_point_to_point", recording_icp)
     root = write_7scenes(tmp_path / "7scenes", frames=3)
     summary = recon.run_recon("7scenes", root, tiny_model(), tmp_path / "out", kf_every=1, **SMALL)
-    for key in ("acc", "acc_med", "comp", "comp_med", "nc1", "nc2", "nc", "nc_med"):
-        assert np.isfinite(summary[key])
     assert summary["frames"] == 3 and 0 < summary["points"] <= 3 * 56 * 56
+    # The scores, recomputed by hand from the clouds the protocol registered and the transform ICP found.
+    ((pred, gt, transformation, threshold),) = registered
+    assert threshold == 0.1 and len(pred) == summary["points"]
+    expected = cloud_errors(pred @ transformation[:3, :3].T + transformation[:3, 3], gt)
+    for key, value in expected.items():
+        assert summary[key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
     document = json.loads((tmp_path / "out" / "recon-7scenes.json").read_text())
     assert list(document["per_sequence"]) == ["chess/seq-01"]
     assert document["meta"]["crop"] == 56 and document["meta"]["kf_every"] == 1
