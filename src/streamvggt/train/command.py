@@ -97,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
                 logger.error("data check: %d problem(s); not training:\n  - %s", len(problems), "\n  - ".join(problems))
                 return 1
             logger.info("data check: no problem found")
-        for module in ("accelerate", "tensorboard", *(("matplotlib",) if config.run.plot else ())):
-            require(module, "train")  # before the run (tensorboard logs from the first step, plots at the end)
+        # Checked before the run: TensorBoard logs from the first step, the loss curve is drawn at the end.
+        require("accelerate", "train")
+        require("tensorboard", "train")
+        if config.run.plot:
+            require("matplotlib", "train")
         from streamvggt.train.loop import train  # heavy imports only when training
 
         folder = train(config, resume=args.resume)
