@@ -6,6 +6,7 @@ conventions: each camera's frustum and each point project back into that camera'
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -20,7 +21,7 @@ import torch
 import trimesh
 from safetensors.torch import load_file, save_file
 
-from streamvggt.cli import main
+from streamvggt.cli import build_parser, main
 from tests.reconstruct_helpers import HEIGHT, WIDTH, frame_pixels, tiny_checkpoint, write_images, write_video
 
 FRAME_NAMES = ["10.png", "2.png", "1.png", "30.png"]  # natural order: 1, 2, 10, 30
@@ -424,3 +425,44 @@ def test_the_installed_module_runs_without_a_traceback(tmp_path):
         timeout=120,
     )
     assert_clean_failure(result.returncode, result.stderr, "input not found")
+
+
+# ---------------------------------------------------------------------------------------------- the parser itself
+
+
+def subcommand_options(name: str) -> dict[str, argparse.Action]:
+    """The options of ``streamvggt NAME`` by their first flag (positionals by name)."""
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return {(a.option_strings or [a.dest])[0]: a for a in commands.choices[name]._actions if a.dest != "help"}
+
+
+def described(action: argparse.Action) -> tuple:
+    return action.help, action.default, action.choices, action.type, action.metavar, action.required
+
+
+def test_reconstruct_and_view_declare_their_shared_options_alike():
+    reconstruct, view = subcommand_options("reconstruct"), subcommand_options("view")
+    shared = sorted(set(reconstruct) & set(view) - {"input"})
+    assert len(shared) == 16  # model, sampling, preprocessing, points, viewer server and terminal options
+    for flag in shared:
+        assert described(reconstruct[flag]) == described(view[flag]), flag
+    assert view["input"].help.startswith(reconstruct["input"].help)
+
+
+def test_demo_declares_the_model_and_terminal_options_as_reconstruct_does():
+    reconstruct, demo = subcommand_options("reconstruct"), subcommand_options("demo")
+    assert sorted(set(reconstruct) & set(demo)) == ["--checkpoint", "--device", "--no-progress", "-o", "-v"]
+    for flag in ("--checkpoint", "--device", "--no-progress", "-v"):
+        assert described(reconstruct[flag]) == described(demo[flag]), flag
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"), [("data", "usage: streamvggt data"), ("train", "usage: streamvggt train")]
+)
+def test_delegated_commands_pass_every_argument_to_their_tool(command, usage):
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stdout(out):
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert out.getvalue().startswith(usage)
+    assert f"(see streamvggt {command} --help)" in build_parser().format_help()
