@@ -11,7 +11,15 @@ import streamvggt.evaluate.depth as depth_protocols
 from streamvggt.evaluate.datasets import open_depth_dataset
 from streamvggt.evaluate.runner import resize_to, stream_sequence
 from tests.eval_fakes import FAKES, SINTEL_SEQUENCES
-from tests.hand_metrics import lower_median
+from tests.hand_metrics import (
+    auc,
+    depth_errors,
+    homogeneous,
+    lower_median,
+    pair_angles,
+    sim3_trajectory_errors,
+    weiszfeld_scale,
+)
 from tests.reconstruct_helpers import tiny_checkpoint
 from tests.test_cli import run_cli
 
@@ -79,7 +87,17 @@ def test_video_depth_runs_with_a_bounded_cache_and_an_alignment(tmp_path, checkp
     assert not (tmp_path / "out" / "plots").exists()
 
 
-def test_synthetic_scores_the_model_beside_the_baselines(tmp_path, checkpoint):
+def test_synthetic_scores_the_model_beside_the_baselines(tmp_path, checkpoint, monkeypatch):
+    import streamvggt.evaluate.synthetic as synthetic
+
+    streamed = []
+
+    def recording_stream(model, frames, cache="full", preprocessor=None):
+        results = stream_sequence(model, frames, cache, preprocessor)
+        streamed.append(results)
+        return results
+
+    monkeypatch.setattr(synthetic, "stream_sequence", recording_stream)
     code, stdout, stderr = run_cli(
         "eval", "synthetic", "--checkpoint", checkpoint, "--sequences", 1, "--num-frames", 3, "--no-progress",
         "-o", tmp_path / "out",
@@ -87,11 +105,27 @@ def test_synthetic_scores_the_model_beside_the_baselines(tmp_path, checkpoint):
     assert code == 0, stderr
     assert stdout.startswith("synthetic: depth_abs_rel ")
     document = json.loads((tmp_path / "out" / "synthetic.json").read_text())
-    (row,) = document["per_sequence"].values()
-    for key in ("depth_abs_rel", "rra_deg", "rta_deg", "auc_30", "ate", "rpe_trans", "rpe_rot_deg"):
-        assert np.isfinite(row[key]), key
+    ((name, row),) = document["per_sequence"].items()
+    assert name == f"seed{synthetic.HELD_OUT_SEED + 1}"
+    # Recomputed by hand from the streamed depth and cameras and the held-out scene's ground truth.
+    truth = synthetic.synthetic_sequence(3, seed=synthetic.HELD_OUT_SEED + 1)
+    (results,) = streamed
+    depth = np.stack([result.depth for result in results]).astype(np.float64)
+    extrinsics = homogeneous(np.stack([result.extrinsic for result in results]))
+    assert row["depth_abs_rel"] == pytest.approx(
+        depth_errors(weiszfeld_scale(depth, truth.depth) * depth, truth.depth)["abs_rel"], rel=1e-6
+    )
+    rra, rta = pair_angles(extrinsics, truth.extrinsics)
+    assert row["rra_deg"] == pytest.approx(rra.mean(), rel=1e-6)
+    assert row["rta_deg"] == pytest.approx(rta.mean(), rel=1e-6)
+    assert row["auc_30"] == pytest.approx(auc(rra, rta), abs=1e-12)
+    trajectory = sim3_trajectory_errors(np.linalg.inv(extrinsics), np.linalg.inv(truth.extrinsics))
+    for key in ("ate", "rpe_trans", "rpe_rot_deg"):
+        assert row[key] == pytest.approx(trajectory[key], rel=1e-5), key
     assert row["baseline_identity_pose/rta_deg"] == pytest.approx(90.0)
-    assert row["baseline_constant_depth/depth_abs_rel"] > 0.01
+    constant = np.ones_like(truth.depth)
+    flat = depth_errors(weiszfeld_scale(constant, truth.depth) * constant, truth.depth)
+    assert row["baseline_constant_depth/depth_abs_rel"] == pytest.approx(flat["abs_rel"], rel=1e-6)
     assert document["summary"] == pytest.approx(row)
     assert len(list((tmp_path / "out" / "plots" / "synthetic").glob("*.png"))) == 1
 
