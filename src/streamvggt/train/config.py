@@ -47,7 +47,7 @@ class ModelSection:
 class DatasetEntry:
     """One dataset of the mix and how many clips it contributes per epoch."""
 
-    type: str  # reader: generic, scannet, arkitscenes, co3d, wildrgbd, synthetic
+    type: str  # reader: a key of streamvggt.train.data.mix.READERS (docs/training.md lists the datasets)
     samples: int  # clips per epoch (the reference's "N @ Dataset")
     root: str | None = None
     split: str = "train"
