@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from streamvggt import StreamVGGT
-from streamvggt.train.config import ModelSection, TrainConfig, load_config
+from streamvggt.train.config import ModelSection, load_config
 from streamvggt.train.data.mix import DatasetMix
 from streamvggt.train.data.sampling import ItemKey
 from streamvggt.train.loop import build_mix
@@ -158,15 +158,11 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work
 
 
-def small_config(work: Path, monkeypatch: pytest.MonkeyPatch) -> TrainConfig:
-    """The small recipe, read from ``work`` (which stays the current directory: its paths are relative)."""
-    monkeypatch.chdir(work)
-    return load_config(work / "recipe.yaml", SMALL)
-
-
 @pytest.fixture
 def mix(work: Path, monkeypatch: pytest.MonkeyPatch) -> DatasetMix:
-    return build_mix(small_config(work, monkeypatch))
+    """The small recipe's mix, read from ``work`` (which stays the current directory: its paths are relative)."""
+    monkeypatch.chdir(work)
+    return build_mix(load_config(work / "recipe.yaml", SMALL))
 
 
 def test_recipe_mix_is_the_reference_mix_of_39000_clips() -> None:
