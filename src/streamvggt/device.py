@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 def select_device(name: str | torch.device | None = None) -> torch.device:
@@ -25,20 +25,30 @@ def select_device(name: str | torch.device | None = None) -> torch.device:
     return device
 
 
-def trunk_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for the transformer trunk, or None for plain fp32.
+def resolve_precision(device: torch.device, precision: str = "auto", dim: int | None = None, tokens: int = 1) -> str:
+    """The concrete mode (``fp32``, ``bf16``, ``fp16`` or ``int8``) that ``precision`` means on ``device``.
 
-    ``auto`` follows the reference: bf16 on CUDA GPUs that support it, fp16 on older ones, fp32 elsewhere (the
-    heads always run in fp32).
+    ``auto``: bf16 on CUDA GPUs that support it, fp16 on older ones (the reference's choice); on CPU the fastest
+    mode whose accuracy holds on this CPU for a trunk of width ``dim`` on ``tokens``-token frames
+    (:func:`streamvggt.precision.choose_cpu_precision`; fp32 when ``dim`` is not given); fp32 elsewhere.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"precision 'int8' runs on the CPU only, not on {device.type}")
+    if precision != "auto":
+        return precision
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and dim is not None:
+        from streamvggt.precision import choose_cpu_precision  # measures GEMMs: only when auto needs it
+
+        return choose_cpu_precision(dim, tokens)
+    return "fp32"
+
+
+def trunk_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype of an explicit or resolved ``precision``, or None for none (fp32, int8, CPU ``auto``
+    before the model's shape is known)."""
+    mode = resolve_precision(device, precision)
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)

@@ -43,9 +43,10 @@ import torch
 from torch import Tensor
 
 from streamvggt.config import ModelConfig
-from streamvggt.device import select_device, trunk_dtype
+from streamvggt.device import resolve_precision, select_device
 from streamvggt.io.atomic import atomic_output
 from streamvggt.model.streamvggt import StreamVGGT
+from streamvggt.precision import cast_trunk_linears
 
 logger = logging.getLogger(__name__)
 
@@ -99,18 +100,22 @@ def load_model(
 
     source: a checkpoint file, a folder, or a Hugging Face repo id (see the module docstring).
     preset: overrides the architecture: a preset name (``causal`` still from the source) or a full ModelConfig.
-    precision: trunk precision, ``auto``/``fp32``/``bf16``/``fp16`` (see :mod:`streamvggt.device`).
+    precision: trunk precision, ``auto``/``fp32``/``bf16``/``fp16``/``int8`` (see :mod:`streamvggt.precision`).
+        On CPU, bf16 loads the trunk's Linear weights straight into bf16 and int8 quantises them layer by layer,
+        so neither holds the model twice (the file itself is memory-mapped).
     Raises CheckpointError when the source is missing, unreadable, or does not match the architecture.
     """
     target = select_device(device)
-    trunk_dtype(target, precision)  # reject a bad precision before a slow load
+    resolve_precision(target, precision)  # reject a bad precision before a slow load
     checkpoint = resolve_checkpoint(source)
     config, described = _choose_config(checkpoint, preset)
     # No reference kept here to the file's tensors, so casting fp16/bf16 weights frees each original as it goes.
-    model = build_from_state_dict(config, read_state_dict(checkpoint.path), f"{checkpoint.label} ({described})")
-    model.precision = precision
+    label = f"{checkpoint.label} ({described})"
+    model = build_from_state_dict(config, read_state_dict(checkpoint.path), label, precision, target)
     logger.info("loaded %s as %s (causal=%s) on %s", checkpoint.label, described, config.causal, target)
-    return model.to(target).eval()
+    model = model.to(target).eval()
+    model.prepare_precision(target)
+    return model
 
 
 def save_pretrained(model: StreamVGGT, folder: str | os.PathLike) -> Path:
@@ -297,7 +302,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
 def _read_torch(path: Path) -> Any:
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return _torch_load(path)
     except Exception as error:  # pickle, zip and OS errors alike: a bad file must not surface as a traceback
         logger.debug("torch.load(%s) failed", path, exc_info=True)
         unsafe = _unsafe_globals(path)
@@ -310,6 +315,16 @@ def _read_torch(path: Path) -> Any:
         raise CheckpointError(
             f"cannot read {path}: not a PyTorch checkpoint, or truncated ({_one_line(error)})"
         ) from None
+
+
+def _torch_load(path: Path) -> Any:
+    """Memory-mapped where the file allows it (zip format), so tensors cast at load never exist twice in memory."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap" not in str(error):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)  # legacy (pre-zip) format
 
 
 def _unsafe_globals(path: Path) -> list[str]:
@@ -374,14 +389,27 @@ def _strip_prefixes(state: dict[str, Tensor], path: Path) -> dict[str, Tensor]:
 # ----------------------------------------------------------------------------------------------- checking, building
 
 
-def build_from_state_dict(config: ModelConfig, state: dict[str, Tensor], label: str) -> StreamVGGT:
-    """A CPU model for ``config`` holding exactly ``state`` (checked, floats cast to the model's dtypes).
+def build_from_state_dict(
+    config: ModelConfig,
+    state: dict[str, Tensor],
+    label: str,
+    precision: str = "fp32",
+    device: torch.device | None = None,
+) -> StreamVGGT:
+    """A CPU model for ``config`` holding exactly ``state`` (checked, floats cast to the model's dtypes), with
+    ``precision`` set for ``device`` (default CPU).
 
     The model is built on the meta device and takes the tensors by assignment, so a 1.2B model is never allocated
-    twice nor randomly initialised.
+    twice nor randomly initialised. When ``precision`` resolves to bf16 on CPU, the trunk's Linear layers are made
+    bf16 before loading, so their tensors are cast one by one as they are assigned.
     """
     with torch.device("meta"):
         model = StreamVGGT(config)
+    model.precision = precision
+    target = device if device is not None else torch.device("cpu")
+    if target.type == "cpu" and model.resolved_precision(target) == "bf16":
+        cast_trunk_linears(model, torch.bfloat16)
+        model.weights_precision = "bf16"
     expected = model.state_dict()
     _check_names_and_shapes(state, expected, label)
     state = dict(state)  # ours to edit: the caller's mapping stays as given

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -11,12 +12,14 @@ import torch
 from torch import Tensor, nn
 
 from streamvggt.config import ModelConfig
-from streamvggt.device import trunk_dtype
+from streamvggt.device import resolve_precision
 from streamvggt.model.aggregator import Aggregator
 from streamvggt.model.camera_head import CameraHead
 from streamvggt.model.dpt_head import DPTHead
 from streamvggt.model.predictions import Predictions
 from streamvggt.model.track_head import TrackHead
+
+log = logging.getLogger(__name__)
 
 
 class StreamVGGT(nn.Module):
@@ -41,8 +44,12 @@ class StreamVGGT(nn.Module):
             dim_in, cfg.patch_size, 2, "exp", "expp1", dpt.features, dpt.out_channels, dpt.intermediate_layer_idx
         )
         self.track_head = TrackHead(dim_in, cfg.patch_size, cfg.track_head, dpt.intermediate_layer_idx)
-        # Trunk precision: "auto" picks bf16/fp16 autocast on CUDA and fp32 elsewhere (see streamvggt.device).
+        # Trunk precision: "auto" picks bf16/fp16 autocast on CUDA and what is fastest and accurate on this CPU
+        # (see streamvggt.device and streamvggt.precision).
         self.precision = "auto"
+        # The mode the trunk's weights were converted for by prepare_precision ("fp32": as built or loaded).
+        self.weights_precision = "fp32"
+        self._resolved: dict[tuple[str, str], str] = {}
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``folder``; :meth:`from_pretrained` reads it back."""
@@ -71,15 +78,61 @@ class StreamVGGT(nn.Module):
     def patch_start_idx(self) -> int:
         return self.aggregator.patch_start_idx
 
+    def resolved_precision(self, device: torch.device) -> str:
+        """The concrete mode ``self.precision`` means on ``device`` (auto measured once per model and device)."""
+        key = (device.type, self.precision)
+        if key not in self._resolved:
+            side = self.config.img_size
+            tokens = self.aggregator.tokens_per_frame(side, side)
+            self._resolved[key] = resolve_precision(device, self.precision, self.config.embed_dim, tokens)
+        return self._resolved[key]
+
+    def prepare_precision(self, device: torch.device | None = None) -> str:
+        """Convert the trunk for the mode ``self.precision`` resolves to on ``device`` and return that mode.
+
+        On CPU, bf16 stores the aggregator's Linear weights in bf16 (half the memory, no re-cast per step) and
+        int8 quantises them; both are one-way (load the model again for another mode). Other modes and devices
+        keep the weights as they are and use autocast alone.
+        """
+        device = device if device is not None else next(self.parameters()).device
+        mode = self.resolved_precision(device)
+        if device.type != "cpu" or mode not in ("bf16", "int8") or mode == self.weights_precision:
+            return mode
+        if self.weights_precision != "fp32":
+            raise ValueError(
+                f"the trunk's weights were converted for precision '{self.weights_precision}'; "
+                f"load the model again to run '{mode}'"
+            )
+        if self.training:
+            raise ValueError(f"precision '{mode}' converts weights for inference: call model.eval() first")
+        from streamvggt.precision import cast_trunk_linears, quantize_trunk  # model code below; lazy on purpose
+
+        count = cast_trunk_linears(self, torch.bfloat16) if mode == "bf16" else quantize_trunk(self)
+        self.weights_precision = mode
+        log.info("trunk converted for %s: %d Linear layers", mode, count)
+        return mode
+
     @contextlib.contextmanager
     def trunk_precision(self, device: torch.device) -> Iterator[None]:
-        """Autocast context for the trunk according to ``self.precision`` and the device."""
-        dtype = trunk_dtype(device, self.precision)
+        """Autocast context for the trunk according to ``self.precision``, the device and the converted weights."""
+        dtype = self.trunk_autocast_dtype(device)
         if dtype is None:
             yield
         else:
             with torch.autocast(device_type=device.type, dtype=dtype):
                 yield
+
+    def trunk_autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        """The trunk's autocast dtype on ``device`` (None: none), converting int8 weights on first use."""
+        mode = self.resolved_precision(device)
+        if mode == "int8" and self.weights_precision != "int8":
+            self.prepare_precision(device)
+        if self.weights_precision != "fp32" and mode != self.weights_precision:
+            raise ValueError(
+                f"the trunk's weights were converted for precision '{self.weights_precision}'; "
+                f"load the model again to run '{mode}'"
+            )
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
 
     def stream(self, batch_size: int = 1, cache: str = "full", query_points: Tensor | None = None):
         """A streaming session (see :class:`streamvggt.stream.StreamSession`); ``cache`` selects the policy:

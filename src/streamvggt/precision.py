@@ -1,0 +1,175 @@
+"""CPU inference precision: which mode is fastest and accurate on the CPU at hand, and converting a model to it.
+
+Modes (``model.precision``):
+
+- ``fp32``: everything in float32.
+- ``bf16``: the trunk's Linear weights stored in bfloat16 and the trunk run under bf16 autocast; heads in fp32.
+  Storing the weights in bf16 halves their memory and saves autocast re-casting 1.2B weights on every step.
+- ``int8``: the trunk's and the patch embed's Linear layers replaced by dynamically quantised int8 ones
+  (``torch.ao.quantization.quantize_dynamic``: int8 weights per output channel, activations quantised per call).
+- ``fp16``: fp16 autocast (kept for GPUs; no CPU speed-up).
+
+``auto`` on CPU (:func:`choose_cpu_precision`): fp32 for trunks narrower than :data:`MIN_WIDTH` (their GEMMs take
+milliseconds, so exact fp32 results cost little: the bundled model and the test presets) and where the CPU has no
+vector bf16 (``AVX2`` and below: bf16 autocast is emulated there and was measured 4-5x slower than fp32);
+otherwise the fastest of fp32 and the :data:`ACCURATE_CPU_MODES` at the model's GEMM shape, measured once per
+machine and cached (delete ``cpu_precision.json`` in :func:`cache_dir` to measure again). A reduced mode must be
+:data:`MIN_SPEEDUP` times faster than fp32 to be chosen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from streamvggt.io.atomic import atomic_output
+
+log = logging.getLogger(__name__)
+
+MODES = ("fp32", "bf16", "fp16", "int8")
+# Modes within the accuracy targets against fp32 on trained weights (depth relative error <= 1%, pose-encoding
+# error <= 1e-3), measured by benchmarks/cpu_precision.py on the bundled model; only these are chosen by auto.
+ACCURATE_CPU_MODES = ("bf16",)
+# torch.backends.cpu.get_cpu_capability() values with vector bf16 instructions possible (AVX-512 BF16, AMX);
+# "AVX512" alone does not prove them (Skylake has none), which the micro-benchmark settles.
+BF16_CAPABLE = ("AVX512",)
+MIN_SPEEDUP = 1.25
+MIN_WIDTH = 512
+CACHE_ENV = "STREAMVGGT_CACHE_DIR"
+
+
+def cpu_capability() -> str:
+    """The vector instruction set torch dispatches to on this CPU ("DEFAULT", "AVX2", "AVX512", ...)."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def choose_cpu_precision(dim: int, tokens: int) -> str:
+    """The CPU mode ``auto`` runs for a trunk of width ``dim`` on frames of ``tokens`` tokens (see module doc)."""
+    if dim < MIN_WIDTH:
+        return "fp32"
+    capability = cpu_capability()
+    if not capability.startswith(BF16_CAPABLE):
+        log.debug("CPU capability %s: no vector bf16, fp32 chosen", capability)
+        return "fp32"
+    timings = gemm_timings(dim, tokens)
+    fastest = min(ACCURATE_CPU_MODES, key=lambda mode: timings[mode], default="fp32")
+    chosen = fastest if timings["fp32"] >= MIN_SPEEDUP * timings.get(fastest, float("inf")) else "fp32"
+    log.info("CPU %s, GEMM %dx%d ms %s: %s chosen", capability, tokens, dim, _ms(timings), chosen)
+    return chosen
+
+
+def gemm_timings(dim: int, tokens: int) -> dict[str, float]:
+    """Median seconds of the trunk's MLP GEMM ([tokens, dim] x [dim, 4 dim]) in fp32, bf16 and int8, measured
+    once per machine, torch version, thread count and shape, and cached in ``cache_dir()/cpu_precision.json``."""
+    key = f"{platform.processor() or platform.machine()}|{cpu_capability()}|torch {torch.__version__}|"
+    key += f"threads {torch.get_num_threads()}|{tokens}x{dim}"
+    path = cache_dir() / "cpu_precision.json"
+    stored = _read_json(path)
+    if key in stored:
+        return stored[key]
+    timings = measure_gemms(dim, tokens)
+    stored[key] = timings
+    with contextlib.suppress(OSError):  # a read-only home only costs the measurement next time
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path) as tmp:
+            tmp.write_text(json.dumps(stored, indent=1), encoding="utf-8")
+    return timings
+
+
+@torch.no_grad()
+def measure_gemms(dim: int, tokens: int, repeats: int = 5) -> dict[str, float]:
+    """Median seconds of one [tokens, dim] x [dim, 4 dim] Linear per mode (inputs fp32 as the trunk gets them)."""
+    x = torch.randn(tokens, dim)
+    fp32 = nn.Linear(dim, 4 * dim)
+    bf16 = nn.Linear(dim, 4 * dim).to(torch.bfloat16)
+    int8 = quantize_linears(nn.Sequential(nn.Linear(dim, 4 * dim)))
+
+    def under_bf16() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16(x)
+
+    runs: dict[str, Callable[[], object]] = {"fp32": lambda: fp32(x), "bf16": under_bf16, "int8": lambda: int8(x)}
+    return {mode: _median_seconds(run, repeats) for mode, run in runs.items()}
+
+
+def cache_dir() -> Path:
+    """Where per-machine measurements live: ``$STREAMVGGT_CACHE_DIR``, else ``~/.cache/streamvggt``."""
+    configured = os.environ.get(CACHE_ENV)
+    return Path(configured) if configured else Path.home() / ".cache" / "streamvggt"
+
+
+def trunk_linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
+    """(parent, attribute, Linear) for every Linear of the aggregator (trunk and patch embed)."""
+    found = []
+    for parent in model.aggregator.modules():
+        for name, child in parent.named_children():
+            if type(child) is nn.Linear:
+                found.append((parent, name, child))
+    return found
+
+
+def cast_trunk_linears(model: nn.Module, dtype: torch.dtype) -> int:
+    """Store the trunk's Linear weights and biases in ``dtype`` (in place, one layer at a time); returns the count.
+
+    Works on a model on the meta device too, so a checkpoint can then be loaded straight into ``dtype``.
+    """
+    linears = trunk_linears(model)
+    for _, _, linear in linears:
+        linear.to(dtype)
+    return len(linears)
+
+
+def quantize_linears(module: nn.Module) -> nn.Module:
+    """``module`` with its Linear layers dynamically quantised to int8 (weights per output channel).
+
+    ``torch.ao.quantization.quantize_dynamic`` is the implementation torch ships (fbgemm on x86, VNNI where the CPU
+    has it); torchao's CPU int8 path runs ``torch._int_mm``, measured slower here (237 vs 369 GFLOP/s).
+    """
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    # Per-channel weight scales: the trunk's output channels differ in range by an order of magnitude.
+    with warnings.catch_warnings():  # torch marks the eager quantisation API deprecated; it is still the one shipped
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(module, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+
+
+def quantize_trunk(model: nn.Module) -> int:
+    """Replace the aggregator's Linear layers by int8 dynamic ones, one layer at a time; returns the count."""
+    linears = trunk_linears(model)
+    for parent, name, linear in linears:
+        setattr(parent, name, quantize_linears(nn.Sequential(linear))[0])
+    return len(linears)
+
+
+def _median_seconds(run: Callable[[], object], repeats: int) -> float:
+    run()  # first call creates the kernels
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _ms(timings: dict[str, float]) -> str:
+    return ", ".join(f"{mode} {1e3 * s:.2f}" for mode, s in timings.items())

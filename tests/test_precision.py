@@ -1,0 +1,192 @@
+"""Inference precision: what auto picks on which CPU, and what each mode does to the model's weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from streamvggt import ModelConfig, StreamVGGT, load_model
+from streamvggt import precision as precision_module
+from streamvggt.device import resolve_precision
+
+CPU = torch.device("cpu")
+WIDE = 1024  # the 1.2B trunk's width: above MIN_WIDTH
+
+
+def tiny_model(seed: int = 0) -> StreamVGGT:
+    torch.manual_seed(seed)
+    return StreamVGGT(ModelConfig.preset("tiny")).eval()
+
+
+def frames(count: int = 2) -> torch.Tensor:
+    return torch.rand(1, count, 3, 28, 42, generator=torch.Generator().manual_seed(3))
+
+
+def fake_cpu(monkeypatch: pytest.MonkeyPatch, capability: str, timings: dict[str, float] | None = None) -> list:
+    """Pretend to run on a CPU with ``capability`` whose GEMMs take ``timings``; returns the measured shapes."""
+    measured: list[tuple[int, int]] = []
+
+    def measure(dim: int, tokens: int) -> dict[str, float]:
+        measured.append((dim, tokens))
+        if timings is None:
+            raise AssertionError("auto measured GEMMs where the capability alone decides")
+        return timings
+
+    monkeypatch.setattr(precision_module, "cpu_capability", lambda: capability)
+    monkeypatch.setattr(precision_module, "gemm_timings", measure)
+    return measured
+
+
+def test_auto_is_fp32_on_a_cpu_without_vector_bf16_without_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_cpu(monkeypatch, "AVX2")
+    assert resolve_precision(CPU, "auto", WIDE, 1374) == "fp32"
+
+
+def test_auto_is_bf16_on_avx512_when_bf16_gemms_are_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    measured = fake_cpu(monkeypatch, "AVX512", {"fp32": 0.100, "bf16": 0.040, "int8": 0.060})
+    assert resolve_precision(CPU, "auto", WIDE, 1374) == "bf16"
+    assert measured == [(WIDE, 1374)]
+
+
+def test_auto_is_fp32_on_avx512_without_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Skylake-class AVX-512 has no bf16 instructions: bf16 GEMMs come out slower, or no faster than the margin.
+    fake_cpu(monkeypatch, "AVX512", {"fp32": 0.100, "bf16": 0.250, "int8": 0.070})
+    assert resolve_precision(CPU, "auto", WIDE, 1374) == "fp32"
+    fake_cpu(monkeypatch, "AVX512", {"fp32": 0.100, "bf16": 0.100 / precision_module.MIN_SPEEDUP + 0.001})
+    assert resolve_precision(CPU, "auto", WIDE, 1374) == "fp32"
+
+
+def test_auto_never_picks_a_mode_that_misses_the_accuracy_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_cpu(monkeypatch, "AVX512", {"fp32": 0.100, "bf16": 0.050, "int8": 0.010})
+    monkeypatch.setattr(precision_module, "ACCURATE_CPU_MODES", ("bf16",))
+    assert resolve_precision(CPU, "auto", WIDE, 1374) == "bf16"
+    monkeypatch.setattr(precision_module, "ACCURATE_CPU_MODES", ("bf16", "int8"))
+    assert resolve_precision(CPU, "auto", WIDE, 1374) == "int8"
+
+
+def test_auto_keeps_narrow_trunks_in_fp32_without_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_cpu(monkeypatch, "AVX512")
+    assert resolve_precision(CPU, "auto", precision_module.MIN_WIDTH - 1, 1374) == "fp32"
+
+
+def test_explicit_precision_overrides_the_cpu_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_cpu(monkeypatch, "AVX2")
+    assert [resolve_precision(CPU, mode, WIDE, 1374) for mode in ("fp32", "bf16", "int8")] == ["fp32", "bf16", "int8"]
+
+
+def test_int8_is_refused_off_the_cpu() -> None:
+    with pytest.raises(ValueError, match="'int8' runs on the CPU only"):
+        resolve_precision(torch.device("cuda"), "int8")
+
+
+def test_gemm_timings_are_measured_once_per_machine_and_cached(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(precision_module.CACHE_ENV, str(tmp_path))
+    calls = []
+    monkeypatch.setattr(
+        precision_module, "measure_gemms", lambda dim, tokens: calls.append((dim, tokens)) or {"fp32": 0.5}
+    )
+    assert precision_module.gemm_timings(64, 20) == {"fp32": 0.5}
+    assert precision_module.gemm_timings(64, 20) == {"fp32": 0.5}
+    assert precision_module.gemm_timings(32, 20) == {"fp32": 0.5}
+    assert calls == [(64, 20), (32, 20)]
+    assert (tmp_path / "cpu_precision.json").is_file()
+
+
+def test_gemm_measurement_covers_every_cpu_mode() -> None:
+    timings = precision_module.measure_gemms(16, 8, repeats=1)
+    assert sorted(timings) == ["bf16", "fp32", "int8"]
+    assert all(seconds > 0 for seconds in timings.values())
+
+
+def test_model_auto_follows_the_cpu_choice_for_its_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    measured = fake_cpu(monkeypatch, "AVX512", {"fp32": 0.1, "bf16": 0.01})
+    monkeypatch.setattr(precision_module, "MIN_WIDTH", 0)
+    model = tiny_model()
+    assert model.resolved_precision(CPU) == "bf16"
+    assert model.resolved_precision(CPU) == "bf16"
+    # One measurement per model: 518-pixel square frames of the tiny preset are 37x37 patches plus 5 special tokens.
+    assert measured == [(32, 5 + 37 * 37)]
+
+
+def test_bf16_stores_only_the_trunk_linear_weights_in_bf16() -> None:
+    model = tiny_model()
+    model.precision = "bf16"
+    assert model.prepare_precision(CPU) == "bf16"
+    trunk = {id(linear) for _, _, linear in precision_module.trunk_linears(model)}
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    cfg = model.config
+    assert len(trunk) == 4 * (2 * cfg.depth + cfg.patch_embed.depth)  # qkv, proj, fc1, fc2 per block
+    for linear in linears:
+        expected = torch.bfloat16 if id(linear) in trunk else torch.float32
+        assert linear.weight.dtype == linear.bias.dtype == expected
+    assert model.aggregator.camera_token.dtype == torch.float32
+
+
+def test_bf16_weights_give_what_bf16_autocast_gives_on_the_same_rounded_weights() -> None:
+    converted, reference = tiny_model(), tiny_model()
+    converted.precision = reference.precision = "bf16"
+    converted.prepare_precision(CPU)
+    for _, _, linear in precision_module.trunk_linears(reference):
+        linear.weight.data = linear.weight.data.bfloat16().float()
+        linear.bias.data = linear.bias.data.bfloat16().float()
+    with torch.no_grad():
+        ours, expected = converted(frames()), reference(frames())
+    assert ours["depth"].dtype == torch.float32
+    assert torch.equal(ours["depth"], expected["depth"])
+    assert torch.equal(ours["pose_enc"], expected["pose_enc"])
+
+
+def test_int8_quantises_every_trunk_linear_and_streams() -> None:
+    model = tiny_model()
+    count = len(precision_module.trunk_linears(model))
+    model.precision = "int8"
+    session = model.stream()
+    out = [session.step(frames()[:, t]) for t in range(2)]
+    quantised = [m for m in model.aggregator.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert len(quantised) == count
+    assert precision_module.trunk_linears(model) == []
+    assert all(bool(torch.isfinite(o["depth"]).all()) for o in out)
+
+
+def test_converted_weights_refuse_another_mode() -> None:
+    model = tiny_model()
+    model.precision = "bf16"
+    model.prepare_precision(CPU)
+    model.precision = "fp32"
+    with pytest.raises(ValueError, match="converted for precision 'bf16'; load the model again to run 'fp32'"):
+        model(frames())
+
+
+def test_weights_are_converted_for_inference_only() -> None:
+    model = tiny_model().train()
+    model.precision = "int8"
+    with pytest.raises(ValueError, match=r"call model.eval\(\) first"):
+        model.prepare_precision(CPU)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_bf16_load_puts_the_checkpoint_straight_into_bf16(tmp_path: Path, suffix: str) -> None:
+    source = tiny_model()
+    path = tmp_path / f"weights{suffix}"
+    if suffix == ".pt":
+        torch.save(source.state_dict(), path)
+    else:
+        source.save_pretrained(tmp_path)
+        path = tmp_path
+    model = load_model(path, preset="tiny", device="cpu", precision="bf16")
+    assert model.weights_precision == "bf16"
+    state = source.state_dict()
+    for name, tensor in model.state_dict().items():
+        expected = state[name].to(tensor.dtype)
+        assert torch.equal(tensor, expected), name
+    assert model.aggregator.global_blocks[0].mlp.fc1.weight.dtype == torch.bfloat16
+    assert model.depth_head.projects[0].weight.dtype == torch.float32
+
+
+def test_int8_load_quantises_the_trunk() -> None:
+    model = load_model(None, device="cpu", precision="int8")
+    assert model.weights_precision == "int8"
+    assert precision_module.trunk_linears(model) == []
