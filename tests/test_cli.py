@@ -114,7 +114,10 @@ def test_summary_reports_frames_rate_points_and_files(image_run):
     assert "4 frames in" in stdout and "frames/s" in stdout
     points = int(stdout.split(" points")[0].rsplit(" ", 1)[1].replace(",", ""))
     assert points == len(trimesh.load(out / "points.ply").vertices)
-    assert "points.ply, scene.glb, colmap/ (3 files), cameras.json, trajectory.tum, depth/ (8 files)" in stdout
+    assert (
+        "points.ply, scene.glb, colmap/ (3 files), transforms.json, cameras.json, trajectory.tum, depth/ (8 files)"
+        in stdout
+    )
     assert "4/4" in stderr and "frame/s" in stderr  # the progress bar
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporary file left
 
@@ -152,12 +155,13 @@ def test_point_count_follows_the_confidence_percentile(image_run, cameras):
     assert len(trimesh.load(out / "points.ply").vertices) == expected
 
 
-def test_colmap_model_matches_cameras_json(colmap, cameras):
+def test_colmap_model_matches_cameras_json(image_run, colmap, cameras):
+    out = image_run[0]
     assert len(colmap.images) == len(colmap.cameras) == 4
     for image_id, image in colmap.images.items():
         frame = cameras["frames"][image_id - 1]
         extrinsic, intrinsic = camera_matrices(frame)
-        assert image.name == frame["name"]
+        assert image.name == Path(frame["image"]).name and (out / "images" / image.name).is_file()
         np.testing.assert_allclose(image.cam_from_world().matrix(), extrinsic, atol=1e-6)
         camera = colmap.cameras[image.camera_id]
         assert (camera.width, camera.height) == (WIDTH, HEIGHT)
@@ -173,7 +177,7 @@ def test_points_project_back_to_their_pixels_in_their_images(image_run, colmap, 
     assert len(colmap.points3D) == len(ply.vertices)  # fewer than the scene cap: the same points
     by_frame: dict[int, list] = {}
     for point in colmap.points3D.values():
-        (element,) = point.track.elements
+        element = point.track.elements[0]  # each track starts with the point's own frame
         image = colmap.images[element.image_id]
         observed = image.points2D[element.point2D_idx].xy
         projected = colmap.cameras[image.camera_id].img_from_cam(image.cam_from_world() * point.xyz)

@@ -16,9 +16,11 @@ from PIL import Image
 from streamvggt.io import OutputError
 from streamvggt.io.atomic import atomic_output
 from streamvggt.io.cameras import CameraRecord
-from streamvggt.io.colmap import write_colmap_text
+from streamvggt.io.colmap import write_colmap
+from streamvggt.io.colmap_tracks import Observations
 from streamvggt.io.depth import colorize_depth, write_depth
 from streamvggt.io.exports import ReconstructionWriter
+from streamvggt.io.image_views import processed_view
 from streamvggt.io.ply import write_ply
 from streamvggt.io.points import POINT_DTYPE, PointSpool, VoxelGrid, confident_points, subsample
 from streamvggt.reconstruction import FrameResult
@@ -120,14 +122,16 @@ def test_colmap_model_is_read_by_pycolmap_with_half_pixel_convention(tmp_path):
             world = ext[:, :3].T @ (in_cam - ext[:, 3])
             records.append(make_records([world], frame=cam.index, uv=(u, v)))
     records = np.concatenate(records)
-    write_colmap_text(tmp_path / "colmap", cams, records)
+    views = [processed_view(cam.index, cam.image_size) for cam in cams]
+    own_pixels = Observations(np.arange(len(records)), records["frame"].astype(np.int64), records["uv"].astype(float))
+    write_colmap(tmp_path / "colmap", cams, views, records, own_pixels)
 
     model = pycolmap.Reconstruction()
     model.read_text(str(tmp_path / "colmap"))
     assert (len(model.cameras), len(model.images), len(model.points3D)) == (2, 2, 4)
     for image_id, image in model.images.items():
         cam = cams[image_id - 1]
-        assert image.name == f"frame_{image_id - 1}.png"  # spaces replaced: COLMAP names end at a space
+        assert image.name == f"{image_id - 1:06d}.png"  # the processed frame's file in images/
         np.testing.assert_allclose(image.cam_from_world().matrix(), cam.extrinsic, atol=1e-9)
         np.testing.assert_allclose(model.cameras[image.camera_id].params[:2], np.diag(cam.intrinsic)[:2])
         assert len(image.points2D) == 2

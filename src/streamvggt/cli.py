@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reconstruct",
         help="reconstruct a folder, video, camera or stream into 3D outputs",
         description="Stream frames through the model one at a time and write points.ply, scene.glb, cameras.json, "
-        "trajectory.tum, a COLMAP text model and per-frame depth into OUTDIR.",
+        "trajectory.tum, a COLMAP model, transforms.json and per-frame depth into OUTDIR.",
     )
     rec.add_argument("input", metavar="INPUT", help=INPUT_HELP)
     rec.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder (created)")
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write each frame's point map (pointmap/), so that `streamvggt view OUTDIR` can show that source",
     )
+    _add_export_options(rec)
     rec.add_argument("--view", action="store_true", help="watch the reconstruction grow in a browser viewer")
     _add_viewer_options(rec)
     _add_run_options(rec)
@@ -159,6 +160,39 @@ def _add_stream_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_export_options(parser: argparse.ArgumentParser) -> None:
+    """What the next tool reads: the COLMAP model, transforms.json and the RGB-D sequence (reconstruct)."""
+    group = parser.add_argument_group("exports for trainers, COLMAP and RGB-D tools (see README: Next steps)")
+    group.add_argument(
+        "--colmap-format", choices=("text", "bin"), default="text", help="colmap/ model files (default: text)"
+    )
+    group.add_argument(
+        "--colmap-images",
+        choices=("processed", "original"),
+        default="processed",
+        help="images colmap/ and transforms.json name: processed (images/, what the model saw) or original (the "
+        "source frames at full resolution, written to images_original/, intrinsics rescaled) (default: processed)",
+    )
+    group.add_argument(
+        "--shared-camera", action="store_true", help="one COLMAP camera with the mean intrinsics of all frames"
+    )
+    group.add_argument(
+        "--transforms-depth",
+        action="store_true",
+        help="16-bit depth PNGs (model units x 1000) named by transforms.json (depth_png16/)",
+    )
+    group.add_argument(
+        "--rgbd", action="store_true", help="a TUM RGB-D sequence (rgbd/: rgb/, depth/ x 5000, lists, trajectory)"
+    )
+    group.add_argument(
+        "--depth-scale",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="metres per model unit in the --rgbd depth and trajectory (default: 1)",
+    )
+
+
 def _add_viewer_options(parser: argparse.ArgumentParser) -> None:
     """The browser viewer's server: view, and reconstruct --view."""
     parser.add_argument(
@@ -214,6 +248,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
+    from streamvggt.io.trainer_exports import ExportOptions
     from streamvggt.reconstruction import reconstruct
 
     def run() -> ReconstructionSummary:
@@ -230,6 +265,14 @@ def _reconstruct(args: argparse.Namespace) -> int:
             "voxel_size": args.voxel_size,
             "depth_png": args.depth_png,
             "pointmaps": args.pointmaps,
+            "exports": ExportOptions(
+                colmap_format=args.colmap_format,
+                colmap_images=args.colmap_images,
+                shared_camera=args.shared_camera,
+                transforms_depth=args.transforms_depth,
+                rgbd=args.rgbd,
+                depth_scale=args.depth_scale,
+            ),
             "progress": not args.no_progress,
         }
         if not args.view:

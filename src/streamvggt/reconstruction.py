@@ -25,6 +25,7 @@ from streamvggt.geometry import pose_encoding_to_extri_intri
 from streamvggt.io.exports import ReconstructionWriter
 from streamvggt.io.preprocess import DEFAULT_SIZE, Preprocessor
 from streamvggt.io.sources import Frame, expected_frames, open_source, read_frames
+from streamvggt.io.trainer_exports import ExportOptions, SourceFrame
 from streamvggt.model.predictions import Predictions
 from streamvggt.model.streamvggt import StreamVGGT
 from streamvggt.results import FrameResult
@@ -154,6 +155,7 @@ def reconstruct(
     voxel_size: float | None = None,
     depth_png: bool = False,
     pointmaps: bool = False,
+    exports: ExportOptions | None = None,
     progress: bool = False,
     on_frame: Callable[[FrameResult], None] | None = None,
 ) -> ReconstructionSummary:
@@ -163,7 +165,8 @@ def reconstruct(
     model: a loaded StreamVGGT, or a checkpoint source for :func:`streamvggt.load_model` (None: the default model),
     loaded on ``device`` (None or "auto": CUDA, else MPS, else CPU).
     stride / fps: keep every stride-th frame, or fps frames per second (default: every image; 1 fps of video).
-    Other options: see :class:`Reconstructor` and :class:`streamvggt.io.exports.ReconstructionWriter`.
+    Other options: see :class:`Reconstructor` and :class:`streamvggt.io.exports.ReconstructionWriter`; exports: the
+    COLMAP, transforms.json and RGB-D options (:class:`streamvggt.io.trainer_exports.ExportOptions`).
     progress: show a progress bar (tqdm, on stderr) with frames per second.
     on_frame: called with each frame's result once it is written (e.g. a live viewer's ``add_frame``).
 
@@ -178,7 +181,9 @@ def reconstruct(
         device = checked_device(device)
     with (
         open_source(source) as frames_source,
-        ReconstructionWriter(output_dir, points, conf_threshold, voxel_size, depth_png, pointmaps=pointmaps) as writer,
+        ReconstructionWriter(
+            output_dir, points, conf_threshold, voxel_size, depth_png, pointmaps=pointmaps, exports=exports
+        ) as writer,
     ):
         frames = read_frames(frames_source, stride, fps, max_frames)
         first = next(frames)  # the input's problems surface before the model loads
@@ -236,8 +241,12 @@ def _stream(
 
     with tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
         try:
-            for result in reconstructor.run(frames):
-                writer.add(result)
+            for frame in frames:
+                result = reconstructor.step(frame)
+                source = None
+                if writer.exports.needs_source:  # the trainer exports use the frames at full resolution
+                    source = SourceFrame(frame.image, reconstructor.preprocessor.resized_box())
+                writer.add(result, source)
                 if on_frame is not None:
                     on_frame(result)
                 bar.update()

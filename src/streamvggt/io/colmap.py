@@ -1,54 +1,157 @@
-"""A COLMAP text model (cameras.txt, images.txt, points3D.txt) of a reconstruction.
+"""A COLMAP model (cameras, images, points3D; text, or binary through pycolmap) of a reconstruction.
 
-One PINHOLE camera per image (the model predicts intrinsics per frame). Each 3D point has a track of one
-observation: the frame and pixel it was reconstructed from. COLMAP puts the centre of the top-left pixel at
-(0.5, 0.5) where the model puts it at (0, 0), so principal points and observations are shifted by half a pixel.
+Image names are file names inside the model's images folder (``images/`` for the processed frames, or
+``images_original/`` for the source frames, see :mod:`streamvggt.io.image_views`), as COLMAP, 3DGS, gsplat and
+nerfstudio join them with that folder. Cameras are PINHOLE: one per image (the model predicts intrinsics per frame),
+or one for all when every image shares them (exactly, or averaged with ``shared_camera``). Each 3D point carries the
+track of :mod:`streamvggt.io.colmap_tracks`. COLMAP puts the centre of the top-left pixel at (0.5, 0.5).
 """
 
 from __future__ import annotations
 
-import re
+import contextlib
+import itertools
+import logging
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from streamvggt.geometry import mat_to_quat, project_points
+from streamvggt.extras import require
+from streamvggt.geometry import mat_to_quat
 from streamvggt.io.atomic import atomic_output
 from streamvggt.io.cameras import CameraRecord
+from streamvggt.io.colmap_tracks import Observations
+from streamvggt.io.image_views import PIXEL_OFFSET, ImageView
 
-PIXEL_OFFSET = 0.5  # COLMAP image coordinates = model pixel coordinates + this
+__all__ = ["FORMATS", "PIXEL_OFFSET", "camera_ids", "link_sparse_model", "write_colmap"]
 
+log = logging.getLogger(__name__)
 
-def colmap_name(name: str) -> str:
-    """COLMAP reads an image name up to the first space: spaces become underscores."""
-    return re.sub(r"\s", "_", name)
-
-
-def reprojection_errors(cameras: list[CameraRecord], records: np.ndarray) -> np.ndarray:
-    """Pixel distance [N] between each record's point projected into its frame and the pixel it came from."""
-    frames = torch.from_numpy(records["frame"].astype(np.int64))
-    extrinsics = torch.from_numpy(np.stack([c.extrinsic for c in cameras]).astype(np.float64))[frames]
-    intrinsics = torch.from_numpy(np.stack([c.intrinsic for c in cameras]).astype(np.float64))[frames]
-    xyz = torch.from_numpy(records["xyz"].astype(np.float64))[:, None]  # [N, 1, 3]: one point per camera
-    pixels, _ = project_points(xyz, extrinsics, intrinsics)
-    error = (pixels[:, 0] - torch.from_numpy(records["uv"].astype(np.float64))).norm(dim=-1).numpy()
-    return np.where(np.isfinite(error), error, -1.0)  # COLMAP's "unknown"
+FORMATS = ("text", "bin")
+_TEXT_FILES = ("cameras.txt", "images.txt", "points3D.txt")
+_BINARY_FILES = ("cameras.bin", "images.bin", "points3D.bin", "frames.bin", "rigs.bin")
 
 
-def write_colmap_text(folder: Path, cameras: list[CameraRecord], records: np.ndarray) -> list[Path]:
-    """Write the model for ``cameras`` (frame i is image i + 1) and point records (see streamvggt.io.points)."""
+def write_colmap(
+    folder: Path,
+    cameras: list[CameraRecord],
+    views: list[ImageView],
+    records: np.ndarray,
+    observations: Observations,
+    shared_camera: bool = False,
+    file_format: str = "text",
+) -> list[Path]:
+    """Write the model of ``cameras`` (frame i is image i + 1, its file ``views[i]``), point ``records`` (see
+    :mod:`streamvggt.io.points`) and their ``observations`` into ``folder``; returns the files written.
+
+    A model of the other format left in ``folder`` by an earlier run is removed, so readers find one model.
+    """
+    if file_format not in FORMATS:
+        raise ValueError(f"unknown COLMAP format '{file_format}': use text or bin")
+    if file_format == "bin":
+        pycolmap = require("pycolmap", "eval", purpose="--colmap-format bin")
     folder.mkdir(exist_ok=True)
-    frames = records["frame"].astype(np.int64)
-    order = np.argsort(frames, kind="stable")  # records grouped by frame, each group in record order
-    bounds = np.searchsorted(frames[order], np.arange(len(cameras) + 1))
-    point2d_index = np.empty(len(records), dtype=np.int64)
-    for i in range(len(cameras)):
-        members = order[bounds[i] : bounds[i + 1]]
-        point2d_index[members] = np.arange(len(members))
+    texts = _model_text(cameras, views, records, observations, shared_camera)
+    if file_format == "text":
+        written = []
+        for name, text in zip(_TEXT_FILES, texts, strict=True):
+            with atomic_output(folder / name) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+            written.append(folder / name)
+    else:
+        with tempfile.TemporaryDirectory(prefix=".colmap-", dir=folder) as scratch:
+            text_dir, binary_dir = Path(scratch, "text"), Path(scratch, "bin")
+            text_dir.mkdir()
+            binary_dir.mkdir()
+            for name, text in zip(_TEXT_FILES, texts, strict=True):
+                (text_dir / name).write_text(text, encoding="utf-8")
+            pycolmap.Reconstruction(str(text_dir)).write_binary(str(binary_dir))
+            written = []
+            for path in sorted(binary_dir.iterdir()):
+                os.replace(path, folder / path.name)
+                written.append(folder / path.name)
+    stale = _BINARY_FILES if file_format == "text" else _TEXT_FILES
+    for name in stale:
+        if (folder / name).is_file():
+            log.info("removing %s, left by an earlier run in the other COLMAP format", folder / name)
+            (folder / name).unlink()
+    return written
 
-    camera_lines = ["# Camera list with one line of data per camera:", "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"]
-    camera_lines.append(f"# Number of cameras: {len(cameras)}")
+
+def link_sparse_model(output_dir: Path, model_dir: Path) -> Path | None:
+    """Make ``output_dir/sparse/0`` a relative link to ``model_dir``: the layout 3DGS and gsplat look for.
+
+    Returns the link, or None (with a warning) where links cannot be made or ``sparse/0`` is something else.
+    """
+    link = output_dir / "sparse" / "0"
+    target = Path(os.path.relpath(model_dir, link.parent))
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return link
+    if link.exists() or link.is_symlink():
+        log.warning("%s exists and is not a link to %s: left as it is", link, model_dir)
+        return None
+    created = not link.parent.exists()
+    try:
+        link.parent.mkdir(exist_ok=True)
+        link.symlink_to(target, target_is_directory=True)
+    except OSError as error:
+        if created:
+            with contextlib.suppress(OSError):
+                link.parent.rmdir()
+        log.warning("no sparse/0 link to %s (%s): point trainers at %s", model_dir, error.strerror or error, model_dir)
+        return None
+    return link
+
+
+def camera_ids(views: list[ImageView], pinholes: np.ndarray, shared: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Camera id of each image [F] and each camera's (fx, fy, cx, cy) [C, 4].
+
+    shared: one camera with the mean intrinsics (the images must have one size). Otherwise images whose size and
+    intrinsics are all equal share one camera, and any difference gives each image its own.
+    """
+    sizes = {view.size for view in views}
+    if shared and len(sizes) > 1:
+        raise ValueError(f"--shared-camera needs images of one size, got {len(sizes)} sizes: {sorted(sizes)}")
+    if shared or (len(sizes) == 1 and (pinholes == pinholes[0]).all()):
+        return np.ones(len(views), dtype=np.int64), pinholes.mean(axis=0, keepdims=True)
+    return np.arange(1, len(views) + 1), pinholes
+
+
+def _model_text(
+    cameras: list[CameraRecord],
+    views: list[ImageView],
+    records: np.ndarray,
+    observations: Observations,
+    shared_camera: bool,
+) -> tuple[str, str, str]:
+    """The contents of cameras.txt, images.txt and points3D.txt."""
+    pinholes = np.array([view.pinhole(cam.intrinsic) for cam, view in zip(cameras, views, strict=True)])
+    image_camera, params = camera_ids(views, pinholes, shared_camera)
+    camera_lines = [
+        "# Camera list with one line of data per camera:",
+        "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]",
+        f"# Number of cameras: {len(params)}",
+    ]
+    for camera_id, (fx, fy, cx, cy) in enumerate(params.tolist(), start=1):
+        height, width = views[np.argmax(image_camera == camera_id)].size
+        camera_lines.append(f"{camera_id} PINHOLE {width} {height} {fx:.17g} {fy:.17g} {cx:.17g} {cy:.17g}")
+
+    frame, point = observations.frame, observations.point
+    by_frame = np.argsort(frame, kind="stable")  # observations grouped by image, each group in point order
+    bounds = np.searchsorted(frame[by_frame], np.arange(len(cameras) + 1))
+    point2d_index = np.empty(len(frame), dtype=np.int64)
+    pixels = np.empty((len(frame), 2), dtype=np.float64)
+    distance = np.empty(len(frame), dtype=np.float64)  # image pixels between reprojection and observation
+    xyz = np.asarray(records["xyz"], dtype=np.float64)
+    for i, (cam, view) in enumerate(zip(cameras, views, strict=True)):
+        members = by_frame[bounds[i] : bounds[i + 1]]
+        point2d_index[members] = np.arange(len(members))
+        pixels[members] = view.pixels(observations.uv[members])
+        distance[members] = np.linalg.norm(view.pixels(_project(xyz[point[members]], cam)) - pixels[members], axis=-1)
+
     image_lines = [
         "# Image list with two lines of data per image:",
         "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
@@ -56,32 +159,37 @@ def write_colmap_text(folder: Path, cameras: list[CameraRecord], records: np.nda
         f"# Number of images: {len(cameras)}",
     ]
     quats = mat_to_quat(torch.from_numpy(np.stack([c.extrinsic[:, :3] for c in cameras]).astype(np.float64)))
-    for i, (cam, (qx, qy, qz, qw)) in enumerate(zip(cameras, quats.tolist(), strict=True)):
-        height, width = cam.image_size
-        k = cam.intrinsic
-        fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2] + PIXEL_OFFSET, k[1, 2] + PIXEL_OFFSET
-        camera_lines.append(f"{i + 1} PINHOLE {width} {height} {fx:.9g} {fy:.9g} {cx:.9g} {cy:.9g}")
+    for i, (cam, view, (qx, qy, qz, qw)) in enumerate(zip(cameras, views, quats.tolist(), strict=True)):
         tx, ty, tz = cam.extrinsic[:, 3]
         pose = " ".join(f"{v:.12g}" for v in (qw, qx, qy, qz, tx, ty, tz))
-        image_lines.append(f"{i + 1} {pose} {i + 1} {colmap_name(cam.name)}")
-        members = order[bounds[i] : bounds[i + 1]]
-        u, v = (records["uv"][members] + PIXEL_OFFSET).T.tolist()
-        image_lines.append(" ".join(map("%.1f %.1f %d".__mod__, zip(u, v, (members + 1).tolist(), strict=True))))
+        image_lines.append(f"{i + 1} {pose} {image_camera[i]} {view.name}")
+        members = by_frame[bounds[i] : bounds[i + 1]]
+        u, v = pixels[members].T.tolist()
+        image_lines.append(" ".join(map("%.4f %.4f %d".__mod__, zip(u, v, (point[members] + 1).tolist(), strict=True))))
 
-    errors = reprojection_errors(cameras, records)
+    # COLMAP's ERROR: the mean over the track, -1 (unknown) where a projection is not finite.
+    finite = np.isfinite(distance)
+    total = np.bincount(point, weights=np.where(finite, distance, 0.0), minlength=len(records))
+    unknown = np.bincount(point, weights=~finite, minlength=len(records)) > 0
+    errors = np.where(unknown, -1.0, total / np.maximum(np.bincount(point, minlength=len(records)), 1))
     point_lines = [
         "# 3D point list with one line of data per point:",
         "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
-        f"# Number of points: {len(records)}",
+        f"# Number of points: {len(records)}, mean track length: {len(point) / max(len(records), 1):.2f}",
     ]
     # Columns as Python lists and one %-format per row: formatting numpy scalars one by one is 20x slower.
+    elements = list(map("%d %d".__mod__, zip((frame + 1).tolist(), point2d_index.tolist(), strict=True)))
+    starts = np.searchsorted(point, np.arange(len(records) + 1)).tolist()
+    tracks = (" ".join(elements[a:b]) for a, b in itertools.pairwise(starts))
     xyz, rgb = records["xyz"].T.tolist(), records["rgb"].T.tolist()
-    columns = (range(1, len(records) + 1), *xyz, *rgb, errors.tolist(), (frames + 1).tolist(), point2d_index.tolist())
-    point_lines += map("%d %.7g %.7g %.7g %d %d %d %.4g %d %d".__mod__, zip(*columns, strict=True))
+    columns = (range(1, len(records) + 1), *xyz, *rgb, errors.tolist(), tracks)
+    point_lines += map("%d %.7g %.7g %.7g %d %d %d %.4g %s".__mod__, zip(*columns, strict=True))
+    return tuple("\n".join(lines) + "\n" for lines in (camera_lines, image_lines, point_lines))
 
-    written = []
-    for name, lines in (("cameras.txt", camera_lines), ("images.txt", image_lines), ("points3D.txt", point_lines)):
-        with atomic_output(folder / name) as tmp:
-            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        written.append(folder / name)
-    return written
+
+def _project(xyz: np.ndarray, camera: CameraRecord) -> np.ndarray:
+    """Model pixel coordinates [N, 2] of world points [N, 3] in ``camera`` (not finite behind its centre plane)."""
+    cam = xyz @ np.asarray(camera.extrinsic)[:, :3].T + np.asarray(camera.extrinsic)[:, 3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pixels = cam @ np.asarray(camera.intrinsic).T
+        return pixels[:, :2] / pixels[:, 2:]

@@ -2,8 +2,9 @@
 
 Per frame: depth and confidence files and the processed image, optionally the point map (complete files only:
 each is written under a temporary name, then renamed). At the end (:meth:`ReconstructionWriter.finish`):
-``points.ply``, ``scene.glb``, ``cameras.json``, ``trajectory.tum`` and ``colmap/``. If anything fails,
-temporary files are removed and folders this writer created are removed again when empty.
+``points.ply``, ``scene.glb``, ``cameras.json``, ``trajectory.tum`` and the trainer exports (``colmap/``,
+``transforms.json``, see :mod:`streamvggt.io.trainer_exports`). If anything fails, temporary files are removed and
+folders this writer created are removed again when empty.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import numpy as np
 
 from streamvggt.io.atomic import atomic_output, temporary_name
 from streamvggt.io.cameras import CameraRecord, write_cameras_json, write_tum
-from streamvggt.io.colmap import write_colmap_text
 from streamvggt.io.depth import depth_names, write_depth
 from streamvggt.io.errors import OutputError
 from streamvggt.io.frames import IMAGE_DIR, POINTMAP_DIR, image_name, pointmap_names, write_image, write_pointmap
 from streamvggt.io.ply import write_ply
 from streamvggt.io.points import PointSpool, VoxelGrid, confident_points, subsample
 from streamvggt.io.scene import write_glb
+from streamvggt.io.trainer_exports import ExportOptions, SourceFrame, TrainerExports
 
 if TYPE_CHECKING:
     from streamvggt.results import FrameResult
@@ -54,6 +55,8 @@ class ReconstructionWriter:
     voxel_size: merge points into voxels of this size (world units); None keeps every point.
     depth_png: also write a colour image of each depth map.
     pointmaps: also write each frame's point-head output (``pointmap/``), for viewing that source again later.
+    exports: the trainer exports (COLMAP format and images, transforms.json depth, RGB-D), see
+    :class:`streamvggt.io.trainer_exports.ExportOptions`.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class ReconstructionWriter:
         depth_png: bool = False,
         scene_points: int = SCENE_POINTS,
         pointmaps: bool = False,
+        exports: ExportOptions | None = None,
     ) -> None:
         if points not in POINT_SOURCES:
             raise ValueError(f"unknown point source '{points}': use {' or '.join(POINT_SOURCES)}")
@@ -83,6 +87,9 @@ class ReconstructionWriter:
         self.cameras: list[CameraRecord] = []
         self._frame_files: dict[int, dict[str, str]] = {}
         self._frame_outputs: list[Path] = []
+        self.exports = TrainerExports(
+            self.output_dir, exports or ExportOptions(), self.output_dir / DEPTH_DIR, depth_names, conf_threshold
+        )
 
     def __enter__(self) -> ReconstructionWriter:
         return self
@@ -92,8 +99,11 @@ class ReconstructionWriter:
             self.abort()
         self._close_accumulator()
 
-    def add(self, frame: FrameResult) -> None:
-        """Write ``frame``'s depth files and image (and point map), and keep its camera and confident points."""
+    def add(self, frame: FrameResult, source: SourceFrame | None = None) -> None:
+        """Write ``frame``'s depth files and image (and point map), and keep its camera and confident points.
+
+        source: the frame as decoded, needed when the exports use the original frames (``exports.needs_source``).
+        """
         with _as_output_error(self.output_dir / DEPTH_DIR):
             written = write_depth(
                 self._folder(DEPTH_DIR), frame.index, frame.depth, frame.depth_conf, frame.valid, self.depth_png
@@ -112,6 +122,8 @@ class ReconstructionWriter:
                 written += write_pointmap(folder, frame.index, frame.world_points, frame.world_points_conf)
             names = pointmap_names(frame.index)
             files.update(pointmap=f"{POINTMAP_DIR}/{names[0]}", pointmap_conf=f"{POINTMAP_DIR}/{names[1]}")
+        with _as_output_error(self.output_dir):
+            written += self.exports.add(frame, source)
         self._frame_outputs += written
         self._frame_files[frame.index] = files
         self.cameras.append(
@@ -149,8 +161,8 @@ class ReconstructionWriter:
         with _as_output_error(out / "scene.glb"), atomic_output(out / "scene.glb") as tmp:
             write_glb(tmp, scene["xyz"], scene["rgb"], extrinsics, intrinsics, image_size)
         files.append(out / "scene.glb")
-        with _as_output_error(out / "colmap"):
-            files += write_colmap_text(out / "colmap", self.cameras, scene)
+        with _as_output_error(out):
+            files += self.exports.finish(self.cameras, scene, "points.ply", str(extra.get("source", "")))
         with _as_output_error(out / "cameras.json"), atomic_output(out / "cameras.json") as tmp:
             write_cameras_json(tmp, self.cameras, extra, self._frame_files)
         files.append(out / "cameras.json")

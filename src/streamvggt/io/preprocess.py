@@ -106,6 +106,21 @@ class Preprocessor:
         self.content_box = (top, left, new_h, new_w)
         return Preprocessed(padded, self.content_box)
 
+    def resized_box(self) -> tuple[int, int, int, int]:
+        """Where the whole resized frame lies in the processed image: top, left, height, width (pixels).
+
+        In crop mode its top is negative (the rows cropped away lie above the image); in pad mode it is the content
+        box. A frame of W x H pixels maps onto it by scales W / width and H / height. Needs a preprocessed frame.
+        """
+        if self.first_size is None:
+            raise ValueError("no frame was preprocessed yet: the resized frame's size is not known")
+        new_w, new_h = self._resized_shape(*self.first_size)
+        if self.mode == "crop":
+            return -max(0, (new_h - self.size) // 2), 0, new_h, new_w
+        if self.mode == "pad":
+            return (self.size - new_h) // 2, (self.size - new_w) // 2, new_h, new_w
+        return 0, 0, new_h, new_w
+
     def check(self, width: int, height: int, name: str = "frame") -> None:
         """Raise InputError for a frame that cannot become model input: smaller than a patch, or too elongated."""
         if min(width, height) < self.patch_size:

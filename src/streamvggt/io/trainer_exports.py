@@ -1,0 +1,203 @@
+"""The outputs the next tool reads as is: the COLMAP model (``colmap/``, linked as ``sparse/0``), nerfstudio's
+``transforms.json`` and, on request, 16-bit depth PNGs for it and a TUM RGB-D sequence (``rgbd/``).
+
+:class:`TrainerExports` works beside :class:`streamvggt.io.exports.ReconstructionWriter`: per frame it writes what
+needs the frame in memory (source frames, depth PNGs), at the end the models that need every camera.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from streamvggt.io.atomic import atomic_output
+from streamvggt.io.cameras import CameraRecord
+from streamvggt.io.colmap import FORMATS, link_sparse_model, write_colmap
+from streamvggt.io.colmap_tracks import DEPTH_TOLERANCE, MAX_TRACK_LENGTH, multiview_tracks
+from streamvggt.io.depth16 import write_depth16
+from streamvggt.io.frames import image_name
+from streamvggt.io.image_views import IMAGE_CHOICES, ImageView, original_view, processed_view, write_original
+from streamvggt.io.points import MIN_CONFIDENCE
+from streamvggt.io.rgbd import RGBD_DIR, write_rgbd_frame, write_rgbd_lists
+from streamvggt.io.transforms import DEPTH_UNIT_SCALE, write_transforms
+
+if TYPE_CHECKING:
+    from streamvggt.results import FrameResult
+
+COLMAP_DIR = "colmap"
+TRANSFORMS_DEPTH_DIR = "depth_png16"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What the trainer exports hold (the CLI options of the same names).
+
+    colmap_format: "text" or "bin". colmap_images: "processed" (the frames the model saw) or "original" (the source
+    frames at full resolution, written to images_original/). shared_camera: one COLMAP camera with the mean
+    intrinsics. transforms_depth: depth PNGs for transforms.json. rgbd: the TUM RGB-D sequence; depth_scale: metres
+    per model unit there. track_tolerance and max_track_length: see :mod:`streamvggt.io.colmap_tracks`.
+    """
+
+    colmap_format: str = "text"
+    colmap_images: str = "processed"
+    shared_camera: bool = False
+    transforms_depth: bool = False
+    rgbd: bool = False
+    depth_scale: float = 1.0
+    track_tolerance: float = DEPTH_TOLERANCE
+    max_track_length: int = MAX_TRACK_LENGTH
+
+    def __post_init__(self) -> None:
+        if self.colmap_format not in FORMATS:
+            raise ValueError(f"unknown --colmap-format '{self.colmap_format}': use {' or '.join(FORMATS)}")
+        if self.colmap_images not in IMAGE_CHOICES:
+            raise ValueError(f"unknown --colmap-images '{self.colmap_images}': use {' or '.join(IMAGE_CHOICES)}")
+        if not (np.isfinite(self.depth_scale) and self.depth_scale > 0):
+            raise ValueError(f"--depth-scale must be positive (metres per model unit), got {self.depth_scale}")
+        if not self.track_tolerance > 0:
+            raise ValueError(f"the track depth tolerance must be positive, got {self.track_tolerance}")
+        if self.max_track_length < 1:
+            raise ValueError(f"the track length limit must be at least 1, got {self.max_track_length}")
+
+
+@dataclass(frozen=True)
+class SourceFrame:
+    """A frame as decoded, before preprocessing, and where its resized copy lies in the processed frame."""
+
+    image: np.ndarray  # [H, W, 3] uint8
+    resized_box: tuple[int, int, int, int]  # top, left, height, width (Preprocessor.resized_box)
+
+
+@dataclass(frozen=True)
+class _DepthTrust:
+    """Which of a frame's depths the tracks may trust: its confidence floor and content box (top, left, h, w)."""
+
+    floor: float
+    box: tuple[int, int, int, int]
+
+
+class TrainerExports:
+    """Writes the trainer exports of one reconstruction into ``output_dir``.
+
+    depth_dir: where the writer keeps each frame's depth and confidence .npy (read back for the tracks).
+    conf_percentile: the writer's per-frame confidence percentile; depths below it never extend a track.
+    """
+
+    def __init__(
+        self,
+        output_dir: Path,
+        options: ExportOptions,
+        depth_dir: Path,
+        depth_files: Callable[[int], tuple[str, str, str]],
+        conf_percentile: float,
+    ) -> None:
+        self.output_dir = output_dir
+        self.options = options
+        self.depth_dir = depth_dir
+        self.depth_files = depth_files
+        self.conf_percentile = conf_percentile
+        self.views: list[ImageView] = []
+        self._trust: list[_DepthTrust] = []
+        self._depth_pngs: list[str] = []
+        self._indices: list[int] = []  # frame index of each added frame, which names its files
+
+    @property
+    def needs_source(self) -> bool:
+        """Whether :meth:`add` needs each frame as decoded (``--colmap-images original``)."""
+        return self.options.colmap_images == "original"
+
+    def add(self, frame: FrameResult, source: SourceFrame | None = None) -> list[Path]:
+        """Write frame ``frame``'s per-frame exports; returns the files written."""
+        if self.needs_source and source is None:
+            raise ValueError("--colmap-images original needs each frame as decoded (source)")
+        written = []
+        valid = frame.valid
+        rows, columns = np.nonzero(valid.any(axis=1))[0], np.nonzero(valid.any(axis=0))[0]
+        box = (int(rows[0]), int(columns[0]), len(rows), len(columns)) if len(rows) else (0, 0, 0, 0)
+        floor = _confidence_floor(frame.depth, frame.depth_conf, valid, self.conf_percentile)
+        self._trust.append(_DepthTrust(floor, box))
+        if source is None:
+            view = processed_view(frame.index, frame.image_size)
+        else:
+            view = original_view(frame.index, source.image.shape[:2], source.resized_box)
+            written.append(write_original(self.output_dir, frame.index, source.image))
+        self.views.append(view)
+        self._indices.append(frame.index)
+        if self.options.transforms_depth:
+            folder = self.output_dir / TRANSFORMS_DEPTH_DIR
+            folder.mkdir(exist_ok=True)
+            depth, depth_valid = frame.depth, valid
+            if source is not None:
+                depth, depth_valid = _on_resized_frame(depth, valid, source.resized_box)
+            written.append(write_depth16(folder / image_name(frame.index), depth, depth_valid, 1 / DEPTH_UNIT_SCALE))
+            self._depth_pngs.append(f"{TRANSFORMS_DEPTH_DIR}/{image_name(frame.index)}")
+        if self.options.rgbd:
+            folder = self.output_dir / RGBD_DIR
+            written += write_rgbd_frame(folder, frame.index, frame.image, frame.depth, valid, self.options.depth_scale)
+        return written
+
+    def finish(self, cameras: list[CameraRecord], records: np.ndarray, ply_file: str, source: str) -> list[Path]:
+        """Write the COLMAP model of ``cameras`` and point ``records``, transforms.json and the RGB-D lists."""
+        observations = multiview_tracks(
+            cameras, records, self._trusted_depth, self.options.track_tolerance, self.options.max_track_length
+        )
+        model_dir = self.output_dir / COLMAP_DIR
+        written = write_colmap(
+            model_dir,
+            cameras,
+            self.views,
+            records,
+            observations,
+            self.options.shared_camera,
+            self.options.colmap_format,
+        )
+        link_sparse_model(self.output_dir, model_dir)
+        transforms = self.output_dir / "transforms.json"
+        with atomic_output(transforms) as tmp:
+            depth_pngs = self._depth_pngs if self.options.transforms_depth else None
+            write_transforms(tmp, cameras, self.views, ply_file, depth_pngs)
+        written.append(transforms)
+        if self.options.rgbd:
+            written += write_rgbd_lists(self.output_dir / RGBD_DIR, cameras, self.options.depth_scale, source)
+        return written
+
+    def _trusted_depth(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame i's depth [H, W] and the mask of its depths a track may use, read back from the writer's files."""
+        depth_name, conf_name, _ = self.depth_files(self._indices[i])
+        depth = np.load(self.depth_dir / depth_name)
+        conf = np.load(self.depth_dir / conf_name)
+        trust = self._trust[i]
+        top, left, height, width = trust.box
+        mask = np.zeros(depth.shape, dtype=bool)
+        mask[top : top + height, left : left + width] = True
+        return depth, mask & _reliable(depth, conf) & (conf >= trust.floor)
+
+
+def _reliable(depth: np.ndarray, conf: np.ndarray) -> np.ndarray:
+    return np.isfinite(depth) & (depth > 0) & np.isfinite(conf) & (conf > MIN_CONFIDENCE)
+
+
+def _confidence_floor(depth: np.ndarray, conf: np.ndarray, valid: np.ndarray, percentile: float) -> float:
+    """The frame's confidence at ``percentile`` over its usable pixels, as the point cloud's threshold."""
+    usable = valid & _reliable(depth, conf)
+    return float(np.percentile(conf[usable], percentile)) if usable.any() and percentile > 0 else -np.inf
+
+
+def _on_resized_frame(
+    depth: np.ndarray, valid: np.ndarray, resized_box: tuple[int, int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Depth [H, W] of the processed frame moved onto the whole resized frame [h, w] (``resized_box``), so it covers
+    the source frame as a plain scale does: rows and columns cropped away have no depth, padding is dropped."""
+    top, left, height, width = resized_box
+    canvas = np.zeros((height, width), dtype=np.float32)
+    canvas_valid = np.zeros((height, width), dtype=bool)
+    rows = slice(max(top, 0), min(top + height, depth.shape[0]))  # the processed rows that hold the resized frame
+    columns = slice(max(left, 0), min(left + width, depth.shape[1]))
+    target = (slice(rows.start - top, rows.stop - top), slice(columns.start - left, columns.stop - left))
+    canvas[target] = depth[rows, columns]
+    canvas_valid[target] = valid[rows, columns]
+    return canvas, canvas_valid
