@@ -14,6 +14,10 @@ Policies (``parse_policy``), each optionally with ``+int8``:
   attention kernels still apply.
 - ``"...+int8"``: store keys as int8 with per-channel scales and values as int8 with per-token scales (KIVI's
   split: keys have outlier channels, values do not), about 4x smaller than fp32 and 2x smaller than bf16.
+
+Batch elements are independent streams. ``reset_slot(b)`` forgets element b alone (a new stream starts there
+while the others go on); from then on each element keeps its own valid prefix of slots, writes at its own
+positions, and ``key_mask`` tells attention which keys each element may see.
 """
 
 from __future__ import annotations
@@ -90,9 +94,13 @@ class PlainStore:
         return [t for t in (self.k, self.v) if t is not None]
 
     def allocate(self, like: Tensor, capacity: int, keep: int) -> None:
-        """(Re)allocate room for ``capacity`` tokens shaped like ``like``, keeping the first ``keep``."""
+        """(Re)allocate room for ``capacity`` tokens shaped like ``like``, keeping the first ``keep``.
+
+        Zeroed, not empty: once batch elements hold streams of different lengths, attention reads (masked) slots
+        that no element wrote, and garbage there could be inf or NaN, which a zero weight does not cancel.
+        """
         shape = (*like.shape[:2], capacity, like.shape[-1])
-        k, v = like.new_empty(shape), like.new_empty(shape)
+        k, v = like.new_zeros(shape), like.new_zeros(shape)
         if self.k is not None:
             k[:, :, :keep], v[:, :, :keep] = self.k[:, :, :keep], self.v[:, :, :keep]
         self.k, self.v = k, v
@@ -101,14 +109,17 @@ class PlainStore:
         end = start + k.shape[2]
         self.k[:, :, start:end], self.v[:, :, start:end] = k, v
 
-    def scatter(self, slots: Tensor, k: Tensor, v: Tensor) -> None:
-        """Write token i of ``k, v`` [B, h, n, d] to slot ``slots[b, h, i]``."""
+    def scatter(self, slots: Tensor, k: Tensor, v: Tensor, end: int | None = None) -> None:
+        """Write token i of ``k, v`` [B, h, n, d] to slot ``slots[b, h, i]``; ``end``: slots in use after it."""
         index = slots.unsqueeze(-1).expand(-1, -1, -1, k.shape[-1])
         self.k.scatter_(2, index, k)
         self.v.scatter_(2, index, v)
 
     def read(self, length: int) -> tuple[Tensor, Tensor]:
         return self.k[:, :, :length], self.v[:, :, :length]
+
+    def reset_slot(self, index: int) -> None:
+        """Batch element ``index`` starts a new stream: nothing to clear, its old slots are no longer read."""
 
     def read_keys(self, length: int) -> Tensor:
         """Keys only: eviction scores need no values (for int8 storage, half the dequantization)."""
@@ -120,7 +131,8 @@ class Int8Store(PlainStore):
     scale. Reads dequantize to the dtype the tensors arrived in.
 
     When a new frame raises a key channel's abs-max, the stored keys of that layer are rescaled to the new scale;
-    after the first frames this is rare, because keys are LayerNorm-ed (qk-norm) and RoPE-rotated.
+    after the first frames this is rare, because keys are LayerNorm-ed (qk-norm) and RoPE-rotated. The rescale
+    runs on every write (with a ratio of 1 where nothing grew), so no step waits on the device to decide.
     """
 
     def __init__(self) -> None:
@@ -135,9 +147,9 @@ class Int8Store(PlainStore):
 
     def allocate(self, like: Tensor, capacity: int, keep: int) -> None:
         shape = (*like.shape[:2], capacity, like.shape[-1])
-        k = torch.empty(shape, dtype=torch.int8, device=like.device)
-        v = torch.empty_like(k)
-        v_scale = like.new_empty((*like.shape[:2], capacity, 1))
+        k = torch.zeros(shape, dtype=torch.int8, device=like.device)
+        v = torch.zeros_like(k)
+        v_scale = like.new_zeros((*like.shape[:2], capacity, 1))
         if self.k is None:
             self.k_scale = like.new_zeros((*like.shape[:2], 1, like.shape[-1]))
             self.dtype = like.dtype
@@ -149,11 +161,13 @@ class Int8Store(PlainStore):
     def _quantize_keys(self, k: Tensor) -> Tensor:
         new_max = k.abs().amax(dim=2, keepdim=True) / 127.0
         scale = torch.maximum(self.k_scale, new_max)
-        if bool((scale > self.k_scale).any()) and self.length_hint:
+        if self.length_hint:
+            # Rescaled every step, not only when a scale grew: asking would read a flag back from the device (a host
+            # sync that stops a step from compiling whole), and a ratio of exactly 1 leaves an int8 value as it is.
             ratio = torch.where(scale > 0, self.k_scale / scale.clamp_min(1e-12), torch.ones_like(scale))
             stored = self.k[:, :, : self.length_hint]
             stored.copy_((stored.to(ratio.dtype) * ratio).round().clamp(-127, 127).to(torch.int8))
-        self.k_scale = scale
+        self.k_scale.copy_(scale)  # in place: a compiled step keeps the same state tensors from step to step
         return (k / scale.clamp_min(1e-12)).round().clamp(-127, 127).to(torch.int8)
 
     def _quantize_values(self, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -166,13 +180,15 @@ class Int8Store(PlainStore):
         self.v[:, :, start:end], self.v_scale[:, :, start:end] = self._quantize_values(v)
         self.length_hint = max(self.length_hint, end)
 
-    def scatter(self, slots: Tensor, k: Tensor, v: Tensor) -> None:
+    def scatter(self, slots: Tensor, k: Tensor, v: Tensor, end: int | None = None) -> None:
         k_q = self._quantize_keys(k)
         v_q, v_scale = self._quantize_values(v)
         index = slots.unsqueeze(-1)
         self.k.scatter_(2, index.expand(-1, -1, -1, k.shape[-1]), k_q)
         self.v.scatter_(2, index.expand(-1, -1, -1, v.shape[-1]), v_q)
         self.v_scale.scatter_(2, index, v_scale)
+        if end is not None:
+            self.length_hint = max(self.length_hint, end)
 
     def read(self, length: int) -> tuple[Tensor, Tensor]:
         return self.read_keys(length), self.v[:, :, :length].to(self.dtype) * self.v_scale[:, :, :length]
@@ -180,16 +196,62 @@ class Int8Store(PlainStore):
     def read_keys(self, length: int) -> Tensor:
         return self.k[:, :, :length].to(self.dtype) * self.k_scale
 
+    def reset_slot(self, index: int) -> None:
+        """A new stream in element ``index`` starts from a zero key scale, as a fresh cache does."""
+        if self.k_scale is not None:
+            self.k_scale[index] = 0
+
 
 class LayerCache:
     """One attention layer's cache: a store plus ``length`` valid slots; subclasses decide what to keep."""
 
     def __init__(self, store: PlainStore) -> None:
         self.store = store
-        self.length = 0
+        self.length = 0  # slots read: the longest element's valid prefix
+        # Once an element was reset: each element's valid prefix, and which keys each attends to [B, 1, 1, length]
+        # (None while every element's prefix is the whole ``length``).
+        self.slot_lengths: list[int] | None = None
+        self.key_mask: Tensor | None = None
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
+
+    def reset_slot(self, index: int) -> None:
+        """Forget batch element ``index``: its next update starts a new stream; the other elements keep theirs."""
+        if self.store.capacity == 0:
+            return  # nothing stored yet: every element starts fresh anyway
+        if self.slot_lengths is None:
+            self._split_slots(self.store.k.shape[0])
+        self.slot_lengths[index] = 0
+        self.store.reset_slot(index)
+
+    def _split_slots(self, batch: int) -> None:
+        """Start tracking each element's state on its own (every element holds the shared state so far)."""
+        self.slot_lengths = [self.length] * batch
+
+    def _slot_positions(self, k: Tensor) -> Tensor:
+        """Slots [B, heads, n] where each element's new tokens go; advances ``slot_lengths``. Appends by default."""
+        starts = self.slot_lengths
+        self.slot_lengths = [start + k.shape[2] for start in starts]
+        return _spans(starts, k)
+
+    def _capacity_limit(self) -> int | None:
+        return None
+
+    def _update_slots(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """The update once elements hold streams of different lengths: each writes at its own positions."""
+        positions = self._slot_positions(k)
+        end = max(self.slot_lengths)
+        if end > self.store.capacity:
+            limit = self._capacity_limit()
+            capacity = max(end, 2 * self.store.capacity)
+            self.store.allocate(k, capacity if limit is None else min(capacity, limit), self.length)
+        self.store.scatter(positions, k, v, end)
+        self.length = end
+        lengths = torch.tensor(self.slot_lengths, device=k.device)
+        uniform = all(length == end for length in self.slot_lengths)
+        self.key_mask = None if uniform else (torch.arange(end, device=k.device) < lengths[:, None])[:, None, None]
+        return self.views()
 
     @property
     def nbytes(self) -> int:
@@ -213,6 +275,8 @@ class FullCache(LayerCache):
     """Keeps every token; capacity doubles when full."""
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if self.slot_lengths is not None:
+            return self._update_slots(k, v)
         self._append(k, v)
         return self.views()
 
@@ -231,11 +295,32 @@ class WindowCache(LayerCache):
             raise ValueError(f"window cache expects one frame of {self.frame_tokens} tokens, got {k.shape[2]}")
         if self.store.capacity == 0:
             self.store.allocate(k, (1 + self.frames) * self.frame_tokens, 0)
-        slot = 0 if self.frames_seen == 0 else 1 + (self.frames_seen - 1) % self.frames
+        if self.slot_lengths is not None:
+            return self._update_slots(k, v)
+        slot = self._ring_slot(self.frames_seen)
         self.store.write(slot * self.frame_tokens, k, v)
         self.frames_seen += 1
         self.length = min(self.frames_seen, 1 + self.frames) * self.frame_tokens
         return self.views()
+
+    def _ring_slot(self, frames_seen: int) -> int:
+        """The frame slot the next frame takes: 0 for the anchor, then the ring's oldest."""
+        return 0 if frames_seen == 0 else 1 + (frames_seen - 1) % self.frames
+
+    def _split_slots(self, batch: int) -> None:
+        super()._split_slots(batch)
+        self.slot_frames = [self.frames_seen] * batch
+
+    def reset_slot(self, index: int) -> None:
+        super().reset_slot(index)
+        if self.slot_lengths is not None:
+            self.slot_frames[index] = 0
+
+    def _slot_positions(self, k: Tensor) -> Tensor:
+        starts = [self._ring_slot(seen) * self.frame_tokens for seen in self.slot_frames]
+        self.slot_frames = [seen + 1 for seen in self.slot_frames]
+        self.slot_lengths = [min(seen, 1 + self.frames) * self.frame_tokens for seen in self.slot_frames]
+        return _spans(starts, k)
 
 
 class BudgetCache(LayerCache):
@@ -254,15 +339,41 @@ class BudgetCache(LayerCache):
         self.budget = budget
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if self.slot_lengths is not None:
+            return self._update_slots(k, v)
         if self.length + k.shape[2] <= self.budget:
             self._append(k, v, max_capacity=self.budget)
         else:
             self.store.scatter(self._most_redundant(k.shape[2]), k, v)
         return self.views()
 
-    def _most_redundant(self, count: int) -> Tensor:
-        """The ``count`` evictable slots [B, h, count] whose keys are most similar to the layer's mean key."""
-        evictable = self.store.read_keys(self.length)[:, :, self.frame_tokens :].float()
+    def _capacity_limit(self) -> int | None:
+        return self.budget
+
+    def _slot_positions(self, k: Tensor) -> Tensor:
+        """Elements with room append; full ones overwrite their own most redundant slots."""
+        count = k.shape[2]
+        starts = self.slot_lengths
+        positions = _spans(starts, k)
+        full = [b for b, start in enumerate(starts) if start + count > self.budget]
+        for length in sorted({starts[b] for b in full}):
+            rows = [b for b in full if starts[b] == length]
+            positions[rows] = self._most_redundant(count, length, rows)
+        self.slot_lengths = [start if b in full else start + count for b, start in enumerate(starts)]
+        return positions
+
+    def _most_redundant(self, count: int, length: int | None = None, rows: list[int] | None = None) -> Tensor:
+        """The ``count`` evictable slots [B, h, count] whose keys are most similar to the layer's mean key
+        (among the first ``length`` slots, default all, of the elements ``rows``, default all)."""
+        keys = self.store.read_keys(self.length if length is None else length)
+        evictable = (keys if rows is None else keys[rows])[:, :, self.frame_tokens :].float()
         mean = evictable.mean(dim=2, keepdim=True)
         redundancy = torch.nn.functional.cosine_similarity(evictable, mean, dim=-1)  # [B, heads, n]
         return redundancy.topk(count, dim=-1).indices + self.frame_tokens
+
+
+def _spans(starts: list[int], k: Tensor) -> Tensor:
+    """Slots [B, heads, n]: element b's n new tokens go to starts[b], starts[b] + 1, ..."""
+    batch, heads, count, _ = k.shape
+    offsets = torch.tensor(starts, device=k.device)[:, None] + torch.arange(count, device=k.device)
+    return offsets[:, None, :].expand(batch, heads, count).contiguous()

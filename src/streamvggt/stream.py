@@ -28,6 +28,9 @@ class StreamSession:
     forward's :class:`Predictions` without the S axis: pose_enc [B, 9], depth [B, H, W, 1], depth_conf [B, H, W],
     world_points [B, H, W, 3], world_points_conf [B, H, W] (and track [B, N, 2], track_vis, track_conf [B, N]
     when query points were given).
+
+    The B streams are independent: ``reset_slot(b)`` starts a new stream in element b while the others go on, so
+    a batch stays full while inputs of different lengths come and go (all frames keep the session's size).
     """
 
     def __init__(
@@ -50,15 +53,30 @@ class StreamSession:
     def reset(self) -> None:
         """Forget every frame: the next step starts a new stream (its first frame is the anchor)."""
         self.num_frames = 0
+        self.slot_frames = [0] * self.batch_size  # frames of each element's current stream
         self.frame_size: tuple[int, int] | None = None
         self._trunk_caches: list[LayerCache] = []
         self._camera_caches: list[list[LayerCache]] = []
         self._tracker: StreamingTracker | None = None
 
+    def reset_slot(self, index: int) -> None:
+        """Forget element ``index``'s stream only: its next frame is the anchor of a new stream, and the other
+        elements' streams go on as if nothing happened. Not with query points (the tracker is per session)."""
+        if not 0 <= index < self.batch_size:
+            raise ValueError(f"slot {index} is not in this session's batch of {self.batch_size}")
+        if self.query_points is not None:
+            raise ValueError("a session with query points cannot reset one slot: reset() the whole session")
+        for cache in self._caches():
+            cache.reset_slot(index)
+        self.slot_frames[index] = 0
+
+    def _caches(self) -> list[LayerCache]:
+        return [*self._trunk_caches, *(c for per_iter in self._camera_caches for c in per_iter)]
+
     @property
     def cache_bytes(self) -> int:
         """Bytes held by every cache of this session (trunk, camera head and tracker)."""
-        caches = [*self._trunk_caches, *(c for per_iter in self._camera_caches for c in per_iter)]
+        caches = self._caches()
         tracker_bytes = self._tracker.nbytes if self._tracker is not None else 0
         return sum(c.nbytes for c in caches) + tracker_bytes
 
@@ -69,14 +87,17 @@ class StreamSession:
         if self.num_frames == 0:
             self._open(frame)
         model = self.model
+        # Each element's position in its own stream: they differ once a slot was reset.
+        positions = self.slot_frames if len(set(self.slot_frames)) > 1 else self.slot_frames[0]
         with model.trunk_precision(frame.device):
             tokens = model.aggregator(
-                frame[:, None], model.head_layers, first_frame_index=self.num_frames, kv_caches=self._trunk_caches
+                frame[:, None], model.head_layers, first_frame_index=positions, kv_caches=self._trunk_caches
             )
         out = model.decode(tokens, self.frame_size, frames_chunk_size=None, camera_caches=self._camera_caches).frame(0)
         if self._tracker is not None:
             out = dataclasses.replace(out, **self._tracker.step(tokens, self.frame_size))
         self.num_frames += 1
+        self.slot_frames = [count + 1 for count in self.slot_frames]
         return out
 
     def _open(self, frame: Tensor) -> None:

@@ -19,7 +19,13 @@ class KVCacheLayer(Protocol):
         ...
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, frame_tokens: int | None) -> Tensor:
+def cache_key_mask(kv_cache: KVCacheLayer) -> Tensor | None:
+    """Which returned keys each batch element may attend to, [B, 1, 1, Nk] (True: attend); None: all of them.
+    Caches whose batch elements hold streams of different lengths set ``key_mask``; others need not have it."""
+    return getattr(kv_cache, "key_mask", None)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, frame_tokens: int | None, key_mask: Tensor | None = None) -> Tensor:
     """Scaled dot-product attention; block-causal over frames when ``frame_tokens`` is given.
 
     q: [B, h, Nq, d] holds whole frames of ``frame_tokens`` tokens each; k, v: [B, h, Nk, d] with Nk >= Nq, the
@@ -28,9 +34,10 @@ def attend(q: Tensor, k: Tensor, v: Tensor, frame_tokens: int | None) -> Tensor:
 
     The block-causal case runs one SDPA call per query frame rather than materialising an (Nq x Nk) mask: no
     mask memory, the fused kernels stay eligible, and it is exactly the computation a streaming step performs.
+    key_mask: [B, 1, 1, Nk] keys each batch element may see (a cache's streams of different lengths), or None.
     """
     if frame_tokens is None:
-        return F.scaled_dot_product_attention(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
     num_q, num_k = q.shape[-2], k.shape[-2]
     if num_q % frame_tokens:
         raise ValueError(f"{num_q} query tokens are not whole frames of {frame_tokens} tokens")
@@ -39,7 +46,9 @@ def attend(q: Tensor, k: Tensor, v: Tensor, frame_tokens: int | None) -> Tensor:
     for start in range(0, num_q, frame_tokens):
         end = start + frame_tokens
         visible = past + end
-        outputs.append(F.scaled_dot_product_attention(q[..., start:end, :], k[..., :visible, :], v[..., :visible, :]))
+        mask = None if key_mask is None else key_mask[..., :visible]
+        query, keys, values = q[..., start:end, :], k[..., :visible, :], v[..., :visible, :]
+        outputs.append(F.scaled_dot_product_attention(query, keys, values, attn_mask=mask))
     return torch.cat(outputs, dim=-2)
 
 
@@ -79,9 +88,13 @@ class Attention(nn.Module):
         # Under autocast qk-norm returns fp32 while v stays in the autocast dtype; SDPA would cast them to match
         # anyway, and doing it here keeps cached keys as small as the values.
         q, k = q.to(v.dtype), k.to(v.dtype)
+        key_mask = None
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)
-        out = attend(q, k, v, frame_tokens)
+            key_mask = cache_key_mask(kv_cache)
+        # The mask is passed only when a cache set one, so that attend's plain four-argument form (which tests
+        # replace to mask offline attention) stays the call every other forward makes.
+        out = attend(q, k, v, frame_tokens) if key_mask is None else attend(q, k, v, frame_tokens, key_mask)
         return self.proj(out.transpose(1, 2).reshape(batch, num_tokens, channels))
 
 

@@ -61,13 +61,14 @@ class Aggregator(nn.Module):
         self,
         images: Tensor,
         keep_layers: Sequence[int],
-        first_frame_index: int = 0,
+        first_frame_index: int | Sequence[int] = 0,
         kv_caches: Sequence[KVCacheLayer] | None = None,
     ) -> dict[int, Tensor]:
         """Run the trunk and return {layer: tokens [B, S, P, 2C]} for the layers in ``keep_layers``.
 
         images: [B, S, 3, H, W] in [0, 1], H and W multiples of the patch size.
-        first_frame_index: stream position of ``images[:, 0]``; only position 0 uses the first-frame tokens.
+        first_frame_index: stream position of ``images[:, 0]``, or one per batch element (streams of a batch may
+            be at different positions); only position 0 uses the first-frame tokens.
         kv_caches: one cache per global block holding earlier frames of the stream (streaming); the new frames'
             keys and values are appended. Without caches, the S frames form the whole sequence.
         """
@@ -111,12 +112,15 @@ class Aggregator(nn.Module):
             tokens = tokens.reshape(batch * frames, num_tokens, dim)
         return kept
 
-    def _special_tokens(self, batch: int, frames: int, first_frame_index: int, dtype: torch.dtype) -> Tensor:
+    def _special_tokens(
+        self, batch: int, frames: int, first_frame_index: int | Sequence[int], dtype: torch.dtype
+    ) -> Tensor:
         """Camera and register tokens [B*S, 1+R, C] for frames first_frame_index .. first_frame_index+S-1."""
         special = torch.cat((self.camera_token, self.register_token), dim=2)  # [1, 2, 1+R, C]
-        slots = (torch.arange(frames) + first_frame_index > 0).long().to(special.device)
-        per_frame = special[0, slots]  # [S, 1+R, C]
-        return per_frame.unsqueeze(0).expand(batch, -1, -1, -1).reshape(batch * frames, *per_frame.shape[1:]).to(dtype)
+        first = torch.as_tensor(first_frame_index).reshape(-1, 1)  # [1 or B, 1]
+        slots = (torch.arange(frames) + first > 0).long().to(special.device)  # [1 or B, S]
+        per_frame = special[0, slots]  # [1 or B, S, 1+R, C]
+        return per_frame.expand(batch, -1, -1, -1).reshape(batch * frames, *per_frame.shape[2:]).to(dtype)
 
 
 def _buffers_beside_loaded_parameters(module: Aggregator, incompatible_keys: object) -> None:
