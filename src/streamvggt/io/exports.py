@@ -88,7 +88,12 @@ class ReconstructionWriter:
         self._frame_files: dict[int, dict[str, str]] = {}
         self._frame_outputs: list[Path] = []
         self.exports = TrainerExports(
-            self.output_dir, exports or ExportOptions(), self.output_dir / DEPTH_DIR, depth_names, conf_threshold
+            self.output_dir,
+            exports or ExportOptions(),
+            self.output_dir / DEPTH_DIR,
+            depth_names,
+            conf_threshold,
+            self._folder,
         )
 
     def __enter__(self) -> ReconstructionWriter:

@@ -72,10 +72,8 @@ def original_view(index: int, source_size: tuple[int, int], resized_box: tuple[i
     return ImageView(f"{ORIGINAL_DIR}/{image_name(index)}", source_size, scale, (float(left), float(top)))
 
 
-def write_original(output_dir: Path, index: int, image: np.ndarray) -> Path:
-    """Write the decoded source frame [H, W, 3] uint8 of frame ``index`` as PNG into ``images_original/``."""
-    folder = output_dir / ORIGINAL_DIR
-    folder.mkdir(exist_ok=True)
+def write_original(folder: Path, index: int, image: np.ndarray) -> Path:
+    """Write the decoded source frame [H, W, 3] uint8 of frame ``index`` as PNG into ``folder`` (images_original/)."""
     path = folder / image_name(index)
     with atomic_output(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG", compress_level=1)  # full-resolution frames: favour speed

@@ -35,10 +35,9 @@ def timestamp(camera: CameraRecord) -> float:
 def write_rgbd_frame(
     folder: Path, index: int, image: np.ndarray, depth: np.ndarray, valid: np.ndarray, depth_scale: float
 ) -> list[Path]:
-    """Write frame ``index``'s colour image [H, W, 3] uint8 and depth [H, W] (model units) into ``folder``."""
+    """Write frame ``index``'s colour image [H, W, 3] uint8 and depth [H, W] (model units) into ``folder``'s rgb/
+    and depth/ (which exist)."""
     written = []
-    for sub in ("rgb", "depth"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
     with atomic_output(folder / "rgb" / image_name(index)) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
     written.append(folder / "rgb" / image_name(index))

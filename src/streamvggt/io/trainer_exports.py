@@ -20,7 +20,14 @@ from streamvggt.io.colmap import FORMATS, link_sparse_model, write_colmap
 from streamvggt.io.colmap_tracks import DEPTH_TOLERANCE, MAX_TRACK_LENGTH, multiview_tracks
 from streamvggt.io.depth16 import write_depth16
 from streamvggt.io.frames import image_name
-from streamvggt.io.image_views import IMAGE_CHOICES, ImageView, original_view, processed_view, write_original
+from streamvggt.io.image_views import (
+    IMAGE_CHOICES,
+    ORIGINAL_DIR,
+    ImageView,
+    original_view,
+    processed_view,
+    write_original,
+)
 from streamvggt.io.points import MIN_CONFIDENCE
 from streamvggt.io.rgbd import RGBD_DIR, write_rgbd_frame, write_rgbd_lists
 from streamvggt.io.transforms import DEPTH_UNIT_SCALE, write_transforms
@@ -85,6 +92,8 @@ class TrainerExports:
 
     depth_dir: where the writer keeps each frame's depth and confidence .npy (read back for the tracks).
     conf_percentile: the writer's per-frame confidence percentile; depths below it never extend a track.
+    make_folder: creates a folder of the output folder by relative name and returns it (the writer's, which removes
+    the folders it made when a run fails).
     """
 
     def __init__(
@@ -94,12 +103,14 @@ class TrainerExports:
         depth_dir: Path,
         depth_files: Callable[[int], tuple[str, str, str]],
         conf_percentile: float,
+        make_folder: Callable[[str], Path] | None = None,
     ) -> None:
         self.output_dir = output_dir
         self.options = options
         self.depth_dir = depth_dir
         self.depth_files = depth_files
         self.conf_percentile = conf_percentile
+        self._make_folder = make_folder or self._plain_folder
         self.views: list[ImageView] = []
         self._trust: list[_DepthTrust] = []
         self._depth_pngs: list[str] = []
@@ -124,18 +135,19 @@ class TrainerExports:
             view = processed_view(frame.index, frame.image_size)
         else:
             view = original_view(frame.index, source.image.shape[:2], source.resized_box)
-            written.append(write_original(self.output_dir, frame.index, source.image))
+            written.append(write_original(self._make_folder(ORIGINAL_DIR), frame.index, source.image))
         self.views.append(view)
         self._indices.append(frame.index)
         if self.options.transforms_depth:
-            folder = self.output_dir / TRANSFORMS_DEPTH_DIR
-            folder.mkdir(exist_ok=True)
+            folder = self._make_folder(TRANSFORMS_DEPTH_DIR)
             depth, depth_valid = frame.depth, valid
             if source is not None:
                 depth, depth_valid = _on_resized_frame(depth, valid, source.resized_box)
             written.append(write_depth16(folder / image_name(frame.index), depth, depth_valid, 1 / DEPTH_UNIT_SCALE))
             self._depth_pngs.append(f"{TRANSFORMS_DEPTH_DIR}/{image_name(frame.index)}")
         if self.options.rgbd:
+            for sub in ("rgb", "depth"):
+                self._make_folder(f"{RGBD_DIR}/{sub}")
             folder = self.output_dir / RGBD_DIR
             written += write_rgbd_frame(folder, frame.index, frame.image, frame.depth, valid, self.options.depth_scale)
         return written
@@ -164,6 +176,11 @@ class TrainerExports:
         if self.options.rgbd:
             written += write_rgbd_lists(self.output_dir / RGBD_DIR, cameras, self.options.depth_scale, source)
         return written
+
+    def _plain_folder(self, name: str) -> Path:
+        folder = self.output_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def _trusted_depth(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame i's depth [H, W] and the mask of its depths a track may use, read back from the writer's files."""

@@ -4,7 +4,8 @@ Each frame has ``file_path`` (relative to the output folder) and ``transform_mat
 with OpenGL camera axes (x right, y up, z backwards). Intrinsics (``fl_x``, ``fl_y``, ``cx``, ``cy``, ``w``, ``h``,
 corner-origin pixels as COLMAP's) sit at the top when every frame shares them, else in each frame.
 ``depth_file_path`` names a 16-bit PNG whose values times ``depth_unit_scale_factor`` are depths in the poses'
-units; ``ply_file_path`` names the points for splat initialisation, in the same world frame.
+units; ``ply_file_path`` names the points for splat initialisation, in the same world frame; ``applied_transform``
+(identity) says the poses are the reconstruction's own.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def write_transforms(
         "camera_model": "OPENCV",  # no distortion terms: all zero
         **(intrinsics[0] if shared else {}),
         "ply_file_path": ply_file,
+        # The poses are the model's world as is; without this key nerfstudio guesses a COLMAP axis swap.
+        "applied_transform": np.eye(4)[:3].tolist(),
         **({"depth_unit_scale_factor": DEPTH_UNIT_SCALE} if depth_files is not None else {}),
         "frames": frames,
     }
