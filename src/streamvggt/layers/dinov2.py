@@ -60,8 +60,12 @@ class DinoV2Encoder(nn.Module):
     def position_embedding(self, grid_h: int, grid_w: int, dtype: torch.dtype) -> Tensor:
         """Learned absolute embedding [1, 1 + grid_h*grid_w, C], resized bicubically (antialiased) to the grid.
 
-        Cached per grid while the embedding cannot receive gradients (it is frozen in training).
+        Cached per grid while the embedding cannot receive gradients (it is frozen in training). A compiled step
+        resizes it inside its graph instead: the cache key reads the parameter's version counter, which a graph
+        cannot, and the resize is small beside one block.
         """
+        if torch.compiler.is_compiling():
+            return self._resize_position_embedding(grid_h, grid_w).to(dtype)
         cacheable = not (self.pos_embed.requires_grad and torch.is_grad_enabled())
         key = (grid_h, grid_w, dtype, self.pos_embed.device, self.pos_embed._version)
         if cacheable and key in self._pos_cache:

@@ -112,6 +112,15 @@ class StreamVGGT(nn.Module):
         log.info("trunk converted for %s: %d Linear layers", mode, count)
         return mode
 
+    @torch.no_grad()
+    def warm_up(self, height: int, width: int, device: torch.device | None = None) -> None:
+        """Convert the trunk for its precision and stream one blank ``height`` x ``width`` frame through a throwaway
+        session, so that kernels for that frame size (oneDNN bf16 primitives take seconds) are made now and not
+        in a stream's first step."""
+        device = device if device is not None else next(self.parameters()).device
+        self.prepare_precision(device)
+        self.stream().step(torch.zeros(1, 3, height, width, device=device))
+
     @contextlib.contextmanager
     def trunk_precision(self, device: torch.device) -> Iterator[None]:
         """Autocast context for the trunk according to ``self.precision``, the device and the converted weights."""
