@@ -23,8 +23,8 @@ demo: venv
 	$(VENV)/bin/streamvggt demo -o demo_output
 
 lint: venv
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks .ci
+	$(PY) -m ruff format --check src tests benchmarks .ci
 
 test: lint chromium
 	$(PY) -m pytest -q
@@ -36,11 +36,13 @@ test-clone:
 		git clone --quiet "$$(pwd)" "$$clone" && echo "test-clone: $$clone" && \
 		$(MAKE) -C "$$clone" test PYTHON=$(PYTHON)
 
-# The weight-loading tests with every core requirement at its declared lower bound (.ci/floor_pins.py reads them
-# from the package metadata). An old torch is on PyPI only as a CUDA build: with its NVIDIA libraries it is a
-# 3 GB download and 5 GB in $(VENV_MIN) (built once per pyproject.toml change); it runs on the CPU.
+# The core tests (weight loading, reading inputs, the model, streaming) with every core requirement at its declared
+# lower bound (.ci/floor_pins.py reads them from the package metadata). An old torch is on PyPI only as a CUDA
+# build: with its NVIDIA libraries a 3 GB download, 5 GB in $(VENV_MIN) (built once per pyproject.toml change).
+MIN_DEPS_TESTS := tests/test_weights.py tests/test_io_sources.py tests/test_io_preprocess.py tests/test_model.py \
+	tests/test_stream.py
 test-min-deps: $(VENV_MIN)/.installed
-	$(VENV_MIN)/bin/python -m pytest -q -p no:cacheprovider tests/test_weights.py
+	$(VENV_MIN)/bin/python -m pytest -q -p no:cacheprovider $(MIN_DEPS_TESTS)
 
 $(VENV_MIN)/.installed: pyproject.toml .ci/floor_pins.py
 	rm -rf $(VENV_MIN)
@@ -53,8 +55,8 @@ $(VENV_MIN)/.installed: pyproject.toml .ci/floor_pins.py
 	touch $@
 
 format: venv
-	$(PY) -m ruff check --fix src tests benchmarks
-	$(PY) -m ruff format src tests benchmarks
+	$(PY) -m ruff check --fix src tests benchmarks .ci
+	$(PY) -m ruff format src tests benchmarks .ci
 
 # Headless Chromium for the viewer's browser test: Debian's package (Playwright drives it; no browser download).
 # A failed install is a warning, not a failed build: the browser test then skips and says why.

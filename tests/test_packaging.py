@@ -35,6 +35,7 @@ NEWEST_APIS = [
     ("huggingface_hub", "0.34", "huggingface_hub.cli.auth", "hf auth login"),
     ("huggingface_hub", "0.25", "huggingface_hub.errors.GatedRepoError", "errors.GatedRepoError"),
     ("pillow", "10.1", "PIL.Image.Image.has_transparency_data", "has_transparency_data"),
+    ("av", "14.1", "av.video.frame.VideoFrame.rotation", "frame.rotation"),
     ("pycolmap", "4.0", "pycolmap.Reconstruction.add_image_with_trivial_frame", "add_image_with_trivial_frame"),
     ("OpenEXR", "3.3", "OpenEXR.File", "openexr.File("),
 ]
