@@ -275,3 +275,23 @@ def test_floor_pins_compare_releases_without_trailing_zeros_or_local_tags():
     assert floor_pins.release("2.6.0+cu124") == floor_pins.release("2.6") == (2, 6)
     assert floor_pins.release("12.0.0") == (12,)
     assert floor_pins.release("0.34.1") == (0, 34, 1)
+
+
+def test_a_hub_older_than_the_floor_is_one_clear_error_before_any_download(monkeypatch):
+    """huggingface_hub before 0.25 has no ``errors`` module: loading from a repo id says to upgrade instead of an
+    ImportError raised while handling the download's own error."""
+    import huggingface_hub
+
+    from streamvggt.weights import CheckpointError, load_model
+
+    downloads = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *args, **kwargs: downloads.append(args))
+    monkeypatch.delattr(huggingface_hub, "errors", raising=False)
+    monkeypatch.setitem(sys.modules, "huggingface_hub.errors", None)
+    with pytest.raises(
+        CheckpointError,
+        match=r"^Hugging Face downloads need a newer huggingface_hub \(.*errors.*\): "
+        r"pip install -U huggingface_hub$",
+    ):
+        load_model("someone/some-model", device="cpu")
+    assert downloads == []
