@@ -54,20 +54,18 @@ def write_colmap(
     if file_format == "bin":
         pycolmap = require("pycolmap", "eval", purpose="--colmap-format bin")
     folder.mkdir(exist_ok=True)
-    texts = _model_text(cameras, views, records, observations, shared_camera)
+    model = (cameras, views, records, observations, shared_camera)
     if file_format == "text":
-        written = []
-        for name, text in zip(_TEXT_FILES, texts, strict=True):
-            with atomic_output(folder / name) as tmp:
-                tmp.write_text(text, encoding="utf-8")
-            written.append(folder / name)
+        with contextlib.ExitStack() as stack:
+            temporaries = [stack.enter_context(atomic_output(folder / name)) for name in _TEXT_FILES]
+            _write_text_model(*temporaries, *model)
+        written = [folder / name for name in _TEXT_FILES]
     else:
         with tempfile.TemporaryDirectory(prefix=".colmap-", dir=folder) as scratch:
             text_dir, binary_dir = Path(scratch, "text"), Path(scratch, "bin")
             text_dir.mkdir()
             binary_dir.mkdir()
-            for name, text in zip(_TEXT_FILES, texts, strict=True):
-                (text_dir / name).write_text(text, encoding="utf-8")
+            _write_text_model(*(text_dir / name for name in _TEXT_FILES), *model)
             pycolmap.Reconstruction(str(text_dir)).write_binary(str(binary_dir))
             written = []
             for path in sorted(binary_dir.iterdir()):
@@ -120,71 +118,79 @@ def camera_ids(views: list[ImageView], pinholes: np.ndarray, shared: bool) -> tu
     return np.arange(1, len(views) + 1), pinholes
 
 
-def _model_text(
+def _write_text_model(
+    cameras_path: Path,
+    images_path: Path,
+    points_path: Path,
     cameras: list[CameraRecord],
     views: list[ImageView],
     records: np.ndarray,
     observations: Observations,
     shared_camera: bool,
-) -> tuple[str, str, str]:
-    """The contents of cameras.txt, images.txt and points3D.txt."""
+    chunk: int = 100_000,
+) -> None:
+    """Write cameras.txt, images.txt and points3D.txt; points go out ``chunk`` at a time, so memory stays near the
+    observation arrays rather than their text."""
     pinholes = np.array([view.pinhole(cam.intrinsic) for cam, view in zip(cameras, views, strict=True)])
     image_camera, params = camera_ids(views, pinholes, shared_camera)
-    camera_lines = [
+    lines = [
         "# Camera list with one line of data per camera:",
         "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]",
         f"# Number of cameras: {len(params)}",
     ]
     for camera_id, (fx, fy, cx, cy) in enumerate(params.tolist(), start=1):
         height, width = views[np.argmax(image_camera == camera_id)].size
-        camera_lines.append(f"{camera_id} PINHOLE {width} {height} {fx:.17g} {fy:.17g} {cx:.17g} {cy:.17g}")
+        lines.append(f"{camera_id} PINHOLE {width} {height} {fx:.17g} {fy:.17g} {cx:.17g} {cy:.17g}")
+    cameras_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     frame, point = observations.frame, observations.point
     by_frame = np.argsort(frame, kind="stable")  # observations grouped by image, each group in point order
     bounds = np.searchsorted(frame[by_frame], np.arange(len(cameras) + 1))
     point2d_index = np.empty(len(frame), dtype=np.int64)
-    pixels = np.empty((len(frame), 2), dtype=np.float64)
     distance = np.empty(len(frame), dtype=np.float64)  # image pixels between reprojection and observation
     xyz = np.asarray(records["xyz"], dtype=np.float64)
-    for i, (cam, view) in enumerate(zip(cameras, views, strict=True)):
-        members = by_frame[bounds[i] : bounds[i + 1]]
-        point2d_index[members] = np.arange(len(members))
-        pixels[members] = view.pixels(observations.uv[members])
-        distance[members] = np.linalg.norm(view.pixels(_project(xyz[point[members]], cam)) - pixels[members], axis=-1)
-
-    image_lines = [
-        "# Image list with two lines of data per image:",
-        "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
-        "#   POINTS2D[] as (X, Y, POINT3D_ID)",
-        f"# Number of images: {len(cameras)}",
-    ]
     quats = mat_to_quat(torch.from_numpy(np.stack([c.extrinsic[:, :3] for c in cameras]).astype(np.float64)))
-    for i, (cam, view, (qx, qy, qz, qw)) in enumerate(zip(cameras, views, quats.tolist(), strict=True)):
-        tx, ty, tz = cam.extrinsic[:, 3]
-        pose = " ".join(f"{v:.12g}" for v in (qw, qx, qy, qz, tx, ty, tz))
-        image_lines.append(f"{i + 1} {pose} {image_camera[i]} {view.name}")
-        members = by_frame[bounds[i] : bounds[i + 1]]
-        u, v = pixels[members].T.tolist()
-        image_lines.append(" ".join(map("%.4f %.4f %d".__mod__, zip(u, v, (point[members] + 1).tolist(), strict=True))))
+    with open(images_path, "w", encoding="utf-8") as f:
+        f.write(
+            "# Image list with two lines of data per image:\n"
+            "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME\n"
+            f"#   POINTS2D[] as (X, Y, POINT3D_ID)\n# Number of images: {len(cameras)}\n"
+        )
+        for i, (cam, view, (qx, qy, qz, qw)) in enumerate(zip(cameras, views, quats.tolist(), strict=True)):
+            members = by_frame[bounds[i] : bounds[i + 1]]
+            point2d_index[members] = np.arange(len(members))
+            pixels = view.pixels(observations.uv[members])
+            distance[members] = np.linalg.norm(view.pixels(_project(xyz[point[members]], cam)) - pixels, axis=-1)
+            tx, ty, tz = cam.extrinsic[:, 3]
+            pose = " ".join(f"{v:.12g}" for v in (qw, qx, qy, qz, tx, ty, tz))
+            u, v = pixels.T.tolist()
+            keypoints = " ".join(map("%.4f %.4f %d".__mod__, zip(u, v, (point[members] + 1).tolist(), strict=True)))
+            f.write(f"{i + 1} {pose} {image_camera[i]} {view.name}\n{keypoints}\n")
 
     # COLMAP's ERROR: the mean over the track, -1 (unknown) where a projection is not finite.
     finite = np.isfinite(distance)
     total = np.bincount(point, weights=np.where(finite, distance, 0.0), minlength=len(records))
     unknown = np.bincount(point, weights=~finite, minlength=len(records)) > 0
     errors = np.where(unknown, -1.0, total / np.maximum(np.bincount(point, minlength=len(records)), 1))
-    point_lines = [
-        "# 3D point list with one line of data per point:",
-        "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
-        f"# Number of points: {len(records)}, mean track length: {len(point) / max(len(records), 1):.2f}",
-    ]
-    # Columns as Python lists and one %-format per row: formatting numpy scalars one by one is 20x slower.
-    elements = list(map("%d %d".__mod__, zip((frame + 1).tolist(), point2d_index.tolist(), strict=True)))
-    starts = np.searchsorted(point, np.arange(len(records) + 1)).tolist()
-    tracks = (" ".join(elements[a:b]) for a, b in itertools.pairwise(starts))
-    xyz, rgb = records["xyz"].T.tolist(), records["rgb"].T.tolist()
-    columns = (range(1, len(records) + 1), *xyz, *rgb, errors.tolist(), tracks)
-    point_lines += map("%d %.7g %.7g %.7g %d %d %d %.4g %s".__mod__, zip(*columns, strict=True))
-    return tuple("\n".join(lines) + "\n" for lines in (camera_lines, image_lines, point_lines))
+    starts = np.searchsorted(point, np.arange(len(records) + 1))
+    with open(points_path, "w", encoding="utf-8") as f:
+        f.write(
+            "# 3D point list with one line of data per point:\n"
+            "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n"
+            f"# Number of points: {len(records)}, mean track length: {len(point) / max(len(records), 1):.2f}\n"
+        )
+        for a in range(0, len(records), chunk):
+            b = min(a + chunk, len(records))
+            first, last = starts[a], starts[b]
+            # Columns as Python lists and one %-format per row: formatting numpy scalars one by one is 20x slower.
+            ids = zip((frame[first:last] + 1).tolist(), point2d_index[first:last].tolist(), strict=True)
+            elements = list(map("%d %d".__mod__, ids))
+            offsets = (starts[a : b + 1] - first).tolist()
+            tracks = (" ".join(elements[i:j]) for i, j in itertools.pairwise(offsets))
+            xyz_rows, rgb_rows = records["xyz"][a:b].T.tolist(), records["rgb"][a:b].T.tolist()
+            columns = (range(a + 1, b + 1), *xyz_rows, *rgb_rows, errors[a:b].tolist(), tracks)
+            rows = map("%d %.7g %.7g %.7g %d %d %d %.4g %s".__mod__, zip(*columns, strict=True))
+            f.write("\n".join(rows) + "\n")
 
 
 def _project(xyz: np.ndarray, camera: CameraRecord) -> np.ndarray:

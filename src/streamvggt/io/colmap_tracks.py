@@ -51,27 +51,30 @@ def multiview_tracks(
         raise ValueError(f"a track holds at least the point's own frame, got max_length={max_length}")
     count, slots = len(records), max_length - 1
     source = records["frame"].astype(np.int64)
-    slot_frame = np.full((count, slots), -1, dtype=np.int64)
-    slot_uv = np.zeros((count, slots, 2), dtype=np.float64)
-    slot_priority = np.full((count, slots), np.inf)
-    xyz = np.asarray(records["xyz"], dtype=np.float64)
-    for i, camera in enumerate(cameras if slots else []):
-        depth, trusted = trusted_depth(i)
-        rng = np.random.default_rng((seed, i))
-        for start in range(0, count, _CHUNK):
-            index, uv = _agreeing(xyz[start : start + _CHUNK], camera, depth, trusted, tolerance)
-            index += start
+    slot_frame = np.full((count, slots), -1, dtype=np.int32)
+    slot_uv = np.zeros((count, slots, 2), dtype=np.float32)
+    filled = np.zeros(count, dtype=np.int64)
+    xyz = np.asarray(records["xyz"], dtype=np.float32)
+    active = np.arange(count) if slots else np.arange(0)  # points with a free slot
+    # Frames in a random order, each point taking the first agreeing ones: a uniform sample of the frames that see
+    # it, and a point whose track is full is never projected again.
+    for i in np.random.default_rng(seed).permutation(len(cameras)):
+        if not len(active):
+            break
+        depth, trusted = trusted_depth(int(i))
+        for start in range(0, len(active), _CHUNK):
+            candidates = active[start : start + _CHUNK]
+            index, uv = _agreeing(xyz[candidates], cameras[i], depth, trusted, tolerance)
+            index = candidates[index]
             keep = source[index] != i
             index, uv = index[keep], uv[keep]
-            priority = rng.random(len(index))
-            worst = slot_priority[index].argmax(axis=1)
-            better = priority < slot_priority[index, worst]
-            index, uv, worst, priority = index[better], uv[better], worst[better], priority[better]
-            slot_frame[index, worst], slot_uv[index, worst], slot_priority[index, worst] = i, uv, priority
-    filled = slot_frame >= 0
-    point = np.concatenate((np.arange(count), np.nonzero(filled)[0]))
-    frame = np.concatenate((source, slot_frame[filled]))
-    uv = np.concatenate((records["uv"].astype(np.float64), slot_uv[filled]))
+            slot_frame[index, filled[index]], slot_uv[index, filled[index]] = i, uv
+            filled[index] += 1
+        active = active[filled[active] < slots]
+    used = slot_frame >= 0
+    point = np.concatenate((np.arange(count), np.nonzero(used)[0]))
+    frame = np.concatenate((source, slot_frame[used].astype(np.int64)))
+    uv = np.concatenate((records["uv"].astype(np.float64), slot_uv[used].astype(np.float64)))
     own = np.zeros(len(point), dtype=bool)
     own[:count] = True
     order = np.lexsort((frame, ~own, point))
@@ -82,7 +85,8 @@ def _agreeing(
     xyz: np.ndarray, camera: CameraRecord, depth: np.ndarray, trusted: np.ndarray, tolerance: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices into ``xyz`` [N, 3] of the points ``camera`` sees with agreeing depth, and their pixels [n, 2]."""
-    extrinsic, intrinsic = np.asarray(camera.extrinsic), np.asarray(camera.intrinsic)
+    # In the points' precision (float32 from the writer): a hundredth of a pixel at most, and half the memory traffic.
+    extrinsic, intrinsic = np.asarray(camera.extrinsic, xyz.dtype), np.asarray(camera.intrinsic, xyz.dtype)
     cam = xyz @ extrinsic[:, :3].T + extrinsic[:, 3]
     z = cam[:, 2]
     ahead = np.nonzero(z > 0)[0]
@@ -94,6 +98,6 @@ def _agreeing(
     inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
     ahead, z, u, v = ahead[inside], z[inside], u[inside], v[inside]
     column, row = column[inside].astype(np.int64), row[inside].astype(np.int64)
-    seen = depth[row, column].astype(np.float64)
+    seen = depth[row, column]
     agree = trusted[row, column] & (np.abs(z - seen) <= tolerance * seen)
     return ahead[agree], np.stack((u[agree], v[agree]), axis=-1)
