@@ -469,4 +469,4 @@ def test_delegated_commands_pass_every_argument_to_their_tool(command, usage):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert out.getvalue().startswith(usage)
-    assert f"(see streamvggt {command} --help)" in build_parser().format_help()
+    assert f"(see streamvggt {command} --help)" in " ".join(build_parser().format_help().split())
