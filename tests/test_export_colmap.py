@@ -4,13 +4,19 @@ full resolution (``--colmap-images original``) with intrinsics that map onto the
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import sys
 
 import numpy as np
 import pycolmap
 import pytest
 from PIL import Image
 
+from streamvggt.cli import main
+from streamvggt.io.colmap import camera_ids
+from streamvggt.io.image_views import processed_view
 from streamvggt.io.trainer_exports import ExportOptions
 from streamvggt.reconstruction import reconstruct
 from tests.export_scene import FOCAL, FRAMES, HEIGHT, STEP, WALL, WIDTH, write_scene
@@ -103,6 +109,23 @@ def test_shared_camera_averages_the_intrinsics(tmp_path):
 def test_identical_intrinsics_share_one_camera(tmp_path):
     model = read_model(write_scene(tmp_path / "out") / "colmap")
     assert len(model.cameras) == 1
+
+
+def test_shared_camera_over_images_of_several_sizes_keeps_one_camera_each(tmp_path, caplog):
+    views = [processed_view(0, (24, 32)), processed_view(1, (24, 32)), processed_view(2, (30, 40))]
+    pinholes = np.array([[30.0, 30.0, 16.5, 12.5], [31.0, 31.0, 16.5, 12.5], [30.0, 30.0, 20.5, 15.5]])
+    ids, params = camera_ids(views, pinholes, shared=True)
+    assert ids.tolist() == [1, 2, 3] and params.tolist() == pinholes.tolist()
+    assert "--shared-camera: the images have 2 sizes, so each keeps its own camera" in caplog.messages
+
+
+def test_binary_format_without_pycolmap_is_one_line_naming_the_extra_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pycolmap", None)  # import pycolmap now fails as if it were not installed
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["reconstruct", str(tmp_path), "-o", str(tmp_path / "out"), "--colmap-format", "bin"])
+    assert code == 1 and not (tmp_path / "out").exists()
+    assert err.getvalue() == "streamvggt: error: --colmap-format bin needs pycolmap: pip install 'streamvggt[eval]'\n"
 
 
 def test_a_model_of_the_other_format_from_an_earlier_run_is_replaced(tmp_path):

@@ -107,12 +107,14 @@ def link_sparse_model(output_dir: Path, model_dir: Path) -> Path | None:
 def camera_ids(views: list[ImageView], pinholes: np.ndarray, shared: bool) -> tuple[np.ndarray, np.ndarray]:
     """Camera id of each image [F] and each camera's (fx, fy, cx, cy) [C, 4].
 
-    shared: one camera with the mean intrinsics (the images must have one size). Otherwise images whose size and
-    intrinsics are all equal share one camera, and any difference gives each image its own.
+    shared: one camera with the mean intrinsics, when the images have one size (source frames of several sizes keep
+    a camera each, with a warning: the run is over by then). Otherwise images whose size and intrinsics are all
+    equal share one camera, and any difference gives each image its own.
     """
     sizes = {view.size for view in views}
     if shared and len(sizes) > 1:
-        raise ValueError(f"--shared-camera needs images of one size, got {len(sizes)} sizes: {sorted(sizes)}")
+        log.warning("--shared-camera: the images have %d sizes, so each keeps its own camera", len(sizes))
+        shared = False
     if shared or (len(sizes) == 1 and (pinholes == pinholes[0]).all()):
         return np.ones(len(views), dtype=np.int64), pinholes.mean(axis=0, keepdims=True)
     return np.arange(1, len(views) + 1), pinholes

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from streamvggt.extras import require
 from streamvggt.io.atomic import atomic_output
 from streamvggt.io.cameras import CameraRecord
 from streamvggt.io.colmap import FORMATS, link_sparse_model, write_colmap
@@ -61,6 +62,8 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if self.colmap_format not in FORMATS:
             raise ValueError(f"unknown --colmap-format '{self.colmap_format}': use {' or '.join(FORMATS)}")
+        if self.colmap_format == "bin":
+            require("pycolmap", "eval", purpose="--colmap-format bin")  # now, not after the whole stream
         if self.colmap_images not in IMAGE_CHOICES:
             raise ValueError(f"unknown --colmap-images '{self.colmap_images}': use {' or '.join(IMAGE_CHOICES)}")
         if not (np.isfinite(self.depth_scale) and self.depth_scale > 0):
