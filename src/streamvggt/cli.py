@@ -50,17 +50,34 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder (created)")
     _add_model_options(rec)
     _add_stream_options(rec)
-    rec.add_argument("--voxel-size", type=float, metavar="V", help="merge points into voxels of V (model units)")
-    rec.add_argument("--depth-png", action="store_true", help="also write a colour PNG of each depth map")
-    rec.add_argument(
-        "--pointmaps",
-        action="store_true",
-        help="also write each frame's point map (pointmap/), so that `streamvggt view OUTDIR` can show that source",
-    )
+    _add_output_options(rec)
     _add_export_options(rec)
     rec.add_argument("--view", action="store_true", help="watch the reconstruction grow in a browser viewer")
     _add_viewer_options(rec)
     _add_run_options(rec)
+
+    many = commands.add_parser(
+        "reconstruct-many",
+        help="reconstruct every input of a manifest, B at a time, resumable, sharded over processes",
+        description="Reconstruct each input of MANIFEST (a text file, one input per line with an optional "
+        "tab-separated output name, or a folder of videos and image folders) into OUTROOT/NAME, exactly as "
+        "reconstruct would; complete inputs are skipped, failed ones are listed in OUTROOT/summary.json. Under "
+        "torchrun or accelerate launch each process takes its share (docs/collections.md).",
+    )
+    many.add_argument("manifest", metavar="MANIFEST", help="a manifest file or a folder of inputs")
+    many.add_argument("-o", "--output", required=True, type=Path, metavar="OUTROOT", help="output root (created)")
+    many.add_argument(
+        "--batch", type=int, default=1, metavar="B", help="inputs streamed together through one session (1)"
+    )
+    many.add_argument(
+        "--shard", metavar="I/N", help="take share I of N of the manifest (a SLURM array task: its id and count)"
+    )
+    many.add_argument("--merge", action="store_true", help="only merge the shards' records into OUTROOT/summary.json")
+    _add_model_options(many)
+    _add_stream_options(many)
+    _add_output_options(many)
+    _add_export_options(many)
+    _add_run_options(many)
 
     demo = commands.add_parser(
         "demo",
@@ -160,6 +177,17 @@ def _add_stream_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    """Extra files per reconstruction: reconstruct and reconstruct-many."""
+    parser.add_argument("--voxel-size", type=float, metavar="V", help="merge points into voxels of V (model units)")
+    parser.add_argument("--depth-png", action="store_true", help="also write a colour PNG of each depth map")
+    parser.add_argument(
+        "--pointmaps",
+        action="store_true",
+        help="also write each frame's point map (pointmap/), so that `streamvggt view OUTDIR` can show that source",
+    )
+
+
 def _add_export_options(parser: argparse.ArgumentParser) -> None:
     """What the next tool reads: the COLMAP model, transforms.json and the RGB-D sequence (reconstruct)."""
     group = parser.add_argument_group("exports for trainers, COLMAP and RGB-D tools (see README: Next steps)")
@@ -242,37 +270,47 @@ def _run(args: argparse.Namespace) -> int:
             return _eval(args)
         if args.command == "view":
             return _view(args)
+        if args.command == "reconstruct-many":
+            return _reconstruct_many(args)
         return _demo(args) if args.command == "demo" else _reconstruct(args)
     finally:
         log.removeHandler(handler)
 
 
-def _reconstruct(args: argparse.Namespace) -> int:
+def _reconstruct_options(args: argparse.Namespace) -> dict:
+    """reconstruct's options from the stream, output and export arguments (reconstruct, reconstruct-many)."""
     from streamvggt.io.trainer_exports import ExportOptions
+
+    return {
+        "stride": args.stride,
+        "fps": args.fps,
+        "max_frames": args.max_frames,
+        "cache": args.cache,
+        "conf_threshold": args.conf_threshold,
+        "preprocess": args.preprocess,
+        "size": args.size,
+        "points": args.points,
+        "voxel_size": args.voxel_size,
+        "depth_png": args.depth_png,
+        "pointmaps": args.pointmaps,
+        "exports": ExportOptions(
+            colmap_format=args.colmap_format,
+            colmap_images=args.colmap_images,
+            shared_camera=args.shared_camera,
+            transforms_depth=args.transforms_depth,
+            rgbd=args.rgbd,
+            depth_scale=args.depth_scale,
+        ),
+    }
+
+
+def _reconstruct(args: argparse.Namespace) -> int:
     from streamvggt.reconstruction import reconstruct
 
     def run() -> ReconstructionSummary:
         options = {
-            "stride": args.stride,
-            "fps": args.fps,
-            "max_frames": args.max_frames,
-            "cache": args.cache,
-            "conf_threshold": args.conf_threshold,
+            **_reconstruct_options(args),
             "device": args.device,
-            "preprocess": args.preprocess,
-            "size": args.size,
-            "points": args.points,
-            "voxel_size": args.voxel_size,
-            "depth_png": args.depth_png,
-            "pointmaps": args.pointmaps,
-            "exports": ExportOptions(
-                colmap_format=args.colmap_format,
-                colmap_images=args.colmap_images,
-                shared_camera=args.shared_camera,
-                transforms_depth=args.transforms_depth,
-                rgbd=args.rgbd,
-                depth_scale=args.depth_scale,
-            ),
             "progress": not args.no_progress,
         }
         if not args.view:
@@ -293,6 +331,19 @@ def _reconstruct(args: argparse.Namespace) -> int:
         return summary
 
     return _guarded(args, run, _describe if not args.view else lambda _: "viewer stopped")
+
+
+def _reconstruct_many(args: argparse.Namespace) -> int:
+    from streamvggt.collection.command import describe, run_collection_command, succeeded
+
+    results = []
+
+    def run() -> object:
+        results.append(run_collection_command(args, _reconstruct_options(args)))
+        return results[0]
+
+    code = _guarded(args, run, describe)
+    return EXIT_ERROR if code == 0 and not succeeded(results[0]) else code
 
 
 def _view(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -37,6 +38,15 @@ __all__ = ["FrameResult", "ReconstructionSummary", "Reconstructor", "checked_dev
 log = logging.getLogger(__name__)
 
 
+class FrameStream(Protocol):
+    """What a :class:`Reconstructor` feeds: a :class:`~streamvggt.stream.StreamSession` of batch size 1, or one
+    slot of a batched session. ``step`` takes a frame [1, 3, H, W] in [0, 1]; ``num_frames`` counts steps."""
+
+    num_frames: int
+
+    def step(self, frame: torch.Tensor) -> Predictions: ...
+
+
 class Reconstructor:
     """Streams frames through ``model`` one at a time (a :meth:`StreamVGGT.stream` session); one per stream.
 
@@ -45,6 +55,8 @@ class Reconstructor:
     query_points: pixels (x, y) [N, 2] of the first processed frame to track through the stream, or a function
     of that frame's size (H, W) returning them (the size is known only once the first frame is preprocessed);
     each result then carries ``tracks``, ``track_vis`` and ``track_conf``.
+    session: the stream to feed instead of a new session of ``model`` (without query points), such as one slot of
+    a batched session (:mod:`streamvggt.collection`).
     """
 
     def __init__(
@@ -54,12 +66,13 @@ class Reconstructor:
         preprocess: str | Preprocessor = "crop",
         size: int = DEFAULT_SIZE,
         query_points: np.ndarray | Callable[[tuple[int, int]], np.ndarray] | None = None,
+        session: FrameStream | None = None,
     ) -> None:
         self.model = model
         self.preprocessor = preprocess if isinstance(preprocess, Preprocessor) else Preprocessor(preprocess, size)
         self.cache = cache
         self.query_points = query_points
-        self.session = model.stream(batch_size=1, cache=cache)
+        self.session = session if session is not None else model.stream(batch_size=1, cache=cache)
         self.device = next(model.parameters()).device
 
     def step(self, frame: Frame) -> FrameResult:
@@ -158,6 +171,8 @@ def reconstruct(
     exports: ExportOptions | None = None,
     progress: bool = False,
     on_frame: Callable[[FrameResult], None] | None = None,
+    session: FrameStream | None = None,
+    on_stream_end: Callable[[], None] | None = None,
 ) -> ReconstructionSummary:
     """Reconstruct ``source`` into ``output_dir``; returns a summary.
 
@@ -169,6 +184,8 @@ def reconstruct(
     COLMAP, transforms.json and RGB-D options (:class:`streamvggt.io.trainer_exports.ExportOptions`).
     progress: show a progress bar (tqdm, on stderr) with frames per second.
     on_frame: called with each frame's result once it is written (e.g. a live viewer's ``add_frame``).
+    session: the session to feed (see :class:`Reconstructor`; default: a new one); on_stream_end: called after
+    the last frame, before the outputs are written (a slot of a batched session is free for the next input then).
 
     Inputs and outputs are checked before the model is loaded. Ctrl-C stops the stream: the outputs are written
     for the frames so far (``summary.interrupted``). Raises InputError, OutputError, CheckpointError or ValueError
@@ -190,11 +207,13 @@ def reconstruct(
         preprocessor.check(first.image.shape[1], first.image.shape[0], first.name)
         if not isinstance(model, StreamVGGT):
             model = load_model(model, device=device)
-        reconstructor = Reconstructor(model, cache, preprocessor)
+        reconstructor = Reconstructor(model, cache, preprocessor, session=session)
         total = expected_frames(frames_source, stride, fps, max_frames)
         stream_started = time.perf_counter()
         count, interrupted = _stream(reconstructor, itertools.chain([first], frames), writer, total, progress, on_frame)
         stream_seconds = time.perf_counter() - stream_started
+        if on_stream_end is not None:
+            on_stream_end()
         metadata = {
             "source": frames_source.description,
             "preprocess": {

@@ -47,6 +47,15 @@ class Predictions:
                 values[spec.name] = value.select(spec.metadata.get(_FRAME_AXIS, 1), index)
         return Predictions(**values)
 
+    def element(self, index: int) -> Predictions:
+        """Batch element ``index`` alone, as a batch of one (the batch axis sits just before the frame axis)."""
+        values = {}
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            if value is not None:
+                values[spec.name] = value.narrow(spec.metadata.get(_FRAME_AXIS, 1) - 1, index, 1)
+        return Predictions(**values)
+
     def to_dict(self) -> dict[str, Tensor]:
         """The fields that are set, by name (the reference's output dict)."""
         return {name: getattr(self, name) for name in self.keys()}

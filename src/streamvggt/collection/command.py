@@ -1,0 +1,66 @@
+"""``streamvggt reconstruct-many``: the collection run (or its ``--merge`` step) and the lines it prints."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from streamvggt.collection.runner import CollectionResult, merge_collection, reconstruct_collection
+from streamvggt.collection.sharding import parse_shard
+from streamvggt.collection.summary import FAILED, MISSING, SUMMARY_FILE
+
+
+def run_collection_command(args: argparse.Namespace, options: dict[str, Any]) -> CollectionResult | dict[str, Any]:
+    """Run this process's share (or only merge, with ``--merge``); ``options`` are reconstruct's."""
+    if args.merge:
+        return merge_collection(args.manifest, args.output)
+    return reconstruct_collection(
+        args.manifest,
+        args.output,
+        args.checkpoint,
+        batch_size=args.batch,
+        shard=parse_shard(args.shard) if args.shard else None,
+        device=args.device,
+        progress=not args.no_progress,
+        **options,
+    )
+
+
+def succeeded(result: CollectionResult | dict[str, Any]) -> bool:
+    """False when an input failed (or, in a merged summary, is missing): the command then exits with 1."""
+    if isinstance(result, CollectionResult):
+        return result.succeeded
+    return result["counts"][FAILED] == 0 and result["counts"][MISSING] == 0
+
+
+def describe(result: CollectionResult | dict[str, Any]) -> str:
+    """Counts, throughput and the failed inputs with their reasons (the first few)."""
+    if isinstance(result, dict):
+        return _describe_summary(result)
+    counts = {status: sum(r.status == status for r in result.records) for status in ("done", "skipped", "failed")}
+    lines = [
+        f"shard {result.shard}: {counts['done']} reconstructed, {counts['skipped']} complete already, "
+        f"{counts['failed']} failed in {result.seconds:.1f} s"
+        + (f" ({result.stream_frames / result.seconds:.2f} frames/s)" if result.stream_frames else "")
+    ]
+    lines += _failures([(r.name, r.error or "") for r in result.failed])
+    if result.summary is not None:
+        lines.append(_describe_summary(result.summary))
+    return "\n".join(lines)
+
+
+def _describe_summary(summary: dict[str, Any]) -> str:
+    counts = summary["counts"]
+    lines = [
+        f"collection: {counts['done']} done, {counts[FAILED]} failed, {counts[MISSING]} missing "
+        f"(per input: {SUMMARY_FILE} in the output root)"
+    ]
+    lines += _failures([(r["name"], r["error"] or "") for r in summary["inputs"] if r["status"] == FAILED])
+    return "\n".join(lines)
+
+
+def _failures(failed: list[tuple[str, str]], shown: int = 5) -> list[str]:
+    lines = [f"failed: {name}: {reason}" for name, reason in failed[:shown]]
+    if len(failed) > shown:
+        lines.append(f"... and {len(failed) - shown} more failed")
+    return lines

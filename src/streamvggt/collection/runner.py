@@ -1,0 +1,240 @@
+"""Reconstruct a collection: this process's share of a manifest, B inputs at a time through one batched session.
+
+Each input's folder is what :func:`streamvggt.reconstruct` writes for it alone (it is that function, fed by a slot
+of the batch). Complete inputs are skipped, so a restarted run resumes; an input that cannot be read is recorded
+as failed with its reason and the others go on. Under a launcher (torchrun, accelerate launch) every process
+takes its share, and when all are done rank 0 merges the summary; shards of a SLURM array are merged with
+:func:`merge_collection` (``reconstruct-many --merge``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from streamvggt.cache import parse_policy
+from streamvggt.collection.manifest import Entry, read_manifest
+from streamvggt.collection.outputs import OutputRoot
+from streamvggt.collection.sharding import Shard, launcher_process
+from streamvggt.collection.slots import BatchedStreams, BatchStoppedError, SlotStream
+from streamvggt.collection.summary import DONE, FAILED, SKIPPED, InputRecord, ShardLog, merge
+from streamvggt.io.errors import OutputError
+from streamvggt.io.exports import ReconstructionWriter
+from streamvggt.io.preprocess import DEFAULT_SIZE, Preprocessor
+from streamvggt.io.sources import check_sampling
+from streamvggt.model.streamvggt import StreamVGGT
+from streamvggt.reconstruction import checked_device, reconstruct
+from streamvggt.weights import load_model
+
+log = logging.getLogger(__name__)
+
+# Processes that finish their share early wait for the others before rank 0 merges; a share can take days.
+MERGE_WAIT = timedelta(days=7)
+# Options that configure a reconstruct call but are the collection's own business.
+_OWN_OPTIONS = ("progress", "on_frame", "session", "on_stream_end", "device")
+
+
+@dataclass(frozen=True)
+class CollectionResult:
+    """What one process did: its share's records, and the merged summary when it wrote one."""
+
+    shard: Shard
+    records: list[InputRecord]
+    seconds: float
+    steps: int = 0  # batched steps run
+    stream_frames: int = 0  # frames streamed
+    summary: dict[str, Any] | None = None  # the merged summary.json, when this process merged
+    failed: list[InputRecord] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "failed", [r for r in self.records if r.status == FAILED])
+
+    @property
+    def succeeded(self) -> bool:
+        """No input of this share failed, and the merged summary (if any) has no failed or missing input."""
+        if self.summary is not None:
+            counts = self.summary["counts"]
+            return counts["failed"] == 0 and counts["missing"] == 0
+        return not self.failed
+
+
+def reconstruct_collection(
+    manifest: str | os.PathLike,
+    output_root: str | os.PathLike,
+    model: StreamVGGT | str | os.PathLike | None = None,
+    *,
+    batch_size: int = 1,
+    shard: Shard | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> CollectionResult:
+    """Reconstruct this process's share of ``manifest`` into ``output_root``/NAME, one folder per input.
+
+    model: a loaded StreamVGGT or a checkpoint source (see :func:`streamvggt.reconstruct`), loaded on ``device``
+    (None or "auto": under a launcher, the GPU ``LOCAL_RANK`` names). batch_size: inputs streamed together.
+    shard: this job's share (``--shard i/n`` of a SLURM array); a launcher's processes split it further.
+    options: :func:`streamvggt.reconstruct`'s options (stride, fps, max_frames, cache, preprocess, size, ...),
+    the same for every input. Raises InputError/OutputError/ValueError with one line for a bad manifest, output
+    root or option; an unusable input is recorded as failed instead.
+    """
+    started = time.perf_counter()
+    if batch_size < 1:
+        raise ValueError(f"--batch must be at least 1, got {batch_size}")
+    given = [name for name in _OWN_OPTIONS if name in options]
+    if given:
+        raise ValueError(f"reconstruct_collection sets {', '.join(given)} itself")
+    entries = read_manifest(manifest)
+    process = launcher_process()
+    share = (shard or Shard()).within(process)
+    root = OutputRoot(output_root)
+    _check_options(root, options)
+    shard_log = ShardLog(root, share, str(manifest))
+    todo = []
+    for entry in share.select(entries):
+        if root.is_complete(entry.name):
+            shard_log.add(InputRecord(entry.name, entry.input, SKIPPED))
+        else:
+            todo.append(entry)
+    log.info(
+        "shard %s: %d of %d inputs, %d complete already, %d to do",
+        share,
+        len(todo) + len(shard_log.records),
+        len(entries),
+        len(shard_log.records),
+        len(todo),
+    )
+    steps = frames = 0
+    if todo:
+        if not isinstance(model, StreamVGGT):
+            model = load_model(model, device=_process_device(device))
+        batch = BatchedStreams(model, min(batch_size, len(todo)), options.get("cache", "full"))
+        _run_slots(batch, deque(todo), root, shard_log, model, options, progress)
+        steps, frames = batch.steps, batch.frames
+    summary = None
+    if (shard is None or shard.count == 1) and _all_processes_done(process):
+        summary = merge(root, entries, str(manifest))
+    return CollectionResult(share, list(shard_log.records), time.perf_counter() - started, steps, frames, summary)
+
+
+def merge_collection(manifest: str | os.PathLike, output_root: str | os.PathLike) -> dict[str, Any]:
+    """Merge the shards' records and completion markers of a collection into ``output_root``/summary.json."""
+    root = Path(output_root)
+    if not root.is_dir():
+        raise OutputError(f"output root not found: {root}")
+    return merge(OutputRoot(root), read_manifest(manifest), str(manifest))
+
+
+def _check_options(root: OutputRoot, options: dict[str, Any]) -> None:
+    """Reject options that would fail every input, before anything slow (ValueError, one line)."""
+    parse_policy(options.get("cache", "full"))
+    Preprocessor(options.get("preprocess", "crop"), options.get("size", DEFAULT_SIZE))
+    check_sampling(options.get("stride"), options.get("fps"), options.get("max_frames"))
+    writer_options = ("points", "conf_threshold", "voxel_size", "depth_png", "pointmaps", "exports")
+    probe = root.state / "options-check"
+    with ReconstructionWriter(probe, **{k: v for k, v in options.items() if k in writer_options}) as writer:
+        writer.abort()
+
+
+def _process_device(device: str | torch.device | None) -> torch.device:
+    """The device to load on; "auto" under a launcher picks this process's GPU (LOCAL_RANK)."""
+    local_rank = os.environ.get("LOCAL_RANK")
+    if device in (None, "auto") and local_rank is not None and torch.cuda.is_available():
+        return torch.device("cuda", int(local_rank) % torch.cuda.device_count())
+    return checked_device(device)
+
+
+def _run_slots(
+    batch: BatchedStreams,
+    todo: deque[Entry],
+    root: OutputRoot,
+    shard_log: ShardLog,
+    model: StreamVGGT,
+    options: dict[str, Any],
+    progress: bool,
+) -> None:
+    """One thread per slot takes inputs from ``todo`` until none is left; the batched steps run among them."""
+    from tqdm.auto import tqdm
+
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    bar = tqdm(total=len(todo), unit="input", disable=not progress, dynamic_ncols=True)
+
+    def next_entry() -> Entry | None:
+        with lock:
+            return todo.popleft() if todo else None
+
+    def work(slot: int) -> None:
+        try:
+            while (entry := next_entry()) is not None:
+                shard_log.add(_reconstruct_entry(entry, batch.slot(slot), root, model, options))
+                bar.update()
+        except BaseException as error:
+            errors.append(error)
+            batch.stop(f"slot {slot} stopped: {type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=work, args=(slot,), name=f"slot-{slot}") for slot in range(batch.batch_size)]
+    with bar:
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(timeout=0.2)  # short waits: Ctrl-C reaches the main thread between them
+        except KeyboardInterrupt:
+            batch.stop("interrupted")  # the slot threads end; their inputs stay incomplete
+            for thread in threads:
+                thread.join()
+            raise
+    if errors:
+        raise next((e for e in errors if not isinstance(e, BatchStoppedError)), errors[0])
+
+
+def _reconstruct_entry(
+    entry: Entry, stream: SlotStream, root: OutputRoot, model: StreamVGGT, options: dict[str, Any]
+) -> InputRecord:
+    """Reconstruct one input through ``stream`` into its staging folder, then publish it; a failure of the
+    input itself becomes a failed record, a failure of the batch or of the output root propagates."""
+    staging = root.staging(entry.name)
+    started = time.perf_counter()
+    try:
+        summary = reconstruct(entry.input, staging, model, session=stream, on_stream_end=stream.end, **options)
+    except (BatchStoppedError, OutputError, torch.OutOfMemoryError):
+        raise
+    except Exception as error:  # the input's own problem: recorded, and the collection goes on
+        root.discard(staging)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if not isinstance(error, ValueError):  # InputError is a ValueError: its message is already for users
+            reason = f"{type(error).__name__}: {reason}"
+        log.warning("%s failed: %s", entry.name, reason)
+        return InputRecord(entry.name, entry.input, FAILED, error=reason)
+    finally:
+        stream.end()
+    record = InputRecord(entry.name, entry.input, DONE, summary.frames, round(time.perf_counter() - started, 3))
+    root.publish(entry.name, staging, {**record.to_json(), "finished": time.time()})
+    log.info("%s: %d frames in %.1f s", entry.name, summary.frames, record.seconds)
+    return record
+
+
+def _all_processes_done(process: Shard) -> bool:
+    """Wait for every process of the launcher (gloo barrier); True on the process that merges (rank 0)."""
+    if process.count == 1:
+        return True
+    import torch.distributed as dist
+
+    started_here = not dist.is_initialized()
+    if started_here:
+        dist.init_process_group("gloo", timeout=MERGE_WAIT)
+    dist.barrier()
+    if started_here:
+        dist.destroy_process_group()
+    return process.index == 0

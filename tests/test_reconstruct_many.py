@@ -1,0 +1,295 @@
+"""reconstruct-many: a manifest of inputs -> one reconstruct folder per input, batched, sharded, resumable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamvggt.cli import main
+from streamvggt.collection import Shard, parse_shard, read_manifest, reconstruct_collection
+from streamvggt.collection.outputs import OutputRoot
+from streamvggt.collection.sharding import launcher_process
+from streamvggt.io.errors import InputError
+from streamvggt.reconstruction import reconstruct
+from tests.reconstruct_helpers import tiny_checkpoint, tiny_model, write_images, write_video
+
+WIDTH, HEIGHT, SIZE = 42, 28, 42  # frames the model sees unscaled: 3 x 2 patches
+REPO = Path(__file__).resolve().parents[1]
+
+
+def image_folder(root: Path, name: str, frames: int, width: int = WIDTH, height: int = HEIGHT) -> Path:
+    write_images(root / name, [f"{i:03d}.png" for i in range(frames)], width, height)
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory) -> Path:
+    """Folders of 4, 2 and 3 frames, a 3-frame video (1 fps of 3 s), and a folder of wider frames (another size
+    after preprocessing: 42 x 14), listed in a manifest with relative paths and one explicit name."""
+    root = tmp_path_factory.mktemp("collection")
+    image_folder(root / "inputs", "a", 4)
+    image_folder(root / "inputs", "b", 2)
+    image_folder(root / "inputs", "c", 3)
+    write_video(root / "inputs" / "d.mp4", 12, fps=4, width=WIDTH, height=HEIGHT)
+    image_folder(root / "inputs", "wide", 3, width=84, height=28)
+    lines = ["# a comment", "inputs/a", "inputs/b", "", "inputs/c", "inputs/d.mp4\tclip-d", "inputs/wide"]
+    (root / "manifest.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def numbers_and_text(value):
+    """A JSON value split into its numbers (a flat list) and everything else (numbers replaced by None)."""
+    if isinstance(value, dict):
+        parts = {k: numbers_and_text(v) for k, v in value.items()}
+        return [n for p in parts.values() for n in p[0]], {k: p[1] for k, p in parts.items()}
+    if isinstance(value, list):
+        parts = [numbers_and_text(v) for v in value]
+        return [n for p in parts for n in p[0]], [p[1] for p in parts]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value], None
+    return [], value
+
+
+def assert_same_reconstruction(actual: Path, expected: Path) -> None:
+    """Same files; cameras.json equal but for float rounding in its numbers; depth maps equal to 1e-5."""
+    files = sorted(p.relative_to(expected).as_posix() for p in expected.rglob("*"))
+    assert sorted(p.relative_to(actual).as_posix() for p in actual.rglob("*")) == files
+    numbers, text = numbers_and_text(json.loads((actual / "cameras.json").read_text()))
+    expected_numbers, expected_text = numbers_and_text(json.loads((expected / "cameras.json").read_text()))
+    assert text == expected_text
+    np.testing.assert_allclose(numbers, expected_numbers, rtol=1e-5, atol=1e-6)
+    depth_files = [f for f in files if f.startswith("depth/") and f.endswith(".npy")]
+    assert depth_files
+    for name in depth_files:
+        np.testing.assert_allclose(np.load(actual / name), np.load(expected / name), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------- manifest
+
+
+def test_manifest_lines_resolve_against_its_folder_with_names_from_the_input_or_after_a_tab(collection):
+    entries = read_manifest(collection / "manifest.txt")
+    assert [e.name for e in entries] == ["a", "b", "c", "clip-d", "wide"]
+    assert [e.index for e in entries] == [0, 1, 2, 3, 4]
+    assert entries[3].input == str(collection / "inputs" / "d.mp4")
+    assert entries[0].where == f"{collection / 'manifest.txt'} line 2"
+
+
+def test_a_folder_manifest_lists_its_videos_and_image_folders_in_natural_order(collection):
+    (collection / "inputs" / "notes.txt").write_text("not an input")
+    entries = read_manifest(collection / "inputs")
+    assert [e.name for e in entries] == ["a", "b", "c", "d", "wide"]
+
+
+def test_manifest_problems_name_the_line(tmp_path):
+    (tmp_path / "m.txt").write_text("x/clip.mp4\ny/clip.mp4\n")
+    with pytest.raises(InputError, match=r"m.txt line 2: output name 'clip' is also the name of .*m.txt line 1"):
+        read_manifest(tmp_path / "m.txt")
+    (tmp_path / "m.txt").write_text("a\tsummary.json\n")
+    with pytest.raises(InputError, match=r"line 1: 'summary\.json' is the collection's own file"):
+        read_manifest(tmp_path / "m.txt")
+    (tmp_path / "m.txt").write_text("frames/*.png\n")
+    with pytest.raises(InputError, match="line 1: a URL or glob needs an output name"):
+        read_manifest(tmp_path / "m.txt")
+    image_folder(tmp_path, "images", 2)
+    with pytest.raises(InputError, match="holds images, not videos or image folders"):
+        read_manifest(tmp_path / "images")
+
+
+# ------------------------------------------------------------------------------------------------- sharding
+
+
+def test_shards_split_the_manifest_disjointly_and_completely():
+    items = list(range(11))
+    shares = [Shard(i, 3).select(items) for i in range(3)]
+    assert shares == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]
+    # An array task's share split among a launcher's processes: tasks 0/2 and 1/2 of 2 processes each.
+    nested = [Shard(task, 2).within(Shard(rank, 2)).select(items) for task in range(2) for rank in range(2)]
+    assert sorted(i for share in nested for i in share) == items
+    assert nested[1] == [2, 6, 10]  # task 0, rank 1: share 2 of 4, within task 0's share
+
+
+def test_shard_option_and_launcher_environment():
+    assert parse_shard("3/8") == Shard(3, 8)
+    for bad in ("8/8", "1", "-1/2", "1/0"):
+        with pytest.raises(ValueError, match="--shard must be i/n with 0 <= i < n"):
+            parse_shard(bad)
+    assert launcher_process({"WORLD_SIZE": "4", "RANK": "2"}) == Shard(2, 4)
+    assert launcher_process({}) == Shard(0, 1)
+
+
+# ----------------------------------------------------------------------------------------------- batching
+
+
+def test_batch_of_two_with_slot_reuse_writes_what_reconstruct_writes_for_each_input(model, collection, tmp_path):
+    result = reconstruct_collection(collection / "manifest.txt", tmp_path / "out", model, batch_size=2, size=SIZE)
+    assert {r.name: (r.status, r.frames) for r in result.records} == {
+        "a": ("done", 4),
+        "b": ("done", 2),
+        "c": ("done", 3),
+        "clip-d": ("done", 3),
+        "wide": ("done", 3),
+    }
+    assert result.stream_frames == 15
+    assert result.steps < 15  # frames of different inputs shared steps
+    assert result.summary["counts"] == {"done": 5, "skipped": 0, "failed": 0, "missing": 0}
+    for entry in read_manifest(collection / "manifest.txt"):
+        reconstruct(entry.input, tmp_path / "alone" / entry.name, model, size=SIZE)
+        assert_same_reconstruction(tmp_path / "out" / entry.name, tmp_path / "alone" / entry.name)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        ".collection",
+        "a",
+        "b",
+        "c",
+        "clip-d",
+        "summary.json",
+        "wide",
+    ]
+
+
+def test_complete_inputs_are_skipped_on_a_second_run(model, collection, tmp_path):
+    first = reconstruct_collection(collection / "manifest.txt", tmp_path / "out", model, batch_size=2, size=SIZE)
+    marker = OutputRoot(tmp_path / "out").marker("a")
+    written = marker.stat().st_mtime_ns
+    second = reconstruct_collection(collection / "manifest.txt", tmp_path / "out", model, batch_size=2, size=SIZE)
+    assert [r.status for r in second.records] == ["skipped"] * 5
+    assert second.steps == 0 and marker.stat().st_mtime_ns == written
+    assert second.summary["inputs"] == first.summary["inputs"]
+
+
+# -------------------------------------------------------------------------------------------------- failures
+
+
+def test_a_corrupt_video_and_an_unreadable_folder_fail_alone_and_the_command_exits_1(tmp_path, capsys):
+    checkpoint = tiny_checkpoint(tmp_path / "model")
+    image_folder(tmp_path, "good", 3)
+    (tmp_path / "broken.mp4").write_bytes(b"\x00not a video" * 10)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "m.txt").write_text("good\nbroken.mp4\nempty\n")
+    args = ["reconstruct-many", str(tmp_path / "m.txt"), "-o", str(tmp_path / "out"), "--batch", "2"]
+    code = main([*args, "--checkpoint", str(checkpoint), "--device", "cpu", "--size", str(SIZE), "--no-progress"])
+    assert code == 1
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    by_name = {r["name"]: r for r in summary["inputs"]}
+    assert by_name["good"]["status"] == "done" and by_name["good"]["frames"] == 3
+    assert by_name["broken"]["status"] == "failed"
+    assert by_name["broken"]["error"].startswith(f"cannot open video {tmp_path / 'broken.mp4'}")
+    assert by_name["empty"] == {
+        **by_name["empty"],
+        "status": "failed",
+        "error": f"folder {tmp_path / 'empty'} is empty",
+    }
+    assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 2, "missing": 0}
+    assert not (tmp_path / "out" / "broken").exists() and not (tmp_path / "out" / "empty").exists()
+    printed = capsys.readouterr().out
+    assert "1 reconstructed, 0 complete already, 2 failed" in printed
+    assert f"failed: empty: folder {tmp_path / 'empty'} is empty" in printed
+
+
+def test_a_folder_left_without_its_marker_is_moved_aside_not_deleted(tmp_path):
+    root = OutputRoot(tmp_path / "out")
+    (root.folder("a") / "depth").mkdir(parents=True)
+    (root.folder("a") / "depth" / "000000.npy").write_bytes(b"old")
+    staging = root.staging("a")
+    staging.mkdir()
+    (staging / "cameras.json").write_text("{}")
+    assert not root.is_complete("a")
+    root.publish("a", staging, {"frames": 1, "seconds": 0.1, "finished": 0.0})
+    assert root.is_complete("a") and (root.folder("a") / "cameras.json").is_file()
+    (aside,) = (root.state / "replaced").iterdir()
+    assert (aside / "depth" / "000000.npy").read_bytes() == b"old"
+
+
+# ------------------------------------------------------------------------------------ processes and restarts
+
+
+def command(manifest: Path, out: Path, checkpoint: Path, *extra: str) -> list[str]:
+    return [
+        "-m", "streamvggt", "reconstruct-many", str(manifest), "-o", str(out), "--checkpoint", str(checkpoint),
+        "--device", "cpu", "--size", str(SIZE), "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def environment() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src"), "PYTHONWARNINGS": "ignore"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_cover_the_manifest_exactly_once_and_rank_0_merges(collection, tmp_path):
+    checkpoint = tiny_checkpoint(tmp_path / "model")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    launcher += ["--master_port", str(free_port())]
+    run = subprocess.run(
+        [*launcher, *command(collection / "manifest.txt", tmp_path / "out", checkpoint)],
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    shards = {}
+    for path in sorted((tmp_path / "out" / ".collection" / "shards").iterdir()):
+        document = json.loads(path.read_text())
+        shards[document["shard"]] = [r["name"] for r in document["inputs"] if r["status"] == "done"]
+    assert shards == {"0/2": ["a", "c", "wide"], "1/2": ["b", "clip-d"]}  # manifest entries 0, 2, 4 and 1, 3
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["counts"] == {"done": 5, "skipped": 0, "failed": 0, "missing": 0}
+
+
+def test_a_run_killed_mid_input_resumes_and_completes_with_the_same_outputs(tmp_path):
+    """SIGKILL while the second input is half written: the restart skips the first and redoes the second."""
+    checkpoint = tiny_checkpoint(tmp_path / "model")
+    image_folder(tmp_path, "short", 2)
+    image_folder(tmp_path, "long", 20)
+    image_folder(tmp_path, "last", 2)
+    (tmp_path / "m.txt").write_text("short\nlong\nlast\n")
+    killed = subprocess.Popen(
+        [sys.executable, *command(tmp_path / "m.txt", tmp_path / "out", checkpoint)], env=environment()
+    )
+    staging_depth = tmp_path / "out" / ".collection" / "staging" / "long" / "depth"
+    deadline = time.monotonic() + 120
+    while not (staging_depth.is_dir() and len(list(staging_depth.glob("*.npy"))) >= 6):
+        assert killed.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    root = OutputRoot(tmp_path / "out")
+    assert root.is_complete("short") and not root.is_complete("long") and not root.is_complete("last")
+
+    resumed = subprocess.run(
+        [sys.executable, *command(tmp_path / "m.txt", tmp_path / "out", checkpoint)],
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (shard,) = root.shard_files()
+    assert [(r["name"], r["status"]) for r in json.loads(shard.read_text())["inputs"]] == [
+        ("short", "skipped"),
+        ("long", "done"),
+        ("last", "done"),
+    ]
+    model = tiny_model()  # what the checkpoint holds
+    for name in ("short", "long", "last"):
+        reconstruct(tmp_path / name, tmp_path / "alone" / name, model, size=SIZE)
+        assert_same_reconstruction(root.folder(name), tmp_path / "alone" / name)
