@@ -128,7 +128,8 @@ def test_missing_parent_package_names_the_distribution(monkeypatch):
     monkeypatch.setitem(sys.modules, "yaml", None)
     with pytest.raises(MissingExtraError, match=r"^training needs pyyaml: pip install 'streamvggt\[train\]'$"):
         require("yaml", "train")
-    monkeypatch.setitem(sys.modules, "scipy", None)
+    for name in ("scipy", "scipy.spatial"):  # scipy.spatial may already be loaded: it would be found there
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(MissingExtraError, match=r"^evaluation needs scipy: pip install 'streamvggt\[eval\]'$"):
         require("scipy.spatial", "eval")
 
