@@ -3,8 +3,9 @@
 The reference below knows nothing of slots, rings or stores. For each new frame it says, per batch element and
 head, which tokens of the clip the policy keeps (README "Streaming": the anchor frame plus the K most recent
 frames; at most N tokens with the anchor pinned and the keys most similar to the mean evictable key evicted) and,
-for ``+int8``, what their keys and values read back as. Tests compare the caches with it token by token, and
-streamed outputs with an offline forward whose cross-frame attention is built from it.
+for ``+int8``, what their keys and values read back as. Tests compare the caches with it token by token (alone,
+and every trunk and camera-head cache inside a real stream), and streamed outputs with an offline forward whose
+cross-frame attention is masked by it.
 """
 
 from __future__ import annotations

@@ -77,6 +77,17 @@ FAULTS = (
         (("            stored.copy_(", "            stored.clone().copy_("),),
     ),
     Fault(
+        "int8-key-scale-per-head",
+        "cache.py",
+        "int8 keys share one scale per head instead of one per channel",
+        (
+            (
+                "new_max = k.abs().amax(dim=2, keepdim=True) / 127.0",
+                "new_max = k.abs().amax(dim=(2, 3), keepdim=True) / 127.0",
+            ),
+        ),
+    ),
+    Fault(
         "full-growth-drops-tokens",
         "cache.py",
         "growing the full cache's storage does not copy the stored tokens",
@@ -111,6 +122,17 @@ FAULTS = (
         "cache.py",
         "budget:N evicts the least redundant keys (keeps the wrong tokens)",
         (("redundancy.topk(count, dim=-1)", "redundancy.topk(count, dim=-1, largest=False)"),),
+    ),
+    Fault(
+        "budget-mean-includes-anchor",
+        "cache.py",
+        "budget:N scores redundancy against the mean of all keys, anchor included",
+        (
+            (
+                "mean = evictable.mean(dim=2, keepdim=True)",
+                "mean = self.store.read_keys(self.length).float().mean(dim=2, keepdim=True)",
+            ),
+        ),
     ),
     Fault(
         "budget-first-stream-decides",
@@ -343,12 +365,22 @@ def check(faults: list[Fault], stop_at_first: bool) -> list[Outcome]:
     return outcomes
 
 
+def killers(failures: list[str]) -> str:
+    """The first failing test of each test file, with how many more of that file failed."""
+    by_file: dict[str, list[str]] = {}
+    for test in failures:
+        by_file.setdefault(test.split("::")[0], []).append(test)
+    return "<br>".join(
+        f"`{tests[0]}`" + (f" (+{len(tests) - 1})" if len(tests) > 1 else "") for tests in by_file.values()
+    )
+
+
 def table(outcomes: list[Outcome]) -> str:
     rows = ["| fault | file | what it breaks | result | killed by |", "|---|---|---|---|---|"]
     for o in outcomes:
-        killers = "<br>".join(f"`{name}`" for name in o.failures) or "-"
+        killers_cell = killers(o.failures) or "-"
         result = "killed" if o.killed else "**survived**"
-        rows.append(f"| `{o.fault.name}` | {o.fault.path} | {o.fault.what} | {result} | {killers} |")
+        rows.append(f"| `{o.fault.name}` | {o.fault.path} | {o.fault.what} | {result} | {killers_cell} |")
     return "\n".join(rows)
 
 
