@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 # Processes that finish their share early wait for the others before rank 0 merges; a share can take days.
 MERGE_WAIT = timedelta(days=7)
+WORKERS_PER_SLOT = 2
 # Options that configure a reconstruct call but are the collection's own business.
 _OWN_OPTIONS = ("progress", "on_frame", "session", "on_stream_end", "device")
 
@@ -52,6 +53,8 @@ class CollectionResult:
     seconds: float
     steps: int = 0  # batched steps run
     stream_frames: int = 0  # frames streamed
+    step_seconds: float = 0.0  # time in the batched steps (the model), of ``seconds``
+    peak_cache_bytes: int = 0  # the batched session's caches at their largest
     summary: dict[str, Any] | None = None  # the merged summary.json, when this process merged
     failed: list[InputRecord] = field(init=False)
 
@@ -113,17 +116,20 @@ def reconstruct_collection(
         len(shard_log.records),
         len(todo),
     )
-    steps = frames = 0
+    batch = None
     if todo:
         if not isinstance(model, StreamVGGT):
             model = load_model(model, device=_process_device(device))
         batch = BatchedStreams(model, min(batch_size, len(todo)), options.get("cache", "full"))
         _run_slots(batch, deque(todo), root, shard_log, model, options, progress)
-        steps, frames = batch.steps, batch.frames
     summary = None
     if (shard is None or shard.count == 1) and _all_processes_done(process):
         summary = merge(root, entries, str(manifest))
-    return CollectionResult(share, list(shard_log.records), time.perf_counter() - started, steps, frames, summary)
+    seconds = time.perf_counter() - started
+    if batch is None:
+        return CollectionResult(share, list(shard_log.records), seconds, summary=summary)
+    counters = (batch.steps, batch.frames, batch.step_seconds, batch.peak_cache_bytes)
+    return CollectionResult(share, list(shard_log.records), seconds, *counters, summary=summary)
 
 
 def merge_collection(manifest: str | os.PathLike, output_root: str | os.PathLike) -> dict[str, Any]:
@@ -162,7 +168,8 @@ def _run_slots(
     options: dict[str, Any],
     progress: bool,
 ) -> None:
-    """One thread per slot takes inputs from ``todo`` until none is left; the batched steps run among them."""
+    """Worker threads take inputs from ``todo`` until none is left; the batched steps run among them. Two per
+    slot: while one writes its input's outputs (its slot already free), another streams the next input."""
     from tqdm.auto import tqdm
 
     lock = threading.Lock()
@@ -173,16 +180,17 @@ def _run_slots(
         with lock:
             return todo.popleft() if todo else None
 
-    def work(slot: int) -> None:
+    def work() -> None:
         try:
             while (entry := next_entry()) is not None:
-                shard_log.add(_reconstruct_entry(entry, batch.slot(slot), root, model, options))
+                shard_log.add(_reconstruct_entry(entry, batch.stream(), root, model, options))
                 bar.update()
-        except BaseException as error:
+        except BaseException as error:  # handed to the main thread, which raises it
             errors.append(error)
-            batch.stop(f"slot {slot} stopped: {type(error).__name__}: {error}")
+            batch.stop(f"{type(error).__name__}: {error}")
 
-    threads = [threading.Thread(target=work, args=(slot,), name=f"slot-{slot}") for slot in range(batch.batch_size)]
+    workers = min(WORKERS_PER_SLOT * batch.batch_size, len(todo))
+    threads = [threading.Thread(target=work, name=f"collection-worker-{i}") for i in range(workers)]
     with bar:
         for thread in threads:
             thread.start()
@@ -191,7 +199,7 @@ def _run_slots(
                 while thread.is_alive():
                     thread.join(timeout=0.2)  # short waits: Ctrl-C reaches the main thread between them
         except KeyboardInterrupt:
-            batch.stop("interrupted")  # the slot threads end; their inputs stay incomplete
+            batch.stop("interrupted")  # the workers end; their inputs stay incomplete
             for thread in threads:
                 thread.join()
             raise

@@ -1,10 +1,11 @@
-"""B inputs streamed in lockstep through one batched session, each from its own thread.
+"""B inputs streamed in lockstep through one batched session, each fed from its own thread.
 
-Every slot of the batch is driven by a thread that runs an ordinary :func:`streamvggt.reconstruct` on one input
-after another, feeding a :class:`SlotStream` instead of a session of its own. A step of the batched session runs
-once every slot with a live stream has handed in its next frame; slots between inputs sit the step out (they get
-a blank frame and are reset). A slot starting a new input is reset first (:meth:`StreamSession.reset_slot`), so
-each input sees exactly the stream it would see alone, while the batch stays full.
+Worker threads run an ordinary :func:`streamvggt.reconstruct` on one input after another, each feeding a
+:class:`SlotStream` instead of a session of its own. A stream takes a free slot of the batch with its first frame
+and frees it after its last, so while one worker writes an input's outputs another, whose next input is open,
+takes the slot. A step of the batched session runs once every slot with a live stream has handed in its next
+frame; free slots sit the step out (a blank frame, and a reset). A stream's first frame resets its slot
+(:meth:`StreamSession.reset_slot`), so each input sees exactly the stream it would see alone.
 
 All frames of a session have one size. An input whose frames have another size waits until no slot streams
 frames of the current size, then the session is reset to its size.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import torch
 from torch import Tensor
@@ -36,6 +38,8 @@ class BatchedStreams:
         self.batch_size = batch_size
         self.steps = 0  # batched steps run
         self.frames = 0  # frames of live streams processed (blank frames of idle slots not counted)
+        self.step_seconds = 0.0  # wall time inside the batched steps
+        self.peak_cache_bytes = 0  # the session's caches at their largest
         self._changed = threading.Condition()
         self._frames: list[Tensor | None] = [None] * batch_size  # handed in, waiting for the next step
         self._results: list[Predictions | None] = [None] * batch_size
@@ -45,9 +49,9 @@ class BatchedStreams:
         self._resize = False  # the next step starts the session over at a new frame size
         self._stopped: str | None = None
 
-    def slot(self, index: int) -> SlotStream:
-        """A stream for the next input of slot ``index`` (its first frame resets the slot)."""
-        return SlotStream(self, index)
+    def stream(self) -> SlotStream:
+        """A stream for one input: it takes a free slot with its first frame."""
+        return SlotStream(self)
 
     def stop(self, reason: str) -> None:
         """Make every waiting and later step raise BatchStoppedError(reason)."""
@@ -55,25 +59,22 @@ class BatchedStreams:
             self._stopped = self._stopped or reason
             self._changed.notify_all()
 
-    def release(self, index: int) -> None:
-        """Slot ``index`` streams no more (its input ended or failed): steps stop waiting for it."""
+    def release(self, stream: SlotStream) -> None:
+        """``stream`` has no more frames (its input ended or failed): its slot is free, steps stop waiting for it."""
         with self._changed:
-            self._streaming[index] = False
-            self._frames[index] = None
-            self._changed.notify_all()
+            if stream.index is not None:
+                self._streaming[stream.index] = False
+                self._frames[stream.index] = None
+                stream.index = None
+                self._changed.notify_all()
 
-    def step(self, index: int, frame: Tensor, new_stream: bool) -> Predictions:
-        """Hand in slot ``index``'s next frame [1, 3, H, W]; returns its predictions (a batch of one) once the
-        batched step that holds it has run."""
+    def step(self, stream: SlotStream, frame: Tensor) -> Predictions:
+        """Hand in ``stream``'s next frame [1, 3, H, W]; returns its predictions (a batch of one) once the
+        batched step that holds it has run. A stream's first frame waits for a free slot."""
         with self._changed:
-            size = (frame.shape[-2], frame.shape[-1])
-            while self._size not in (None, size) and any(self._streaming):
-                self._wait()
-            if self._size != size:
-                self._resize = self._size is not None
-                self._size = size
-            self._streaming[index] = True
-            self._fresh[index] = self._fresh[index] or new_stream
+            if stream.index is None:
+                stream.index = self._claim((frame.shape[-2], frame.shape[-1]))
+            index = stream.index
             self._frames[index] = frame
             self._results[index] = None
             while self._results[index] is None:
@@ -83,6 +84,19 @@ class BatchedStreams:
                     self._wait()
             result, self._results[index] = self._results[index], None
             return result
+
+    def _claim(self, size: tuple[int, int]) -> int:
+        """A free slot for a new stream of frames of ``size`` (H, W), marked live and to be reset; waits for one,
+        and for a session whose streams all have that size or that has no stream left (it then starts over)."""
+        while not (self._size in (None, size) or not any(self._streaming)) or all(self._streaming):
+            self._wait()
+        if self._size != size:
+            self._resize = self._size is not None
+            self._size = size
+        index = self._streaming.index(False)
+        self._streaming[index] = True
+        self._fresh[index] = True
+        return index
 
     def _wait(self) -> None:
         if self._stopped:
@@ -109,6 +123,7 @@ class BatchedStreams:
                 self.session.reset_slot(index)  # idle slots too: their caches stay one frame long
                 self._fresh[index] = False
         batch = torch.cat([blank if frame is None else frame for frame in self._frames])
+        started = time.perf_counter()
         try:
             out = self.session.step(batch)
         except BaseException as error:
@@ -121,25 +136,29 @@ class BatchedStreams:
                 self._frames[index] = None
         self.steps += 1
         self.frames += len(handed)
+        self.step_seconds += time.perf_counter() - started
+        self.peak_cache_bytes = max(self.peak_cache_bytes, self.session.cache_bytes)
         self._changed.notify_all()
 
 
 class SlotStream:
-    """One slot of a :class:`BatchedStreams` as a stream of its own (what a Reconstructor feeds)."""
+    """One input's stream through a slot of a :class:`BatchedStreams` (what a Reconstructor feeds)."""
 
-    def __init__(self, batch: BatchedStreams, index: int) -> None:
+    def __init__(self, batch: BatchedStreams) -> None:
         self.batch = batch
-        self.index = index
+        self.index: int | None = None  # the slot, from the first frame to end()
         self.num_frames = 0
 
     def step(self, frame: Tensor) -> Predictions:
         """Process this stream's next frame [1, 3, H, W] in [0, 1] (blocks until the batched step has run)."""
         if frame.shape[0] != 1:
             raise ValueError(f"a slot streams one frame at a time, got {frame.shape[0]}")
-        out = self.batch.step(self.index, frame, new_stream=self.num_frames == 0)
+        if self.num_frames and self.index is None:
+            raise ValueError("this stream has ended")
+        out = self.batch.step(self, frame)
         self.num_frames += 1
         return out
 
     def end(self) -> None:
-        """This stream has no more frames: the batch stops waiting for it."""
-        self.batch.release(self.index)
+        """This stream has no more frames: its slot is free for another input."""
+        self.batch.release(self)
