@@ -38,15 +38,17 @@ def model():
 
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory) -> Path:
-    """Folders of 4, 2 and 3 frames, a 3-frame video (1 fps of 3 s), and a folder of wider frames (another size
-    after preprocessing: 42 x 14), listed in a manifest with relative paths and one explicit name."""
+    """Folders of 4, 2 and 3 frames, videos of 3 and 5 frames (1 fps of 3 s and 5 s), and a folder of wider frames
+    (another size after preprocessing: 42 x 14), listed in a manifest with relative paths and one explicit name."""
     root = tmp_path_factory.mktemp("collection")
     image_folder(root / "inputs", "a", 4)
     image_folder(root / "inputs", "b", 2)
     image_folder(root / "inputs", "c", 3)
     write_video(root / "inputs" / "d.mp4", 12, fps=4, width=WIDTH, height=HEIGHT)
     image_folder(root / "inputs", "wide", 3, width=84, height=28)
+    write_video(root / "inputs" / "e.mp4", 20, fps=4, width=WIDTH, height=HEIGHT)
     lines = ["# a comment", "inputs/a", "inputs/b", "", "inputs/c", "inputs/d.mp4\tclip-d", "inputs/wide"]
+    lines.append("inputs/e.mp4")
     (root / "manifest.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
 
@@ -83,8 +85,8 @@ def assert_same_reconstruction(actual: Path, expected: Path) -> None:
 
 def test_manifest_lines_resolve_against_its_folder_with_names_from_the_input_or_after_a_tab(collection):
     entries = read_manifest(collection / "manifest.txt")
-    assert [e.name for e in entries] == ["a", "b", "c", "clip-d", "wide"]
-    assert [e.index for e in entries] == [0, 1, 2, 3, 4]
+    assert [e.name for e in entries] == ["a", "b", "c", "clip-d", "wide", "e"]
+    assert [e.index for e in entries] == [0, 1, 2, 3, 4, 5]
     assert entries[3].input == str(collection / "inputs" / "d.mp4")
     assert entries[0].where == f"{collection / 'manifest.txt'} line 2"
 
@@ -92,7 +94,7 @@ def test_manifest_lines_resolve_against_its_folder_with_names_from_the_input_or_
 def test_a_folder_manifest_lists_its_videos_and_image_folders_in_natural_order(collection):
     (collection / "inputs" / "notes.txt").write_text("not an input")
     entries = read_manifest(collection / "inputs")
-    assert [e.name for e in entries] == ["a", "b", "c", "d", "wide"]
+    assert [e.name for e in entries] == ["a", "b", "c", "d", "e", "wide"]
 
 
 def test_manifest_problems_name_the_line(tmp_path):
@@ -143,10 +145,11 @@ def test_batch_of_two_with_slot_reuse_writes_what_reconstruct_writes_for_each_in
         "c": ("done", 3),
         "clip-d": ("done", 3),
         "wide": ("done", 3),
+        "e": ("done", 5),
     }
-    assert result.stream_frames == 15
-    assert result.steps < 15  # frames of different inputs shared steps
-    assert result.summary["counts"] == {"done": 5, "skipped": 0, "failed": 0, "missing": 0}
+    assert result.stream_frames == 20
+    assert result.steps < 20  # frames of different inputs shared steps
+    assert result.summary["counts"] == {"done": 6, "skipped": 0, "failed": 0, "missing": 0}
     for entry in read_manifest(collection / "manifest.txt"):
         reconstruct(entry.input, tmp_path / "alone" / entry.name, model, size=SIZE)
         assert_same_reconstruction(tmp_path / "out" / entry.name, tmp_path / "alone" / entry.name)
@@ -156,6 +159,7 @@ def test_batch_of_two_with_slot_reuse_writes_what_reconstruct_writes_for_each_in
         "b",
         "c",
         "clip-d",
+        "e",
         "summary.json",
         "wide",
     ]
@@ -166,7 +170,7 @@ def test_complete_inputs_are_skipped_on_a_second_run(model, collection, tmp_path
     marker = OutputRoot(tmp_path / "out").marker("a")
     written = marker.stat().st_mtime_ns
     second = reconstruct_collection(collection / "manifest.txt", tmp_path / "out", model, batch_size=2, size=SIZE)
-    assert [r.status for r in second.records] == ["skipped"] * 5
+    assert [r.status for r in second.records] == ["skipped"] * 6
     assert second.steps == 0 and marker.stat().st_mtime_ns == written
     assert second.summary["inputs"] == first.summary["inputs"]
 
@@ -250,9 +254,9 @@ def test_two_gloo_processes_cover_the_manifest_exactly_once_and_rank_0_merges(co
     for path in sorted((tmp_path / "out" / ".collection" / "shards").iterdir()):
         document = json.loads(path.read_text())
         shards[document["shard"]] = sorted(r["name"] for r in document["inputs"] if r["status"] == "done")
-    assert shards == {"0/2": ["a", "c", "wide"], "1/2": ["b", "clip-d"]}  # manifest entries 0, 2, 4 and 1, 3
+    assert shards == {"0/2": ["a", "c", "wide"], "1/2": ["b", "clip-d", "e"]}  # manifest entries 0, 2, 4 and 1, 3, 5
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["counts"] == {"done": 5, "skipped": 0, "failed": 0, "missing": 0}
+    assert summary["counts"] == {"done": 6, "skipped": 0, "failed": 0, "missing": 0}
 
 
 def test_a_run_killed_mid_input_resumes_and_completes_with_the_same_outputs(tmp_path):

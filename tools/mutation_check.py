@@ -65,8 +65,8 @@ FAULTS = (
         "the int8 key scale is set by the first frame and never raised",
         (
             (
-                "        self.k_scale = scale\n",
-                "        self.k_scale = scale if self.length_hint == 0 else self.k_scale\n",
+                "        self.k_scale.copy_(scale)",
+                "        self.k_scale.copy_(scale if self.length_hint == 0 else self.k_scale)",
             ),
         ),
     ),
@@ -106,9 +106,10 @@ FAULTS = (
         "window:K rotates the anchor's slot too (keeps the K+1 latest frames)",
         (
             (
-                "slot = 0 if self.frames_seen == 0 else 1 + (self.frames_seen - 1) % self.frames",
-                "slot = self.frames_seen % (1 + self.frames)",
+                "return 0 if frames_seen == 0 else 1 + (frames_seen - 1) % self.frames",
+                "return frames_seen % (1 + self.frames)",
             ),
+            ("slot = 1 + (self._ring - 1) % self.frames", "slot = self._ring % (1 + self.frames)"),
         ),
     ),
     Fault(
@@ -145,7 +146,10 @@ FAULTS = (
         "cache.py",
         "budget:N may evict first-frame tokens",
         (
-            ("read_keys(self.length)[:, :, self.frame_tokens :]", "read_keys(self.length)"),
+            (
+                "(keys if rows is None else keys[rows])[:, :, self.frame_tokens :]",
+                "(keys if rows is None else keys[rows])",
+            ),
             ("topk(count, dim=-1).indices + self.frame_tokens", "topk(count, dim=-1).indices"),
         ),
     ),
@@ -154,7 +158,7 @@ FAULTS = (
         "stream-position-off-by-one",
         "stream.py",
         "step passes the aggregator the frame position plus one (frame 0 gets the later frames' tokens)",
-        (("first_frame_index=self.num_frames,", "first_frame_index=self.num_frames + 1,"),),
+        (("first_frame_index=positions,", "first_frame_index=[p + 1 for p in self.slot_frames],"),),
     ),
     Fault(
         "stream-reopens-at-frame-1",
