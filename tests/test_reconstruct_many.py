@@ -175,6 +175,35 @@ def test_complete_inputs_are_skipped_on_a_second_run(model, collection, tmp_path
     assert second.summary["inputs"] == first.summary["inputs"]
 
 
+def test_array_shards_leave_the_summary_to_merge_which_reports_missing_inputs_until_all_ran(
+    model, collection, tmp_path, capsys
+):
+    manifest, out = collection / "manifest.txt", tmp_path / "out"
+    merge = ["reconstruct-many", str(manifest), "-o", str(out), "--merge"]
+    first = reconstruct_collection(manifest, out, model, shard=Shard(0, 2), size=SIZE)
+    assert first.summary is None and not (out / "summary.json").exists()
+    assert main(merge) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert {r["name"]: r["status"] for r in summary["inputs"]} == {
+        "a": "done",
+        "b": "missing",
+        "c": "done",
+        "clip-d": "missing",
+        "wide": "done",
+        "e": "missing",
+    }
+    reconstruct_collection(manifest, out, model, shard=Shard(1, 2), size=SIZE)
+    capsys.readouterr()
+    assert main(merge) == 0
+    assert json.loads((out / "summary.json").read_text())["counts"] == {
+        "done": 6,
+        "skipped": 0,
+        "failed": 0,
+        "missing": 0,
+    }
+    assert "collection: 6 done, 0 failed, 0 missing" in capsys.readouterr().out
+
+
 # -------------------------------------------------------------------------------------------------- failures
 
 
