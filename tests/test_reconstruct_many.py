@@ -18,6 +18,7 @@ from streamvggt.cli import main
 from streamvggt.collection import Shard, parse_shard, read_manifest, reconstruct_collection
 from streamvggt.collection.outputs import OutputRoot
 from streamvggt.collection.sharding import launcher_process
+from streamvggt.collection.summary import read_shard_file
 from streamvggt.io.errors import InputError
 from streamvggt.reconstruction import reconstruct
 from tests.reconstruct_helpers import tiny_checkpoint, tiny_model, write_images, write_video
@@ -279,11 +280,13 @@ def test_two_gloo_processes_cover_the_manifest_exactly_once_and_rank_0_merges(co
         timeout=240,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    shards = {}
-    for path in sorted((tmp_path / "out" / ".collection" / "shards").iterdir()):
-        document = json.loads(path.read_text())
-        shards[document["shard"]] = sorted(r["name"] for r in document["inputs"] if r["status"] == "done")
-    assert shards == {"0/2": ["a", "c", "wide"], "1/2": ["b", "clip-d", "e"]}  # manifest entries 0, 2, 4 and 1, 3, 5
+    root = OutputRoot(tmp_path / "out")
+    done = {path.name: [r.name for r in read_shard_file(path) if r.status == "done"] for path in root.shard_files()}
+    shards = {name: sorted(names) for name, names in done.items()}
+    assert shards == {  # manifest entries 0, 2, 4 and 1, 3, 5
+        "shard-00000-of-00002.jsonl": ["a", "c", "wide"],
+        "shard-00001-of-00002.jsonl": ["b", "clip-d", "e"],
+    }
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["counts"] == {"done": 6, "skipped": 0, "failed": 0, "missing": 0}
 
@@ -311,7 +314,7 @@ def test_a_run_killed_mid_input_resumes_and_completes_with_the_same_outputs(tmp_
     resumed = subprocess.run(run, env=environment(), capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     (shard,) = root.shard_files()
-    statuses = {r["name"]: r["status"] for r in json.loads(shard.read_text())["inputs"]}
+    statuses = {r.name: r.status for r in read_shard_file(shard)}
     assert statuses == {"short": "skipped", "long": "done", "last": "skipped" if last_was_complete else "done"}
     model = tiny_model()  # what the checkpoint holds
     for name in ("short", "long", "last"):

@@ -81,7 +81,7 @@ class OutputRoot:
             tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
     def shard_file(self, shard: Shard) -> Path:
-        return self.state / "shards" / f"shard-{shard.index:05d}-of-{shard.count:05d}.json"
+        return self.state / "shards" / f"shard-{shard.index:05d}-of-{shard.count:05d}.jsonl"
 
     def shard_files(self) -> list[Path]:
-        return sorted((self.state / "shards").glob("shard-*.json"))
+        return sorted((self.state / "shards").glob("shard-*.jsonl"))

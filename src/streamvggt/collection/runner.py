@@ -101,21 +101,12 @@ def reconstruct_collection(
     share = (shard or Shard()).within(process)
     root = OutputRoot(output_root)
     _check_options(root, options)
-    shard_log = ShardLog(root, share, str(manifest))
-    todo = []
-    for entry in share.select(entries):
-        if root.is_complete(entry.name):
-            shard_log.add(InputRecord(entry.name, entry.input, SKIPPED))
-        else:
-            todo.append(entry)
-    log.info(
-        "shard %s: %d of %d inputs, %d complete already, %d to do",
-        share,
-        len(todo) + len(shard_log.records),
-        len(entries),
-        len(shard_log.records),
-        len(todo),
-    )
+    shard_log = ShardLog(root, share)
+    mine = share.select(entries)
+    todo = [entry for entry in mine if not root.is_complete(entry.name)]
+    waiting = {entry.name for entry in todo}
+    shard_log.add(*(InputRecord(e.name, e.input, SKIPPED) for e in mine if e.name not in waiting))
+    log.info("shard %s: %d of %d inputs, %d to do", share, len(mine), len(entries), len(todo))
     batch = None
     if todo:
         if not isinstance(model, StreamVGGT):
