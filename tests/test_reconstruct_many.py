@@ -99,7 +99,7 @@ def test_a_folder_manifest_lists_its_videos_and_image_folders_in_natural_order(c
 
 
 def test_manifest_problems_name_the_line(tmp_path):
-    (tmp_path / "m.txt").write_text("x/clip.mp4\ny/clip.mp4\n")
+    (tmp_path / "m.txt").write_text("x/Clip.mp4\ny/clip.mp4\n")  # one folder where case does not count
     with pytest.raises(InputError, match=r"m.txt line 2: output name 'clip' is also the name of .*m.txt line 1"):
         read_manifest(tmp_path / "m.txt")
     (tmp_path / "m.txt").write_text("a\tsummary.json\n")

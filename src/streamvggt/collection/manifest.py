@@ -113,9 +113,10 @@ def _checked_name(name: str, where: str) -> str:
 def _check_unique(entries: list[Entry]) -> None:
     seen: dict[str, Entry] = {}
     for entry in entries:
-        if entry.name in seen:
+        key = entry.name.casefold()  # "Clip" and "clip" are one folder on macOS and Windows
+        if key in seen:
             raise InputError(
-                f"{entry.where}: output name '{entry.name}' is also the name of {seen[entry.name].where}; "
+                f"{entry.where}: output name '{entry.name}' is also the name of {seen[key].where}; "
                 "give one of them another name (after a tab)"
             )
-        seen[entry.name] = entry
+        seen[key] = entry
