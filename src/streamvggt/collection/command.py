@@ -43,8 +43,9 @@ def describe(result: CollectionResult | dict[str, Any]) -> str:
         f"{counts['failed']} failed in {result.seconds:.1f} s"
         + (f" ({result.stream_frames / result.seconds:.2f} frames/s)" if result.stream_frames else "")
     ]
-    lines += _failures([(r.name, r.error or "") for r in result.failed])
-    if result.summary is not None:
+    if result.summary is None:
+        lines += _failures([(r.name, r.error or "") for r in result.failed])
+    else:  # the collection's failures include this share's
         lines.append(_describe_summary(result.summary))
     return "\n".join(lines)
 
