@@ -21,6 +21,7 @@ from streamvggt.collection.sharding import launcher_process
 from streamvggt.collection.summary import read_shard_file
 from streamvggt.io.errors import InputError
 from streamvggt.reconstruction import reconstruct
+from streamvggt.stream import StreamSession
 from tests.reconstruct_helpers import tiny_checkpoint, tiny_model, write_images, write_video
 
 WIDTH, HEIGHT, SIZE = 42, 28, 42  # frames the model sees unscaled: 3 x 2 patches
@@ -232,6 +233,23 @@ def test_a_corrupt_video_and_an_unreadable_folder_fail_alone_and_the_command_exi
     printed = capsys.readouterr().out
     assert "1 reconstructed, 0 complete already, 2 failed" in printed
     assert f"failed: empty: folder {tmp_path / 'empty'} is empty" in printed
+
+
+def test_a_failing_batched_step_stops_every_worker_and_the_run_raises_it(model, collection, tmp_path, monkeypatch):
+    batches = []
+    step = StreamSession.step
+
+    def failing_step(session, frame):
+        batches.append(frame.shape[0])
+        if len(batches) == 3:
+            raise RuntimeError("device lost")
+        return step(session, frame)
+
+    monkeypatch.setattr(StreamSession, "step", failing_step)
+    with pytest.raises(RuntimeError, match="device lost"):
+        reconstruct_collection(collection / "manifest.txt", tmp_path / "out", model, batch_size=2, size=SIZE)
+    assert len(batches) == 3  # no step after the failure, and no worker left waiting
+    assert not (tmp_path / "out" / "summary.json").exists()
 
 
 def test_a_folder_left_without_its_marker_is_moved_aside_not_deleted(tmp_path):

@@ -210,6 +210,8 @@ def _reconstruct_entry(
     except (BatchStoppedError, OutputError, torch.OutOfMemoryError):
         raise
     except Exception as error:  # the input's own problem: recorded, and the collection goes on
+        if stream.batch.error is not None:  # ... unless it is the batched step's failure, which ends the run
+            raise
         root.discard(staging)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if not isinstance(error, ValueError):  # InputError is a ValueError: its message is already for users

@@ -48,6 +48,7 @@ class BatchedStreams:
         self._size: tuple[int, int] | None = None  # frame size of the streams in the session
         self._resize = False  # the next step starts the session over at a new frame size
         self._stopped: str | None = None
+        self.error: BaseException | None = None  # what a failed batched step raised: the run stops with it
 
     def stream(self) -> SlotStream:
         """A stream for one input: it takes a free slot with its first frame."""
@@ -127,6 +128,7 @@ class BatchedStreams:
         try:
             out = self.session.step(batch)
         except BaseException as error:
+            self.error = error
             self._stopped = f"a batched step failed: {type(error).__name__}: {error}"
             self._changed.notify_all()
             raise
