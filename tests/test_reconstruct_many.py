@@ -209,18 +209,24 @@ def test_array_shards_leave_the_summary_to_merge_which_reports_missing_inputs_un
 # -------------------------------------------------------------------------------------------------- failures
 
 
-def test_a_corrupt_video_and_an_unreadable_folder_fail_alone_and_the_command_exits_1(tmp_path, capsys):
+def test_corrupt_empty_and_midway_failing_inputs_fail_alone_and_the_command_exits_1(model, tmp_path, capsys):
+    """A video that does not open, an empty folder, and a folder whose 4th image is 1x1 pixels (it fails while
+    streaming beside the good input, which still comes out exactly as reconstruct writes it)."""
     checkpoint = tiny_checkpoint(tmp_path / "model")
-    image_folder(tmp_path, "good", 3)
+    image_folder(tmp_path, "good", 6)
     (tmp_path / "broken.mp4").write_bytes(b"\x00not a video" * 10)
     (tmp_path / "empty").mkdir()
-    (tmp_path / "m.txt").write_text("good\nbroken.mp4\nempty\n")
+    image_folder(tmp_path, "midway", 3)
+    write_images(tmp_path / "midway", ["003.png"], width=1, height=1)
+    (tmp_path / "m.txt").write_text("good\nmidway\nbroken.mp4\nempty\n")
     args = ["reconstruct-many", str(tmp_path / "m.txt"), "-o", str(tmp_path / "out"), "--batch", "2"]
     code = main([*args, "--checkpoint", str(checkpoint), "--device", "cpu", "--size", str(SIZE), "--no-progress"])
     assert code == 1
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     by_name = {r["name"]: r for r in summary["inputs"]}
-    assert by_name["good"]["status"] == "done" and by_name["good"]["frames"] == 3
+    assert by_name["good"]["status"] == "done" and by_name["good"]["frames"] == 6
+    assert by_name["midway"]["status"] == "failed"
+    assert by_name["midway"]["error"] == "003.png is 1x1 pixels: frames must be at least 14x14"
     assert by_name["broken"]["status"] == "failed"
     assert by_name["broken"]["error"].startswith(f"cannot open video {tmp_path / 'broken.mp4'}")
     assert by_name["empty"] == {
@@ -228,10 +234,13 @@ def test_a_corrupt_video_and_an_unreadable_folder_fail_alone_and_the_command_exi
         "status": "failed",
         "error": f"folder {tmp_path / 'empty'} is empty",
     }
-    assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 2, "missing": 0}
-    assert not (tmp_path / "out" / "broken").exists() and not (tmp_path / "out" / "empty").exists()
+    assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 3, "missing": 0}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".collection", "good", "summary.json"]
+    assert list((tmp_path / "out" / ".collection" / "staging").iterdir()) == []
+    reconstruct(tmp_path / "good", tmp_path / "alone", model, size=SIZE)
+    assert_same_reconstruction(tmp_path / "out" / "good", tmp_path / "alone")
     printed = capsys.readouterr().out
-    assert "1 reconstructed, 0 complete already, 2 failed" in printed
+    assert "1 reconstructed, 0 complete already, 3 failed" in printed
     assert f"failed: empty: folder {tmp_path / 'empty'} is empty" in printed
 
 
