@@ -169,7 +169,12 @@ FAULTS = (
         "stream-position-off-by-one",
         "stream.py",
         "step passes the aggregator the frame position plus one (frame 0 gets the later frames' tokens)",
-        (("first_frame_index=positions,", "first_frame_index=[p + 1 for p in self.slot_frames],"),),
+        (
+            (
+                "positions = self.slot_frames if len(set(self.slot_frames)) > 1 else self.slot_frames[0]",
+                "positions = [count + 1 for count in self.slot_frames]",
+            ),
+        ),
     ),
     Fault(
         "stream-reopens-at-frame-1",
