@@ -216,6 +216,12 @@ class LayerCache:
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
+    @property
+    def static(self) -> bool:
+        """True once updates change neither the storage's shapes nor any Python state of this cache, only tensor
+        contents: a compiled step then runs the same graph frame after frame. Never for the full cache."""
+        return False
+
     def reset_slot(self, index: int) -> None:
         """Forget batch element ``index``: its next update starts a new stream; the other elements keep theirs."""
         if self.store.capacity == 0:
@@ -288,7 +294,18 @@ class WindowCache(LayerCache):
         super().__init__(store)
         self.frame_tokens = frame_tokens
         self.frames = frames
-        self.frames_seen = 0
+        self._filled = 0  # frames written until the ring is full
+        # Once full: frames seen, as a 0-d tensor on the device, so steps need no Python state that changes.
+        self._ring: Tensor | None = None
+
+    @property
+    def frames_seen(self) -> int:
+        """Frames this cache has stored (read from the device once the ring is full: not for a compiled step)."""
+        return self._filled if self._ring is None else int(self._ring)
+
+    @property
+    def static(self) -> bool:
+        return self._ring is not None and self.slot_lengths is None
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         if k.shape[2] != self.frame_tokens:
@@ -297,10 +314,22 @@ class WindowCache(LayerCache):
             self.store.allocate(k, (1 + self.frames) * self.frame_tokens, 0)
         if self.slot_lengths is not None:
             return self._update_slots(k, v)
-        slot = self._ring_slot(self.frames_seen)
+        if self._ring is not None:
+            return self._overwrite_oldest(k, v)
+        slot = self._ring_slot(self._filled)
         self.store.write(slot * self.frame_tokens, k, v)
-        self.frames_seen += 1
+        self._filled += 1
         self.length = min(self.frames_seen, 1 + self.frames) * self.frame_tokens
+        if self._filled > self.frames:
+            self._ring = torch.tensor(self._filled, device=k.device)
+        return self.views()
+
+    def _overwrite_oldest(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """The full ring's step: the slot is :meth:`_ring_slot` computed on the device (never the anchor)."""
+        slot = 1 + (self._ring - 1) % self.frames
+        positions = slot * self.frame_tokens + torch.arange(self.frame_tokens, device=k.device)
+        self.store.scatter(positions.expand(*k.shape[:2], -1), k, v)
+        self._ring += 1  # in place: the same state tensor every step
         return self.views()
 
     def _ring_slot(self, frames_seen: int) -> int:
@@ -349,6 +378,10 @@ class BudgetCache(LayerCache):
 
     def _capacity_limit(self) -> int | None:
         return self.budget
+
+    @property
+    def static(self) -> bool:
+        return self.slot_lengths is None and self.length + self.frame_tokens > self.budget
 
     def _slot_positions(self, k: Tensor) -> Tensor:
         """Elements with room append; full ones overwrite their own most redundant slots."""

@@ -7,13 +7,17 @@ cache the outputs equal the offline block-causal forward frame by frame.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from streamvggt.cache import CachePolicy, LayerCache, parse_policy
+from streamvggt.compiled_step import CompiledStep
 from streamvggt.model.predictions import Predictions
 from streamvggt.model.streamvggt import StreamVGGT
 from streamvggt.stream_tracks import StreamingTracker
@@ -39,6 +43,7 @@ class StreamSession:
         batch_size: int = 1,
         cache: str | CachePolicy = "full",
         query_points: Tensor | None = None,
+        compile: bool | Mapping[str, Any] = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -46,6 +51,7 @@ class StreamSession:
         self.batch_size = batch_size
         self.policy = parse_policy(cache)
         self.query_points = query_points
+        self.compile = compile
         if query_points is not None and (query_points.ndim != 3 or query_points.shape[0] != batch_size):
             raise ValueError(f"query_points must be [{batch_size}, N, 2], got {tuple(query_points.shape)}")
         self.reset()
@@ -58,6 +64,7 @@ class StreamSession:
         self._trunk_caches: list[LayerCache] = []
         self._camera_caches: list[list[LayerCache]] = []
         self._tracker: StreamingTracker | None = None
+        self._compiled: CompiledStep | None = None
 
     def reset_slot(self, index: int) -> None:
         """Forget element ``index``'s stream only: its next frame is the anchor of a new stream, and the other
@@ -89,16 +96,34 @@ class StreamSession:
         model = self.model
         # Each element's position in its own stream: they differ once a slot was reset.
         positions = self.slot_frames if len(set(self.slot_frames)) > 1 else self.slot_frames[0]
-        with model.trunk_precision(frame.device):
-            tokens = model.aggregator(
-                frame[:, None], model.head_layers, first_frame_index=positions, kv_caches=self._trunk_caches
-            )
-        out = model.decode(tokens, self.frame_size, frames_chunk_size=None, camera_caches=self._camera_caches).frame(0)
+        dtype = model.trunk_autocast_dtype(frame.device)
+        wants_compile = isinstance(self.compile, Mapping) or bool(self.compile)
+        if wants_compile and self.num_frames > 0 and self._compiled is None:
+            options = self.compile if isinstance(self.compile, Mapping) else None
+            bounded = self.policy.kind != "full"
+            self._compiled = CompiledStep(self._forward, self._caches(), frame.device, bounded, options)
+        if self._compiled is not None and self._compiled.ready(self.slot_frames):
+            tokens, out = self._compiled(frame, dtype)
+        else:
+            tokens, out = self._forward(frame, positions, dtype)
+        out = out.frame(0)
         if self._tracker is not None:
             out = dataclasses.replace(out, **self._tracker.step(tokens, self.frame_size))
         self.num_frames += 1
         self.slot_frames = [count + 1 for count in self.slot_frames]
         return out
+
+    def _forward(
+        self, frame: Tensor, first_frame_index: int | list[int], dtype: torch.dtype | None
+    ) -> tuple[dict[int, Tensor], Predictions]:
+        """The model's work for one frame [B, 3, H, W]: kept trunk tokens and predictions (with the S axis)."""
+        model = self.model
+        precision = contextlib.nullcontext() if dtype is None else torch.autocast(frame.device.type, dtype=dtype)
+        with precision:
+            tokens = model.aggregator(
+                frame[:, None], model.head_layers, first_frame_index=first_frame_index, kv_caches=self._trunk_caches
+            )
+        return tokens, model.decode(tokens, self.frame_size, frames_chunk_size=None, camera_caches=self._camera_caches)
 
     def _open(self, frame: Tensor) -> None:
         """Allocate the caches for a stream whose frames look like ``frame``."""

@@ -143,12 +143,20 @@ class StreamVGGT(nn.Module):
             )
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
 
-    def stream(self, batch_size: int = 1, cache: str = "full", query_points: Tensor | None = None):
+    def stream(
+        self,
+        batch_size: int = 1,
+        cache: str = "full",
+        query_points: Tensor | None = None,
+        compile: bool | Mapping[str, object] = False,
+    ):
         """A streaming session (see :class:`streamvggt.stream.StreamSession`); ``cache`` selects the policy:
-        ``"full"`` (exact), ``"window:K"`` or ``"budget:N"``. ``query_points`` [B, N, 2] are pixels in frame 0."""
+        ``"full"`` (exact), ``"window:K"`` or ``"budget:N"``. ``query_points`` [B, N, 2] are pixels in frame 0.
+        ``compile``: run each step as one ``torch.compile(fullgraph=True)`` graph (see
+        :mod:`streamvggt.compiled_step`); a mapping adds ``torch.compile`` arguments, e.g. ``{"backend": ...}``."""
         from streamvggt.stream import StreamSession
 
-        return StreamSession(self, batch_size=batch_size, cache=cache, query_points=query_points)
+        return StreamSession(self, batch_size=batch_size, cache=cache, query_points=query_points, compile=compile)
 
     def forward(
         self, images: Tensor, query_points: Tensor | None = None, frames_chunk_size: int | None = 8

@@ -1,0 +1,83 @@
+"""A streaming step compiled whole: ``torch.compile(fullgraph=True)`` of the model's work for one frame.
+
+Bounded caches (``window:K``, ``budget:N``, each with or without ``+int8``) become static once full: a step then
+changes only tensor contents (the window's ring position and the budget's evicted slots live on the device, int8
+keys are rescaled without asking the device whether to), so the graph compiled at the frame the cache fills serves
+every later frame with 0 recompiles. Frames before that run eagerly: compiling one graph per filling frame would
+cost more than it saves.
+
+The full cache grows every frame (and its storage doubles when full), so its step is compiled from the second
+frame on with the lengths symbolic: dynamo recompiles when a length first changes and may again when the capacity
+doubles, a handful of times over a stream (logarithmically many at most).
+
+On CUDA the static step runs as CUDA graphs (``mode="reduce-overhead"``): the caches' tensors are marked as
+static addresses, so their in-place updates stay inside the graph, and outputs are cloned out of the graph's pool
+before the next replay overwrites them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from streamvggt.cache import LayerCache
+from streamvggt.model.predictions import Predictions
+
+log = logging.getLogger(__name__)
+
+Forward = Callable[[Tensor, int, "torch.dtype | None"], tuple[dict[int, Tensor], Predictions]]
+
+
+class CompiledStep:
+    """``forward(frame, first_frame_index, dtype)`` compiled once the session's ``caches`` allow it."""
+
+    def __init__(
+        self,
+        forward: Forward,
+        caches: Sequence[LayerCache],
+        device: torch.device,
+        bounded: bool,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``options``: extra ``torch.compile`` keyword arguments (``backend``, ``mode``, ...)."""
+        self.caches = caches
+        self.bounded = bounded
+        settings = {"fullgraph": True, **({"mode": "reduce-overhead"} if device.type == "cuda" and bounded else {})}
+        settings.update(options or {})
+        self.cuda_graphs = (
+            settings.get("mode") == "reduce-overhead" and settings.get("backend", "inductor") == "inductor"
+        )
+        self._compiled = torch.compile(forward, **settings)
+        self._marked = False
+
+    def ready(self, slot_frames: Sequence[int]) -> bool:
+        """Whether this step can run compiled: every stream past its first frame, caches not split per slot, and,
+        for bounded caches, full."""
+        if min(slot_frames) == 0 or len(set(slot_frames)) > 1:
+            return False
+        if self.bounded:
+            return all(cache.static for cache in self.caches)
+        return all(cache.slot_lengths is None for cache in self.caches)
+
+    def __call__(self, frame: Tensor, dtype: torch.dtype | None) -> tuple[dict[int, Tensor], Predictions]:
+        if self.cuda_graphs and not self._marked:
+            for cache in self.caches:
+                for tensor in cache_tensors(cache):
+                    torch._dynamo.mark_static_address(tensor)
+            self._marked = True
+        # Only "not a stream's first frame" matters to the trunk: a constant keeps the graph's guards fixed.
+        tokens, out = self._compiled(frame, 1, dtype)
+        if self.cuda_graphs:
+            tokens = {layer: t.clone() for layer, t in tokens.items()}
+            out = Predictions(**{name: t.clone() for name, t in out.items()})
+        return tokens, out
+
+
+def cache_tensors(cache: LayerCache) -> list[Tensor]:
+    """Every tensor a cache keeps between steps (storage, scales, ring position)."""
+    found = [t for t in vars(cache.store).values() if isinstance(t, Tensor)]
+    return found + [t for t in vars(cache).values() if isinstance(t, Tensor)]
