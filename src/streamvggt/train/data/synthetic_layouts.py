@@ -42,7 +42,7 @@ class SceneFolderDataset(SequenceDataset):
         self,
         root: str,
         num_views: int,
-        split: str = "train",
+        split: str | None = "train",
         sampling: dict[str, Any] | None = None,
         aug_crop: int = 16,
         color_jitter: bool = True,
@@ -58,9 +58,10 @@ class SceneFolderDataset(SequenceDataset):
             raise ValueError(f"{self.name}: no scene folder in {self.root}")
         self.index_sequences()
 
-    def scene_folders(self, split: str) -> list[Path]:
-        """The scene folders to read (the three datasets without splits store their training set at ``root``)."""
-        if split != "train":
+    def scene_folders(self, split: str | None) -> list[Path]:
+        """The scene folders to read (the three datasets without splits store their training set at ``root``;
+        None, the reference recipe's split for spring and omniobject3d, reads it too)."""
+        if split not in (None, "train"):
             raise ValueError(f"{self.name} has only a training set (split 'train'), got split '{split}'")
         return sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -212,7 +213,7 @@ class OmniObject3DDataset(SceneFolderDataset):
         self,
         root: str,
         num_views: int,
-        split: str = "train",
+        split: str | None = "train",
         sampling: dict[str, Any] | None = None,
         aug_crop: int = 16,
         color_jitter: bool = True,
