@@ -226,6 +226,7 @@ class Co3dDataset(SequenceDataset):
 
     name = "co3d"
     is_metric = False
+    excluded_sequences: frozenset[tuple[str, str]] = frozenset()  # (category, sequence) pairs never read
 
     def __init__(
         self,
@@ -245,6 +246,8 @@ class Co3dDataset(SequenceDataset):
         selected = json.loads(index.read_text(encoding="utf-8"))
         for category, sequences in sorted(selected.items()):
             for sequence, frame_ids in sorted(sequences.items()):
+                if (category, sequence) in self.excluded_sequences:
+                    continue
                 folder = self.root / category / sequence
                 self.sequences.append((f"{category}/{sequence}", [(folder, int(i)) for i in frame_ids]))
         self.index_sequences()
@@ -280,10 +283,13 @@ class Co3dDataset(SequenceDataset):
 
 
 class WildRGBDDataset(Co3dDataset):
-    """WildRGB-D in the Co3D arrangement: metric depth in millimetres, five-digit frame names."""
+    """WildRGB-D in the Co3D arrangement: metric depth in millimetres, five-digit frame names, sequences named
+    ``scenes/scene_{n}`` (folders nested one level). ``box/scenes/scene_257`` is left out, as in the reference."""
 
     name = "wildrgbd"
     is_metric = True
+    # The reference reader drops this sequence although the preprocess selects it.
+    excluded_sequences = frozenset({("box", "scenes/scene_257")})
 
     def paths(self, folder: Path, frame: int) -> tuple[Path, Path, Path, Path]:
         stem = f"{frame:05d}"
