@@ -492,3 +492,19 @@ def test_wildrgbd_leaves_out_the_scene_the_reference_drops(tmp_path: Path, seque
     dataset = build_reader("wildrgbd", root=str(tmp_path), num_views=3, **READ_OPTIONS)
     assert [name for name, _ in dataset.sequences] == ["box/scenes/scene_258"]
     assert len(dataset) == FRAMES - 3 + 1
+
+
+def test_arkitscenes_highres_skips_frames_the_preprocess_listed_without_files(tmp_path: Path, sequences) -> None:
+    # A depth whose image the script matched 1 ms away stays in scene_metadata.npz, but it then looked for the
+    # image under the depth's name and wrote neither file.
+    write_arkitscenes_highres(tmp_path, "Training", {"41069021": sequences[0]})
+    scene = tmp_path / "Training" / "41069021"
+    unwritten = arkit_name("41069021", 2)
+    (scene / "vga_wide" / unwritten.replace(".png", ".jpg")).unlink()
+    (scene / "highres_depth" / unwritten).unlink()
+    dataset = build_reader("arkitscenes_highres", root=str(tmp_path), num_views=4, **READ_OPTIONS)
+    assert [name for _, name, *_ in dataset.sequences[0][1]] == [
+        arkit_name("41069021", f) for f in range(FRAMES) if f != 2
+    ]
+    for clip in read_clips(dataset, 6):
+        check_clip(clip, 4)

@@ -8,6 +8,7 @@ turned upright like the images); ``vga_wide/{scene}_{timestamp}.jpg`` and ``high
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from streamvggt.train.data.scene_files import (
     require_file,
 )
 
+logger = logging.getLogger(__name__)
+
 
 def timestamp(name: str, path: Path) -> float:
     """The capture time in a frame name ``{scene}_{seconds}.png``."""
@@ -38,8 +41,10 @@ class ARKitScenesHighResDataset(SequenceDataset):
     sequence in time order, sampled with strides up to 8 (``sampling``). Scenes with fewer frames than a clip
     are skipped.
 
-    Deviation from the reference reader: frames are ordered by their timestamp as a number; the reference sorts
+    Deviations from the reference reader: frames are ordered by their timestamp as a number; the reference sorts
     the names as strings, which misorders a scene whose timestamps change digit count (``999.9`` vs ``1000.1``).
+    Frames listed in the metadata without their image or depth file on disk are not used (the preprocess can
+    list such frames; the reference fails when it draws one).
     """
 
     name = "arkitscenes_highres"
@@ -75,10 +80,21 @@ class ARKitScenesHighResDataset(SequenceDataset):
         intrinsics = pinhole_rows(meta["intrinsics"], len(frame_names), path)
         poses = camera_poses(meta["trajectories"], len(frame_names), path)
         order = sorted(range(len(frame_names)), key=lambda i: timestamp(frame_names[i], path))
-        return [(scene, frame_names[i], intrinsics[i], poses[i]) for i in order]
+        # The preprocess keeps a frame whose image it matched only to within a millisecond of the depth's time,
+        # then looks for the image under the depth's own name and writes neither file: such frames are listed
+        # but absent (the reference reader fails on them).
+        images, depths = _file_names(scene / "vga_wide"), _file_names(scene / "highres_depth")
+        present = [i for i in order if frame_names[i].replace(".png", ".jpg") in images and frame_names[i] in depths]
+        if len(present) < len(order):
+            logger.info("%s: %s lists %d frames without files", self.name, path, len(order) - len(present))
+        return [(scene, frame_names[i], intrinsics[i], poses[i]) for i in present]
 
     def load_frame(self, handle: tuple[Path, str, Any, Any]) -> Frame:
         scene, name, intrinsics, pose = handle
         image = read_rgb(require_file(scene / "vga_wide" / name.replace(".png", ".jpg"), "ARKitScenes image"))
         depth = read_depth_mm(scene / "highres_depth" / name, image.shape, "ARKitScenes high-res depth")
         return Frame(image, depth, intrinsics, pose)
+
+
+def _file_names(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
