@@ -135,7 +135,7 @@ def test_blendedmvs_reads_the_preprocessed_scene_with_byte_basenames(tmp_path: P
 # --- MegaDepth: preprocess_megadepth.py + CUT3R's megadepth_sets_64.npz --------------------------------------------
 
 
-def write_megadepth(root: Path, frames) -> list[str]:
+def write_megadepth(root: Path, frames, names_dtype) -> list[str]:
     """Scene 0001 (subscene 0) with 64 photos, and held-out scene 0015 (subscene 1) with 64 more; photos are
     named as in images.txt (with their extension), so the files are ``{tag}.jpg``, ``{tag}.exr``, ``{tag}.npz``."""
     scenes = np.array(["0001 0", "0015 1"], dtype=object)
@@ -151,13 +151,19 @@ def write_megadepth(root: Path, frames) -> list[str]:
             np.savez(folder / f"{tag}.npz", intrinsics=INTRINSICS, cam2world=pose)
             images.append(tag)
     sets = np.array([[s, *range(first[name], first[name] + 64)] for s, name in enumerate(scenes)], dtype=np.int32)
-    np.savez(root / "megadepth_sets_64.npz", scenes=scenes, images=np.array(images, dtype=object), sets=sets)
+    np.savez(
+        root / "megadepth_sets_64.npz",
+        scenes=scenes.astype(names_dtype),
+        images=np.array(images, dtype=names_dtype),
+        sets=sets,
+    )
     return images
 
 
-def test_megadepth_reads_object_array_index_and_double_extension_files(tmp_path: Path, sequences) -> None:
+@pytest.mark.parametrize("names_dtype", [object, str], ids=["object", "unicode"])
+def test_megadepth_reads_the_sets_index_and_double_extension_files(tmp_path: Path, sequences, names_dtype) -> None:
     frames = sequences[0]
-    images = write_megadepth(tmp_path, frames)
+    images = write_megadepth(tmp_path, frames, names_dtype)
     dataset = build_reader("megadepth", root=str(tmp_path), split=RECIPE_SPLITS["megadepth"], num_views=3)
     assert len(dataset) == 1 and dataset.sets[0][0] == 0  # the 0015 set is held out
     for k in (0, 7):
@@ -177,7 +183,7 @@ SEGMENT = "segment-10017090168044687777_6380_000_6400_000_with_camera_labels.tfr
 OTHER_SEGMENT = "segment-10023947602400723454_1120_000_1140_000_with_camera_labels.tfrecord"
 
 
-def write_waymo(root: Path, frames, invalid: list[str]) -> list[np.ndarray]:
+def write_waymo(root: Path, frames, invalid: list[str], pairs_dtype) -> list[np.ndarray]:
     """Cameras 1, 4 and 5 of one segment (folders keep the .tfrecord name); views ``invalid`` ("{cam}_{frame}")
     listed in invalid_files.h5; a second segment with no entry in it."""
     stored = []
@@ -192,13 +198,15 @@ def write_waymo(root: Path, frames, invalid: list[str]) -> list[np.ndarray]:
                 distortion = np.array([-0.3, 0.1, 1e-4, -2e-4, 0.0])
                 np.savez(stem.with_suffix(".npz"), intrinsics=INTRINSICS, cam2world=pose, distortion=distortion)
     with h5py.File(root / "invalid_files.h5", "w") as h5:
-        h5.create_group(SEGMENT).create_dataset("invalid_pairs", data=np.array([s.encode() for s in invalid]))
+        pairs = np.array([s.encode() for s in invalid], dtype=pairs_dtype)
+        h5.create_group(SEGMENT).create_dataset("invalid_pairs", data=pairs)
     return stored
 
 
-def test_waymo_reads_tfrecord_named_segments_and_skips_listed_views(tmp_path: Path, sequences) -> None:
+@pytest.mark.parametrize("pairs_dtype", ["S7", h5py.string_dtype("ascii")], ids=["fixed", "variable"])
+def test_waymo_reads_tfrecord_named_segments_and_skips_listed_views(tmp_path: Path, sequences, pairs_dtype) -> None:
     frames = sequences[1]
-    stored = write_waymo(tmp_path, frames, invalid=["1_00002", "4_00005"])
+    stored = write_waymo(tmp_path, frames, ["1_00002", "4_00005"], pairs_dtype)
     dataset = build_reader("waymo", root=str(tmp_path), split=RECIPE_SPLITS["waymo"], num_views=3)
     lengths = {name: len(frames_) for name, frames_ in dataset.sequences}
     assert lengths == {
