@@ -1,0 +1,110 @@
+"""The compiled streaming step: one graph per bounded policy, made at the frame the cache fills, equal to eager.
+
+A counting dynamo backend stands in for inductor: it sees every graph dynamo captures (each compile and recompile)
+and runs it as captured, so these tests check the capture (whole graph, no host sync, static guards) in seconds.
+benchmarks/compiled_step.py checks inductor's numbers and speed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch._dynamo
+
+from streamvggt import ModelConfig, StreamVGGT
+
+HEIGHT, WIDTH = 28, 42
+FRAME_TOKENS = 5 + (HEIGHT // 14) * (WIDTH // 14)  # camera + 4 registers + patches
+
+
+class CountingBackend:
+    """A dynamo backend that records each graph it is given and runs it unchanged."""
+
+    def __init__(self) -> None:
+        self.graphs = 0
+
+    def __call__(self, graph: torch.fx.GraphModule, example_inputs: list) -> object:
+        self.graphs += 1
+        return graph.forward
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo() -> Iterator[None]:
+    torch._dynamo.reset()  # sessions share the step's code object: start each test with no compiled entries
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.fixture(scope="module")
+def model() -> StreamVGGT:
+    """The tiny preset cut to 4 block pairs and a 1-block camera trunk: dynamo traces it in a few seconds."""
+    tiny = ModelConfig.preset("tiny")
+    config = dataclasses.replace(
+        tiny,
+        depth=4,
+        dpt_head=dataclasses.replace(tiny.dpt_head, intermediate_layer_idx=[0, 1, 2, 3]),
+        camera_head=dataclasses.replace(tiny.camera_head, trunk_depth=1),
+    )
+    torch.manual_seed(0)
+    return StreamVGGT(config).eval()
+
+
+def frames(count: int, batch: int = 1) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(5)
+    return [torch.rand(batch, 3, HEIGHT, WIDTH, generator=generator) for _ in range(count)]
+
+
+def worst_gap(ours: dict, eager: dict) -> float:
+    depth = ((ours["depth"] - eager["depth"]).abs() / eager["depth"]).max()
+    return max(float(depth), float((ours["pose_enc"] - eager["pose_enc"]).abs().max()))
+
+
+@pytest.mark.parametrize(
+    ("policy", "fill_frame"),
+    [
+        ("window:3", 4),  # anchor + 3 frames fill it; frame 4 is the first overwrite
+        ("window:3+int8", 4),
+        (f"budget:{4 * FRAME_TOKENS}", 4),  # 4 frames fill the budget; frame 4 is the first eviction
+        (f"budget:{4 * FRAME_TOKENS}+int8", 4),
+        ("window:1+int8", 2),
+    ],
+)
+def test_bounded_step_compiles_once_when_the_cache_fills(model: StreamVGGT, policy: str, fill_frame: int) -> None:
+    backend = CountingBackend()
+    compiled = model.stream(cache=policy, compile={"backend": backend})
+    eager = model.stream(cache=policy)
+    graphs_after_step, gaps = [], []
+    for frame in frames(24):
+        gaps.append(worst_gap(compiled.step(frame), eager.step(frame)))
+        graphs_after_step.append(backend.graphs)
+    assert graphs_after_step == [0] * fill_frame + [1] * (24 - fill_frame)
+    assert max(gaps) <= 1e-4
+
+
+def test_full_cache_recompiles_only_as_its_storage_grows(model: StreamVGGT) -> None:
+    backend = CountingBackend()
+    compiled = model.stream(cache="full", compile={"backend": backend})
+    eager = model.stream(cache="full")
+    count = 40
+    gaps = [worst_gap(compiled.step(frame), eager.step(frame)) for frame in frames(count)]
+    assert 1 <= backend.graphs <= 1 + math.ceil(math.log2(count))
+    assert max(gaps) <= 1e-4
+
+
+def test_a_reset_slot_runs_eagerly_and_stays_exact(model: StreamVGGT) -> None:
+    backend = CountingBackend()
+    compiled = model.stream(batch_size=2, cache="window:2", compile={"backend": backend})
+    eager = model.stream(batch_size=2, cache="window:2")
+    clip = frames(8, batch=2)
+    gaps = []
+    for index, frame in enumerate(clip):
+        if index == 5:
+            compiled.reset_slot(0)
+            eager.reset_slot(0)
+        gaps.append(worst_gap(compiled.step(frame), eager.step(frame)))
+    assert backend.graphs == 1  # compiled at frame 3, then eager once the slots diverged
+    assert max(gaps) <= 1e-4
