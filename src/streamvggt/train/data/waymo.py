@@ -21,8 +21,8 @@ from streamvggt.train.data.sampling import ClipSampling
 from streamvggt.train.data.view_files import checked_frame, read_camera, read_exr_depth
 
 INVALID_FILE = "invalid_files.h5"
-REAR_CAMERA = "5"  # left out by the reference
-SIDE_CAMERA = "4"  # moves faster across the scene: half the maximum stride
+SKIPPED_CAMERA = "5"  # SIDE_RIGHT in Waymo's numbering (1 FRONT ... 5); left out by the reference
+SIDE_CAMERA = "4"  # SIDE_LEFT: the scene moves faster across it, so half the maximum stride
 
 
 def read_invalid_views(path: Path) -> dict[str, set[tuple[str, str]]]:
@@ -75,7 +75,7 @@ class WaymoDataset(SequenceDataset):
             cameras: dict[str, list[str]] = {}
             for image in segment.glob("*.jpg"):
                 frame, _, camera = image.stem.partition("_")
-                if camera != REAR_CAMERA and (camera, frame) not in excluded:
+                if camera != SKIPPED_CAMERA and (camera, frame) not in excluded:
                     cameras.setdefault(camera, []).append(frame)
             for camera, frames in sorted(cameras.items()):
                 self.sequences.append((f"{segment.name}/{camera}", [(segment, f, camera) for f in sorted(frames)]))
