@@ -108,6 +108,9 @@ def write_blendedmvs(root: Path, frames, basename_dtype) -> list[np.ndarray]:
     for i in range(len(frames)):
         for j in range(len(frames)):
             scores[i, j] = max(0.0, 1.0 - 0.15 * abs(i - j))
+    # A scene the script processed but the index leaves out, and the pairs file the script checked against.
+    write_jpeg(root / "5c0d13b795da9479e12e2eea" / "00000000.jpg", frames[0][0], quality=80)
+    np.save(root / "blendedmvs_pairs.npy", np.zeros((1, 5), dtype=np.int64))
     rows, cols = np.nonzero(scores)
     with h5py.File(root / "new_overlap.h5", "w") as h5:
         group = h5.create_group(BLENDED_SCENE)
@@ -150,6 +153,8 @@ def write_megadepth(root: Path, frames, names_dtype) -> list[str]:
             write_exr_like_opencv(folder / f"{tag}.exr", depth)
             np.savez(folder / f"{tag}.npz", intrinsics=INTRINSICS, cam2world=pose)
             images.append(tag)
+        # The script converts every photo of the subscene, also those in no set.
+        write_jpeg(folder / "9999_unlisted_o.jpg.jpg", frames[0][0], quality=90)
     sets = np.array([[s, *range(first[name], first[name] + 64)] for s, name in enumerate(scenes)], dtype=np.int32)
     np.savez(
         root / "megadepth_sets_64.npz",
@@ -166,6 +171,7 @@ def test_megadepth_reads_the_sets_index_and_double_extension_files(tmp_path: Pat
     images = write_megadepth(tmp_path, frames, names_dtype)
     dataset = build_reader("megadepth", root=str(tmp_path), split=RECIPE_SPLITS["megadepth"], num_views=3)
     assert len(dataset) == 1 and dataset.sets[0][0] == 0  # the 0015 set is held out
+    assert len(dataset.images) == 128
     for k in (0, 7):
         _, depth, pose = frames[k % len(frames)]
         stored = read_back(tmp_path / "0001" / "0" / f"{images[k]}.jpg")
