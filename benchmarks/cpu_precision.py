@@ -1,0 +1,234 @@
+"""CPU precision modes side by side: speed and peak memory on the 1.2B preset, accuracy on trained weights.
+
+Speed: a random-weights checkpoint of ``--preset`` is written once as safetensors; for every mode a fresh process
+loads it with ``precision=mode`` (timed), warms its kernels for the frame size (timed, as ``load_model`` users do
+with ``model.warm_up``), then streams ``--frames`` frames with the full cache. Each process reports its own peak
+RSS, so modes do not share one high-water mark.
+
+Accuracy: the bundled model (the only trained weights available offline) streams the demo sequence and
+``--sequences`` held-out synthetic sequences in every mode; depth relative error (mean |d - d_fp32| / d_fp32)
+and pose-encoding error (max |Δ|) are measured against fp32. A mode passes at <= 1% and <= 1e-3.
+
+    python benchmarks/cpu_precision.py --preset streamvggt-1b --size 392x518 --frames 3 --threads 2
+
+Prints the CPU capability, a Markdown table, and writes ``cpu_precision.json`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from streamvggt import ModelConfig, StreamVGGT, load_model
+from streamvggt.evaluate.synthetic import DEMO_SEED, HELD_OUT_SEED, synthetic_sequence
+from streamvggt.precision import cpu_capability, measure_gemms
+
+DEPTH_TARGET, POSE_TARGET = 0.01, 1e-3
+
+
+def cpu_name() -> str:
+    with open("/proc/cpuinfo", encoding="utf-8") as info:
+        return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown")
+
+
+def cpu_flags() -> list[str]:
+    with open("/proc/cpuinfo", encoding="utf-8") as info:
+        flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    return [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+# ------------------------------------------------------------------------------------------------------ speed
+
+
+def synthetic_frames(count: int, height: int, width: int) -> torch.Tensor:
+    """A smooth moving pattern [count, 3, H, W] in [0, 1] (speed does not depend on content)."""
+    ys = torch.linspace(0, 6.28, height).view(1, height, 1)
+    xs = torch.linspace(0, 6.28, width).view(1, 1, width)
+    phase = torch.tensor([0.0, 2.0, 4.0]).view(3, 1, 1)
+    return torch.stack([0.5 + 0.5 * torch.sin(2 * xs + ys + phase + 0.05 * t) for t in range(count)])
+
+
+@torch.no_grad()
+def speed_child(checkpoint: Path, mode: str, height: int, width: int, frames: int) -> dict:
+    """Run in a fresh process: load, warm up, stream; timings in seconds, peak RSS in bytes."""
+    started = time.perf_counter()
+    model = load_model(checkpoint, device="cpu", precision=mode)
+    loaded = time.perf_counter()
+    model.warm_up(height, width)
+    warmed = time.perf_counter()
+    session = model.stream()
+    step_s, loads = [], []
+    for frame in synthetic_frames(frames, height, width):
+        start = time.perf_counter()
+        session.step(frame[None])
+        step_s.append(time.perf_counter() - start)
+        loads.append(load_average())
+    return {
+        "mode": mode,
+        "resolved": model.resolved_precision(torch.device("cpu")),
+        "load_s": loaded - started,
+        "warm_up_s": warmed - loaded,
+        "step_s": step_s,
+        "load_average": loads,
+        "cache_bytes_per_frame": session.cache_bytes / frames,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+def run_speed(args: argparse.Namespace, modes: list[str]) -> list[dict]:
+    with tempfile.TemporaryDirectory(dir=args.tmp) as folder:
+        torch.manual_seed(0)
+        StreamVGGT(ModelConfig.preset(args.preset)).save_pretrained(folder)
+        results = []
+        for mode in modes:
+            command = [sys.executable, __file__, "--child", mode, "--checkpoint", folder, "--size", args.size]
+            command += ["--frames", str(args.frames), "--threads", str(args.threads)]
+            done = subprocess.run(command, check=True, capture_output=True, text=True)
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"speed {mode}: {results[-1]['step_s']}", file=sys.stderr, flush=True)
+    return results
+
+
+# --------------------------------------------------------------------------------------------------- accuracy
+
+
+@torch.no_grad()
+def stream_outputs(model: StreamVGGT, seed: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depth [S, H, W] and pose encodings [S, 9] of a streamed synthetic sequence."""
+    seq = synthetic_sequence(frames, seed=seed)
+    images = torch.from_numpy(seq.images).permute(0, 3, 1, 2).float().div(255)
+    session = model.stream()
+    steps = [session.step(images[t : t + 1]) for t in range(frames)]
+    return torch.cat([s["depth"][..., 0] for s in steps]), torch.cat([s["pose_enc"] for s in steps])
+
+
+def run_accuracy(modes: list[str], sequences: int, frames: int) -> dict[str, dict]:
+    seeds = {"demo": DEMO_SEED, **{f"held-out {i}": HELD_OUT_SEED + 1 + i for i in range(sequences)}}
+    reference = load_model(None, device="cpu", precision="fp32")
+    expected = {name: stream_outputs(reference, seed, frames) for name, seed in seeds.items()}
+    report = {}
+    for mode in modes:
+        model = load_model(None, device="cpu", precision=mode)
+        depth_err, pose_err = {}, {}
+        for name, seed in seeds.items():
+            depth, pose = stream_outputs(model, seed, frames)
+            ref_depth, ref_pose = expected[name]
+            depth_err[name] = float(((depth - ref_depth).abs() / ref_depth).mean())
+            pose_err[name] = float((pose - ref_pose).abs().max())
+        worst_depth, worst_pose = max(depth_err.values()), max(pose_err.values())
+        report[mode] = {
+            "resolved": model.resolved_precision(torch.device("cpu")),
+            "depth_rel_err": depth_err,
+            "pose_enc_err": pose_err,
+            "worst_depth_rel_err": worst_depth,
+            "worst_pose_enc_err": worst_pose,
+            "passes": worst_depth <= DEPTH_TARGET and worst_pose <= POSE_TARGET,
+        }
+        print(f"accuracy {mode}: depth {worst_depth:.3g} pose {worst_pose:.3g}", file=sys.stderr, flush=True)
+    return report
+
+
+# ------------------------------------------------------------------------------------------------------ main
+
+
+def print_table(report: dict) -> None:
+    mach = report["machine"]
+    print(
+        f"# CPU: {mach['cpu']} ({', '.join(mach['flags'])}); torch capability {mach['capability']}; "
+        f"{mach['threads']} threads; torch {mach['torch']}"
+    )
+    gemm = report["gemm_ms"]
+    print(f"GEMM {report['gemm_shape']} ms: " + ", ".join(f"{m} {v:.1f}" for m, v in gemm.items()))
+    cfg = report["config"]
+    print(f"\n{cfg['preset']} (random weights) at {cfg['size']}, {cfg['frames']} frames, full cache; accuracy: bundled")
+    print("model vs fp32 on the demo + held-out sequences (worst sequence)\n")
+    print(
+        "| mode | runs as | load s | warm-up s | frame 1 s | later frames s (median) | peak RSS GiB | KV MiB/frame "
+        "| load avg | depth rel err | pose-enc err | accurate |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for run in report["speed"]:
+        acc = report["accuracy"].get(run["resolved"], {})
+        later = statistics.median(run["step_s"][1:]) if len(run["step_s"]) > 1 else float("nan")
+        cells = [
+            run["mode"],
+            run["resolved"],
+            f"{run['load_s']:.1f}",
+            f"{run['warm_up_s']:.1f}",
+            f"{run['step_s'][0]:.2f}",
+            f"{later:.2f}",
+            f"{run['peak_rss_bytes'] / 2**30:.2f}",
+            f"{run['cache_bytes_per_frame'] / 2**20:.0f}",
+            f"{statistics.median(run['load_average']):.1f}",
+            f"{acc.get('worst_depth_rel_err', 0.0):.2e}",
+            f"{acc.get('worst_pose_enc_err', 0.0):.2e}",
+            "yes" if acc.get("passes", run["resolved"] == "fp32") else "no",
+        ]
+        print("| " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="streamvggt-1b", help="architecture timed (random weights)")
+    parser.add_argument("--size", default="392x518", help="frame size HxW (multiples of 14)")
+    parser.add_argument("--frames", type=int, default=3, help="frames streamed per mode for timing")
+    parser.add_argument("--modes", default="fp32,bf16,int8,auto")
+    parser.add_argument("--sequences", type=int, default=4, help="held-out sequences for accuracy")
+    parser.add_argument("--accuracy-frames", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tmp", default=None, help="folder for the temporary random checkpoint")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.height, args.width = (int(v) for v in args.size.lower().split("x"))
+    if args.child:
+        result = speed_child(args.checkpoint, args.child, args.height, args.width, args.frames)
+        print(json.dumps(result))
+        return
+
+    modes = [m.strip() for m in args.modes.split(",")]
+    config = ModelConfig.preset(args.preset)
+    tokens = 1 + config.num_register_tokens + (args.height // 14) * (args.width // 14)
+    print(f"CPU capability found: {cpu_capability()}", flush=True)
+    gemm = measure_gemms(config.embed_dim, tokens)
+    accuracy = run_accuracy([m for m in modes if m not in ("fp32", "auto")], args.sequences, args.accuracy_frames)
+    speed = run_speed(args, modes)
+    report = {
+        "config": {"preset": args.preset, "size": args.size, "frames": args.frames},
+        "machine": {
+            "cpu": cpu_name(),
+            "flags": cpu_flags(),
+            "capability": cpu_capability(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+        },
+        "gemm_shape": f"[{tokens}, {config.embed_dim}] x [{config.embed_dim}, {4 * config.embed_dim}]",
+        "gemm_ms": {mode: 1e3 * s for mode, s in gemm.items()},
+        "accuracy": accuracy,
+        "speed": speed,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cpu_precision.json").write_text(json.dumps(report, indent=1))
+    print_table(report)
+
+
+if __name__ == "__main__":
+    main()
