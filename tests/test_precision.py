@@ -192,3 +192,37 @@ def test_int8_load_quantises_the_trunk() -> None:
     model = load_model(None, device="cpu", precision="int8")
     assert model.weights_precision == "int8"
     assert precision_module.trunk_linears(model) == []
+
+
+def test_bf16_runs_the_dense_heads_convolutions_in_bf16_and_their_outputs_in_fp32() -> None:
+    model = tiny_model()
+    model.precision = "bf16"
+    model.prepare_precision(CPU)
+    seen: dict[str, torch.dtype] = {}
+
+    def record(name: str):
+        return lambda module, inputs, output: seen.__setitem__(name, output.dtype)
+
+    model.depth_head.scratch.output_conv1.register_forward_hook(record("depth conv"))
+    model.point_head.scratch.output_conv1.register_forward_hook(record("point conv"))
+    model.depth_head.scratch.output_conv2.register_forward_hook(record("depth last conv"))
+    model.camera_head.pose_branch.register_forward_hook(record("camera"))
+    with torch.no_grad():
+        out = model(frames())
+    assert seen == {
+        "depth conv": torch.bfloat16,
+        "point conv": torch.bfloat16,
+        "depth last conv": torch.float32,
+        "camera": torch.float32,
+    }
+    assert out["depth"].dtype == out["world_points"].dtype == out["pose_enc"].dtype == torch.float32
+
+
+def test_fp32_runs_every_head_in_fp32() -> None:
+    model = tiny_model()
+    model.precision = "fp32"
+    seen = []
+    model.depth_head.scratch.output_conv1.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with torch.no_grad():
+        model(frames())
+    assert seen == [torch.float32]

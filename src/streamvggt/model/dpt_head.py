@@ -208,7 +208,9 @@ class DPTHead(nn.Module):
             x = self._add_pos_embed(x, width / height)
         if self.feature_only:
             return x.reshape(batch, frames, *x.shape[1:])
-        x = s.output_conv2(x).permute(0, 2, 3, 1)  # [B*S, H, W, output_dim]
+        # Last convolution and activations in fp32 even under autocast: exp() of a bf16 value is off by up to 0.4%.
+        with torch.autocast(x.device.type, enabled=False):
+            x = s.output_conv2(x.float()).permute(0, 2, 3, 1)  # [B*S, H, W, output_dim]
         values = _VALUE_ACTIVATIONS[self.activation](x[..., :-1])
         confidence = 1 + x[..., -1].exp()
         return values.reshape(batch, frames, *values.shape[1:]), confidence.reshape(batch, frames, *x.shape[1:3])

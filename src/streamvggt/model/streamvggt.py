@@ -186,15 +186,22 @@ class StreamVGGT(nn.Module):
         frames_chunk_size: int | None = 8,
         camera_caches: list | None = None,
     ) -> Predictions:
-        """Run the heads (in fp32) on kept trunk tokens {layer: [B, S, P, 2C]}; see :meth:`forward`."""
-        device_type = next(iter(tokens.values())).device.type
-        with torch.autocast(device_type=device_type, enabled=False):
+        """Run the heads on kept trunk tokens {layer: [B, S, P, 2C]}; see :meth:`forward`.
+
+        The heads run in fp32, except the depth and point heads' convolutions in CPU bf16 mode (2.5x faster there;
+        their last convolution and output activations stay fp32).
+        """
+        device = next(iter(tokens.values())).device
+        dense_bf16 = device.type == "cpu" and self.resolved_precision(device) == "bf16"
+        dense_precision = torch.autocast("cpu", dtype=torch.bfloat16) if dense_bf16 else contextlib.nullcontext()
+        with torch.autocast(device_type=device.type, enabled=False):
             tokens = {layer: t.float() for layer, t in tokens.items()}
             size = (int(image_size[0]), int(image_size[1]))
             camera_tokens = tokens[self.config.depth - 1][:, :, 0]
             pose_iters = self.camera_head(camera_tokens, camera_caches)
-            depth, depth_conf = self.depth_head(tokens, size, self.patch_start_idx, frames_chunk_size)
-            points, points_conf = self.point_head(tokens, size, self.patch_start_idx, frames_chunk_size)
+            with dense_precision:
+                depth, depth_conf = self.depth_head(tokens, size, self.patch_start_idx, frames_chunk_size)
+                points, points_conf = self.point_head(tokens, size, self.patch_start_idx, frames_chunk_size)
             tracks = {}
             if query_points is not None:
                 coords, vis, conf = self.track_head(tokens, size, self.patch_start_idx, query_points.float())
