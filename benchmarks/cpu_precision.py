@@ -173,8 +173,8 @@ def print_table(report: dict) -> None:
     print(f"\n{cfg['preset']} (random weights) at {cfg['size']}, {cfg['frames']} frames, full cache; accuracy: bundled")
     print("model vs fp32 on the demo + held-out sequences (worst sequence)\n")
     print(
-        "| mode | runs as | load s | warm-up s | frame 1 s | later frames s (median) | peak RSS / anon GiB | KV MiB/frame "
-        "| load avg | depth rel err | pose-enc err | accurate |"
+        "| mode | runs as | load s | warm-up s | frame 1 s | later frames s (median) | peak RSS / anon GiB "
+        "| KV MiB/frame | load avg | depth rel err | pose-enc err | accurate |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for run in report["speed"]:
