@@ -49,19 +49,19 @@ FAULTS = (
     Fault(
         "int8-scatter-noop",
         "cache.py",
-        "Int8Store.scatter writes nothing: budget+int8 evictions keep stale tokens",
+        "Int8Store.scatter writes nothing: +int8 budget evictions and full window rings keep stale tokens",
         (("        k_q = self._quantize_keys(k)\n        v_q, v_scale", "        return\n        v_q, v_scale"),),
     ),
     Fault(
         "plain-scatter-noop",
         "cache.py",
-        "PlainStore.scatter writes nothing: budget evictions keep stale tokens",
+        "PlainStore.scatter writes nothing: budget evictions and full window rings keep stale tokens",
         (("        index = slots.unsqueeze(-1).expand(-1, -1, -1, k.shape[-1])\n", "        return\n"),),
     ),
     Fault(
         "int8-value-scale-not-scattered",
         "cache.py",
-        "budget+int8 overwrites value codes but keeps the evicted tokens' value scales",
+        "scattered int8 values keep the overwritten tokens' value scales",
         (("        self.v_scale.scatter_(2, index, v_scale)\n", ""),),
     ),
     Fault(
