@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv demo test test-clone test-min-deps lint format clean chromium
+.PHONY: venv demo test test-clone test-min-deps mutation lint format clean chromium
 
 venv: $(VENV)/.installed
 
@@ -23,8 +23,8 @@ demo: venv
 	$(VENV)/bin/streamvggt demo -o demo_output
 
 lint: venv
-	$(PY) -m ruff check src tests benchmarks .ci
-	$(PY) -m ruff format --check src tests benchmarks .ci
+	$(PY) -m ruff check src tests benchmarks tools .ci
+	$(PY) -m ruff format --check src tests benchmarks tools .ci
 
 test: lint chromium
 	$(PY) -m pytest -q
@@ -54,9 +54,14 @@ $(VENV_MIN)/.installed: pyproject.toml .ci/floor_pins.py
 	$(VENV_MIN)/bin/python .ci/floor_pins.py --check
 	touch $@
 
+# Plant hand-written faults in a copy of src/ (cache, stream, geometry); fails unless the tests catch every one
+# (docs/testing.md holds the last result table).
+mutation: venv
+	$(PY) tools/mutation_check.py
+
 format: venv
-	$(PY) -m ruff check --fix src tests benchmarks .ci
-	$(PY) -m ruff format src tests benchmarks .ci
+	$(PY) -m ruff check --fix src tests benchmarks tools .ci
+	$(PY) -m ruff format src tests benchmarks tools .ci
 
 # Headless Chromium for the viewer's browser test: Debian's package (Playwright drives it; no browser download).
 # A failed install is a warning, not a failed build: the browser test then skips and says why.
