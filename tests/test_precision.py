@@ -26,17 +26,17 @@ def frames(count: int = 2) -> torch.Tensor:
 
 
 def fake_cpu(monkeypatch: pytest.MonkeyPatch, capability: str, timings: dict[str, float] | None = None) -> list:
-    """Pretend to run on a CPU with ``capability`` whose GEMMs take ``timings``; returns the measured shapes."""
+    """Pretend to run on a CPU with ``capability`` whose trunk blocks take ``timings``; returns the measured shapes."""
     measured: list[tuple[int, int]] = []
 
     def measure(dim: int, tokens: int) -> dict[str, float]:
         measured.append((dim, tokens))
         if timings is None:
-            raise AssertionError("auto measured GEMMs where the capability alone decides")
+            raise AssertionError("auto measured blocks where the capability alone decides")
         return timings
 
     monkeypatch.setattr(precision_module, "cpu_capability", lambda: capability)
-    monkeypatch.setattr(precision_module, "gemm_timings", measure)
+    monkeypatch.setattr(precision_module, "block_timings", measure)
     return measured
 
 
@@ -54,7 +54,7 @@ def test_auto_is_the_fastest_accurate_mode_on_avx512(monkeypatch: pytest.MonkeyP
 
 
 def test_auto_is_fp32_on_avx512_without_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Skylake-class AVX-512 has no bf16 instructions: bf16 GEMMs come out slower, or no faster than the margin.
+    # Skylake-class AVX-512 has no bf16 instructions: bf16 blocks come out slower, or no faster than the margin.
     fake_cpu(monkeypatch, "AVX512", {"fp32": 0.100, "bf16": 0.250, "int8": 0.150})
     assert resolve_precision(CPU, "auto", WIDE, 1374) == "fp32"
     fake_cpu(monkeypatch, "AVX512", {"fp32": 0.100, "bf16": 0.100 / precision_module.MIN_SPEEDUP + 0.001, "int8": 1})
@@ -84,21 +84,23 @@ def test_int8_is_refused_off_the_cpu() -> None:
         resolve_precision(torch.device("cuda"), "int8")
 
 
-def test_gemm_timings_are_measured_once_per_machine_and_cached(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_block_timings_are_measured_once_per_machine_and_cached(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv(precision_module.CACHE_ENV, str(tmp_path))
     calls = []
     monkeypatch.setattr(
-        precision_module, "measure_gemms", lambda dim, tokens: calls.append((dim, tokens)) or {"fp32": 0.5}
+        precision_module, "measure_blocks", lambda dim, tokens: calls.append((dim, tokens)) or {"fp32": 0.5}
     )
-    assert precision_module.gemm_timings(64, 20) == {"fp32": 0.5}
-    assert precision_module.gemm_timings(64, 20) == {"fp32": 0.5}
-    assert precision_module.gemm_timings(32, 20) == {"fp32": 0.5}
+    assert precision_module.block_timings(64, 20) == {"fp32": 0.5}
+    assert precision_module.block_timings(64, 20) == {"fp32": 0.5}
+    assert precision_module.block_timings(32, 20) == {"fp32": 0.5}
     assert calls == [(64, 20), (32, 20)]
     assert (tmp_path / "cpu_precision.json").is_file()
 
 
-def test_gemm_measurement_covers_every_cpu_mode() -> None:
-    timings = precision_module.measure_gemms(16, 8, repeats=1)
+def test_block_measurement_covers_every_cpu_mode() -> None:
+    timings = precision_module.measure_blocks(64, 8, repeats=1)
     assert sorted(timings) == ["bf16", "fp32", "int8"]
     assert all(seconds > 0 for seconds in timings.values())
 

@@ -41,7 +41,7 @@ def resolve_precision(device: torch.device, precision: str = "auto", dim: int | 
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type == "cpu" and dim is not None:
-        from streamvggt.precision import choose_cpu_precision  # measures GEMMs: only when auto needs it
+        from streamvggt.precision import choose_cpu_precision  # measures the CPU: only when auto needs it
 
         return choose_cpu_precision(dim, tokens)
     return "fp32"

@@ -12,9 +12,11 @@ Modes (``model.precision``):
 ``auto`` on CPU (:func:`choose_cpu_precision`): fp32 for trunks narrower than :data:`MIN_WIDTH` (their GEMMs take
 milliseconds, so exact fp32 results cost little: the bundled model and the test presets) and where the CPU has no
 vector bf16 (``AVX2`` and below: bf16 autocast is emulated there and was measured 4-5x slower than fp32);
-otherwise the fastest of fp32 and the :data:`ACCURATE_CPU_MODES` at the model's GEMM shape, measured once per
-machine and cached (delete ``cpu_precision.json`` in :func:`cache_dir` to measure again). A reduced mode must be
-:data:`MIN_SPEEDUP` times faster than fp32 to be chosen.
+otherwise the fastest of fp32 and the :data:`ACCURATE_CPU_MODES` on one trunk block of the model's width over a
+frame's tokens, measured once per machine and cached (delete ``cpu_precision.json`` in :func:`cache_dir` to
+measure again). A whole block, not one GEMM: int8 speeds up the Linear layers only, while bf16 also halves the
+attention's and elementwise work (a lone GEMM had int8 ahead, 19 vs 26 ms, a whole frame had bf16 2.4x ahead).
+A reduced mode must be :data:`MIN_SPEEDUP` times faster than fp32 to be chosen.
 """
 
 from __future__ import annotations
@@ -62,23 +64,23 @@ def choose_cpu_precision(dim: int, tokens: int) -> str:
     if not capability.startswith(BF16_CAPABLE):
         log.debug("CPU capability %s: no vector bf16, fp32 chosen", capability)
         return "fp32"
-    timings = gemm_timings(dim, tokens)
+    timings = block_timings(dim, tokens)
     fastest = min(ACCURATE_CPU_MODES, key=lambda mode: timings.get(mode, float("inf")), default="fp32")
     chosen = fastest if timings["fp32"] >= MIN_SPEEDUP * timings.get(fastest, float("inf")) else "fp32"
-    log.info("CPU %s, GEMM %dx%d ms %s: %s chosen", capability, tokens, dim, _ms(timings), chosen)
+    log.info("CPU %s, trunk block of %d x %d ms %s: %s chosen", capability, tokens, dim, _ms(timings), chosen)
     return chosen
 
 
-def gemm_timings(dim: int, tokens: int) -> dict[str, float]:
-    """Median seconds of the trunk's MLP GEMM ([tokens, dim] x [dim, 4 dim]) in fp32, bf16 and int8, measured
+def block_timings(dim: int, tokens: int) -> dict[str, float]:
+    """Median seconds of one trunk block on ``tokens`` tokens of width ``dim`` in fp32, bf16 and int8, measured
     once per machine, torch version, thread count and shape, and cached in ``cache_dir()/cpu_precision.json``."""
-    key = f"{platform.processor() or platform.machine()}|{cpu_capability()}|torch {torch.__version__}|"
+    key = f"block|{platform.processor() or platform.machine()}|{cpu_capability()}|torch {torch.__version__}|"
     key += f"threads {torch.get_num_threads()}|{tokens}x{dim}"
     path = cache_dir() / "cpu_precision.json"
     stored = _read_json(path)
     if key in stored:
         return stored[key]
-    timings = measure_gemms(dim, tokens)
+    timings = measure_blocks(dim, tokens)
     stored[key] = timings
     with contextlib.suppress(OSError):  # a read-only home only costs the measurement next time
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,18 +90,26 @@ def gemm_timings(dim: int, tokens: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def measure_gemms(dim: int, tokens: int, repeats: int = 5) -> dict[str, float]:
-    """Median seconds of one [tokens, dim] x [dim, 4 dim] Linear per mode (inputs fp32 as the trunk gets them)."""
-    x = torch.randn(tokens, dim)
-    fp32 = nn.Linear(dim, 4 * dim)
-    bf16 = nn.Linear(dim, 4 * dim).to(torch.bfloat16)
-    int8 = quantize_linears(nn.Sequential(nn.Linear(dim, 4 * dim)))
+def measure_blocks(dim: int, tokens: int, repeats: int = 3) -> dict[str, float]:
+    """Median seconds of one trunk block (qk-norm attention and MLP, heads of width 64 as in every VGGT preset) on
+    [1, tokens, dim] fp32 inputs, as each mode runs it."""
+    from streamvggt.layers import Block  # the trunk's own block; layers sit below this module
+
+    x = torch.randn(1, tokens, dim)
+    blocks = {mode: Block(dim, max(1, dim // 64), qk_norm=True).eval() for mode in ("fp32", "bf16", "int8")}
+    for linear in (m for m in blocks["bf16"].modules() if type(m) is nn.Linear):
+        linear.to(torch.bfloat16)
+    blocks["int8"] = quantize_linears(blocks["int8"])
 
     def under_bf16() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            bf16(x)
+            blocks["bf16"](x)
 
-    runs: dict[str, Callable[[], object]] = {"fp32": lambda: fp32(x), "bf16": under_bf16, "int8": lambda: int8(x)}
+    runs: dict[str, Callable[[], object]] = {
+        "fp32": lambda: blocks["fp32"](x),
+        "bf16": under_bf16,
+        "int8": lambda: blocks["int8"](x),
+    }
     return {mode: _median_seconds(run, repeats) for mode, run in runs.items()}
 
 
