@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -83,6 +84,8 @@ def run_policy(model: StreamVGGT, frames: torch.Tensor, policy: str, args: argpa
             depth, pose = gap(out, reference)
             run["depth_gap"].append(depth)
             run["pose_gap"].append(pose)
+        if (index + 1) % 100 == 0:
+            print(f"{policy}: frame {index + 1}, graphs {run['graphs'][-1]}", file=sys.stderr, flush=True)
     graphs = run["graphs"]
     first = next((i for i, count in enumerate(graphs) if count > 0), None)
     run["compiled_at_frame"] = first
