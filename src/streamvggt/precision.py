@@ -15,7 +15,7 @@ vector bf16 (``AVX2`` and below: bf16 autocast is emulated there and was measure
 otherwise the fastest of fp32 and the :data:`ACCURATE_CPU_MODES` on one trunk block of the model's width over a
 frame's tokens, measured once per machine and cached (delete ``cpu_precision.json`` in :func:`cache_dir` to
 measure again). A whole block, not one GEMM: int8 speeds up the Linear layers only, while bf16 also halves the
-attention's and elementwise work (a lone GEMM had int8 ahead, 19 vs 26 ms, a whole frame had bf16 2.4x ahead).
+attention's and elementwise work (a lone GEMM had int8 ahead, 19 vs 26 ms; a 1.2B frame had bf16 2.1x ahead of int8).
 A reduced mode must be :data:`MIN_SPEEDUP` times faster than fp32 to be chosen.
 """
 
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 MODES = ("fp32", "bf16", "fp16", "int8")
 # Modes within the accuracy targets against fp32 on trained weights (depth relative error <= 1%, pose-encoding
 # error <= 1e-3), measured by benchmarks/cpu_precision.py on the bundled model over the demo and 4 held-out
-# sequences (worst sequence): bf16 2.0e-4 / 2.2e-4, int8 4.7e-4 / 9.5e-4. Only these are chosen by auto.
+# sequences (worst sequence): bf16 4.5e-4 / 2.2e-4, int8 4.7e-4 / 9.5e-4. Only these are chosen by auto.
 ACCURATE_CPU_MODES = ("bf16", "int8")
 # torch.backends.cpu.get_cpu_capability() values with vector bf16 instructions possible (AVX-512 BF16, AMX);
 # "AVX512" alone does not prove them (Skylake has none), which the micro-benchmark settles.
