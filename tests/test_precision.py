@@ -207,13 +207,15 @@ def test_bf16_runs_the_dense_heads_convolutions_in_bf16_and_their_outputs_in_fp3
 
     model.depth_head.scratch.output_conv1.register_forward_hook(record("depth conv"))
     model.point_head.scratch.output_conv1.register_forward_hook(record("point conv"))
-    model.depth_head.scratch.output_conv2.register_forward_hook(record("depth last conv"))
+    model.depth_head.scratch.output_conv2[0].register_forward_hook(record("depth output conv"))
+    model.depth_head.scratch.output_conv2[-1].register_forward_hook(record("depth last conv"))
     model.camera_head.pose_branch.register_forward_hook(record("camera"))
     with torch.no_grad():
         out = model(frames())
     assert seen == {
         "depth conv": torch.bfloat16,
         "point conv": torch.bfloat16,
+        "depth output conv": torch.bfloat16,
         "depth last conv": torch.float32,
         "camera": torch.float32,
     }

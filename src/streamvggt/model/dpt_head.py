@@ -208,9 +208,11 @@ class DPTHead(nn.Module):
             x = self._add_pos_embed(x, width / height)
         if self.feature_only:
             return x.reshape(batch, frames, *x.shape[1:])
-        # Last convolution and activations in fp32 even under autocast: exp() of a bf16 value is off by up to 0.4%.
+        hidden = s.output_conv2[:-1](x)
+        # The last (1x1) convolution and the activations in fp32 even under autocast: exp() of a bf16 value is off
+        # by up to 0.4%.
         with torch.autocast(x.device.type, enabled=False):
-            x = s.output_conv2(x.float()).permute(0, 2, 3, 1)  # [B*S, H, W, output_dim]
+            x = s.output_conv2[-1](hidden.float()).permute(0, 2, 3, 1)  # [B*S, H, W, output_dim]
         values = _VALUE_ACTIVATIONS[self.activation](x[..., :-1])
         confidence = 1 + x[..., -1].exp()
         return values.reshape(batch, frames, *values.shape[1:]), confidence.reshape(batch, frames, *x.shape[1:3])
