@@ -447,7 +447,7 @@ def described(action: argparse.Action) -> tuple:
 def test_reconstruct_and_view_declare_their_shared_options_alike():
     reconstruct, view = subcommand_options("reconstruct"), subcommand_options("view")
     shared = sorted(set(reconstruct) & set(view) - {"input"})
-    assert len(shared) == 16  # model, sampling, preprocessing, points, viewer server and terminal options
+    assert len(shared) == 18  # model, compile, sampling, preprocessing, points, viewer server and terminal options
     for flag in shared:
         assert described(reconstruct[flag]) == described(view[flag]), flag
     assert view["input"].help.startswith(reconstruct["input"].help)
@@ -455,8 +455,15 @@ def test_reconstruct_and_view_declare_their_shared_options_alike():
 
 def test_demo_declares_the_model_and_terminal_options_as_reconstruct_does():
     reconstruct, demo = subcommand_options("reconstruct"), subcommand_options("demo")
-    assert sorted(set(reconstruct) & set(demo)) == ["--checkpoint", "--device", "--no-progress", "-o", "-v"]
-    for flag in ("--checkpoint", "--device", "--no-progress", "-v"):
+    assert sorted(set(reconstruct) & set(demo)) == [
+        "--checkpoint",
+        "--device",
+        "--no-progress",
+        "--precision",
+        "-o",
+        "-v",
+    ]
+    for flag in ("--checkpoint", "--device", "--precision", "--no-progress", "-v"):
         assert described(reconstruct[flag]) == described(demo[flag]), flag
 
 

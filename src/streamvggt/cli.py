@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stream_options(rec)
     _add_output_options(rec)
     _add_export_options(rec)
+    _add_compile_option(rec)
     rec.add_argument("--view", action="store_true", help="watch the reconstruction grow in a browser viewer")
     _add_viewer_options(rec)
     _add_run_options(rec)
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("input", metavar="INPUT", help=f"{INPUT_HELP}; or an output folder of reconstruct")
     _add_model_options(view)
     _add_stream_options(view)
+    _add_compile_option(view)
     view.add_argument("--export-dir", type=Path, metavar="DIR", help="where Export PLY writes (default: OUTDIR or .)")
     _add_viewer_options(view)
     _add_run_options(view)
@@ -129,6 +131,23 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="a .pt/.pth/.safetensors file, a folder, or a Hugging Face repo id (default: the bundled model)",
     )
     parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        metavar="P",
+        help="trunk precision: auto (the fastest mode accurate on this device, measured once per CPU), fp32, bf16, "
+        "fp16 (GPU) or int8 (CPU) (default: auto)",
+    )
+
+
+def _add_compile_option(parser: argparse.ArgumentParser) -> None:
+    """Compiling the streaming step: reconstruct and view (one stream per run)."""
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile each streaming step whole (torch.compile); pays off on long inputs with a bounded --cache, "
+        "which compiles once when full (the full cache recompiles as it grows)",
+    )
 
 
 def _add_stream_options(parser: argparse.ArgumentParser) -> None:
@@ -286,6 +305,7 @@ def _reconstruct_options(args: argparse.Namespace) -> dict:
         "fps": args.fps,
         "max_frames": args.max_frames,
         "cache": args.cache,
+        "precision": args.precision,
         "conf_threshold": args.conf_threshold,
         "preprocess": args.preprocess,
         "size": args.size,
@@ -311,6 +331,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         options = {
             **_reconstruct_options(args),
             "device": args.device,
+            "compile": args.compile,
             "progress": not args.no_progress,
         }
         if not args.view:
@@ -357,6 +378,8 @@ def _view(args: argparse.Namespace) -> int:
             port=args.port,
             cache=args.cache,
             device=args.device,
+            precision=args.precision,
+            compile=args.compile,
             preprocess=args.preprocess,
             size=args.size,
             stride=args.stride,
@@ -397,7 +420,9 @@ def _demo(args: argparse.Namespace) -> int:
         return _fail("--frames must be at least 2 (camera errors compare pairs of frames)")
 
     def run() -> tuple[ReconstructionSummary, dict]:
-        return run_demo(args.output, args.checkpoint, args.frames, args.device, progress=not args.no_progress)
+        return run_demo(
+            args.output, args.checkpoint, args.frames, args.device, args.precision, progress=not args.no_progress
+        )
 
     def describe(result: tuple[ReconstructionSummary, dict]) -> str:
         summary, metrics = result

@@ -33,6 +33,7 @@ def run_demo(
     model: StreamVGGT | str | os.PathLike | None = None,
     num_frames: int = 16,
     device: str | None = None,
+    precision: str = "auto",
     progress: bool = False,
 ) -> tuple[ReconstructionSummary, dict]:
     """Render the demo sequence into ``output_dir/frames``, reconstruct it into ``output_dir``, and write
@@ -44,7 +45,9 @@ def run_demo(
         with atomic_output(frames_dir / f"{index:04d}.png") as tmp:
             Image.fromarray(image).save(tmp, format="PNG")
     width = sequence.images.shape[2]
-    summary = reconstruct(frames_dir, output_dir, model, size=width, device=device, progress=progress)
+    summary = reconstruct(
+        frames_dir, output_dir, model, size=width, device=device, precision=precision, progress=progress
+    )
     depth, extrinsics = _read_outputs(output_dir)
     metrics = score(depth, extrinsics, sequence)
     with atomic_output(output_dir / "metrics.json") as tmp:

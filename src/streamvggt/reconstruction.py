@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from streamvggt.cache import parse_policy
-from streamvggt.device import select_device
+from streamvggt.device import resolve_precision, select_device
 from streamvggt.geometry import pose_encoding_to_extri_intri
 from streamvggt.io.exports import ReconstructionWriter
 from streamvggt.io.preprocess import DEFAULT_SIZE, Preprocessor
@@ -57,6 +57,8 @@ class Reconstructor:
     each result then carries ``tracks``, ``track_vis`` and ``track_conf``.
     session: the stream to feed instead of a new session of ``model`` (without query points), such as one slot of
     a batched session (:mod:`streamvggt.collection`).
+    compile: run the session's steps compiled (see :mod:`streamvggt.compiled_step`; not for a given ``session``).
+    The model is warmed up at the first frame's size before its first step (see :meth:`warm_up`).
     """
 
     def __init__(
@@ -67,21 +69,42 @@ class Reconstructor:
         size: int = DEFAULT_SIZE,
         query_points: np.ndarray | Callable[[tuple[int, int]], np.ndarray] | None = None,
         session: FrameStream | None = None,
+        compile: bool = False,
     ) -> None:
         self.model = model
         self.preprocessor = preprocess if isinstance(preprocess, Preprocessor) else Preprocessor(preprocess, size)
         self.cache = cache
         self.query_points = query_points
-        self.session = session if session is not None else model.stream(batch_size=1, cache=cache)
+        self.compile = compile
+        self.session = session if session is not None else model.stream(batch_size=1, cache=cache, compile=compile)
         self.device = next(model.parameters()).device
+        self.warmed = False
+
+    def warm_up(self, size: tuple[int, int]) -> None:
+        """Convert the trunk for its precision and make the kernels for frames of ``size`` (H, W), once, so that
+        the first step does not pay for them (bf16 kernels on CPU take seconds to create). CPU fp32 kernels cost
+        nothing to make: there only the conversion runs, as a blank frame through the model costs a whole step."""
+        if self.warmed:
+            return
+        self.warmed = True
+        mode = self.model.prepare_precision(self.device)
+        if mode == "fp32" and self.device.type == "cpu":
+            return
+        started = time.perf_counter()
+        if self.model.warm_up(*size, device=self.device):
+            log.info(
+                "warmed up %s kernels for %dx%d frames in %.1f s", mode, size[1], size[0], time.perf_counter() - started
+            )
 
     def step(self, frame: Frame) -> FrameResult:
         """Process the next frame of the stream."""
         prepared = self.preprocessor(frame.image, frame.name)
         image = torch.tensor(prepared.image, device=self.device).permute(2, 0, 1).float().div(255)
         size = prepared.image.shape[:2]
+        self.warm_up(size)
         if self.query_points is not None and self.session.num_frames == 0:
-            self.session = self.model.stream(batch_size=1, cache=self.cache, query_points=self._queries(size))
+            queries = self._queries(size)
+            self.session = self.model.stream(batch_size=1, cache=self.cache, query_points=queries, compile=self.compile)
         out = self.session.step(image[None])
         # Cameras in float64 on the CPU (MPS has no float64): they go into text files and invert cleanly.
         extrinsic, intrinsic = pose_encoding_to_extri_intri(out.pose_enc[0].cpu().double(), size)
@@ -162,6 +185,8 @@ def reconstruct(
     cache: str = "full",
     conf_threshold: float = 50.0,
     device: str | torch.device | None = None,
+    precision: str = "auto",
+    compile: bool = False,
     preprocess: str = "crop",
     size: int = DEFAULT_SIZE,
     points: str = "depth",
@@ -178,7 +203,10 @@ def reconstruct(
 
     source: a folder of images (natural order), a glob, an image or video file, a camera index, or a stream URL.
     model: a loaded StreamVGGT, or a checkpoint source for :func:`streamvggt.load_model` (None: the default model),
-    loaded on ``device`` (None or "auto": CUDA, else MPS, else CPU).
+    loaded on ``device`` (None or "auto": CUDA, else MPS, else CPU) in ``precision`` (auto, fp32, bf16, fp16, int8:
+    see :mod:`streamvggt.precision`; a loaded model keeps its own ``model.precision``).
+    compile: run the streaming steps compiled (:mod:`streamvggt.compiled_step`); the model is warmed up at the
+    first frame's size before streaming starts (:meth:`Reconstructor.warm_up`).
     stride / fps: keep every stride-th frame, or fps frames per second (default: every image; 1 fps of video).
     Other options: see :class:`Reconstructor` and :class:`streamvggt.io.exports.ReconstructionWriter`; exports: the
     COLMAP, transforms.json and RGB-D options (:class:`streamvggt.io.trainer_exports.ExportOptions`).
@@ -196,6 +224,7 @@ def reconstruct(
     preprocessor = Preprocessor(preprocess, size)
     if not isinstance(model, StreamVGGT):
         device = checked_device(device)
+        resolve_precision(device, precision)  # a bad precision fails before the input is read or a folder made
     with (
         open_source(source) as frames_source,
         ReconstructionWriter(
@@ -206,8 +235,9 @@ def reconstruct(
         first = next(frames)  # the input's problems surface before the model loads
         preprocessor.check(first.image.shape[1], first.image.shape[0], first.name)
         if not isinstance(model, StreamVGGT):
-            model = load_model(model, device=device)
-        reconstructor = Reconstructor(model, cache, preprocessor, session=session)
+            model = load_model(model, device=device, precision=precision)
+        reconstructor = Reconstructor(model, cache, preprocessor, session=session, compile=compile)
+        reconstructor.warm_up(preprocessor(first.image, first.name).image.shape[:2])
         total = expected_frames(frames_source, stride, fps, max_frames)
         stream_started = time.perf_counter()
         count, interrupted = _stream(reconstructor, itertools.chain([first], frames), writer, total, progress, on_frame)

@@ -110,7 +110,7 @@ def reconstruct_collection(
     batch = None
     if todo:
         if not isinstance(model, StreamVGGT):
-            model = load_model(model, device=_process_device(device))
+            model = load_model(model, device=_process_device(device), precision=options.get("precision", "auto"))
         batch = BatchedStreams(model, min(batch_size, len(todo)), options.get("cache", "full"))
         _run_slots(batch, deque(todo), root, shard_log, model, options, progress)
     summary = None

@@ -50,6 +50,7 @@ class StreamVGGT(nn.Module):
         # The mode the trunk's weights were converted for by prepare_precision ("fp32": as built or loaded).
         self.weights_precision = "fp32"
         self._resolved: dict[tuple[str, str], str] = {}
+        self._warmed: set[tuple[str, str, int, int]] = set()  # (device, mode, height, width) warm_up has run for
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``folder``; :meth:`from_pretrained` reads it back."""
@@ -113,13 +114,17 @@ class StreamVGGT(nn.Module):
         return mode
 
     @torch.no_grad()
-    def warm_up(self, height: int, width: int, device: torch.device | None = None) -> None:
+    def warm_up(self, height: int, width: int, device: torch.device | None = None) -> bool:
         """Convert the trunk for its precision and stream one blank ``height`` x ``width`` frame through a throwaway
         session, so that kernels for that frame size (oneDNN bf16 primitives take seconds) are made now and not
-        in a stream's first step."""
+        in a stream's first step. Once per device, mode and size: returns False when it had run already."""
         device = device if device is not None else next(self.parameters()).device
-        self.prepare_precision(device)
+        key = (str(device), self.prepare_precision(device), height, width)
+        if key in self._warmed:
+            return False
         self.stream().step(torch.zeros(1, 3, height, width, device=device))
+        self._warmed.add(key)
+        return True
 
     @contextlib.contextmanager
     def trunk_precision(self, device: torch.device) -> Iterator[None]:

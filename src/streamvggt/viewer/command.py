@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from streamvggt.cache import parse_policy
+from streamvggt.device import resolve_precision
 from streamvggt.io.preprocess import DEFAULT_SIZE, Preprocessor
 from streamvggt.io.sources import expected_frames, open_source, read_frames
 from streamvggt.model.streamvggt import StreamVGGT
@@ -44,6 +45,8 @@ def view(
     port: int = 8080,
     cache: str = "full",
     device: str | torch.device | None = None,
+    precision: str = "auto",
+    compile: bool = False,
     preprocess: str = "crop",
     size: int = DEFAULT_SIZE,
     stride: int | None = None,
@@ -63,6 +66,8 @@ def view(
 
     source: anything :func:`streamvggt.reconstruct` reads (streamed through ``model``, see its options), or an
     output folder of ``streamvggt reconstruct`` (reopened from its files; the model options are ignored).
+    precision, compile: the trunk precision the model loads in and whether steps run compiled (see
+    :func:`streamvggt.reconstruct`).
     percentile, points: the controls' initial confidence percentile and point source.
     export_dir: where "Export PLY" writes (default: the reopened folder, else the working folder).
     allow_remote_export: keep "Export PLY" on when ``host`` is not loopback (see :class:`LiveViewer`).
@@ -87,14 +92,15 @@ def view(
     preprocessor = Preprocessor(preprocess, size)
     if not isinstance(model, StreamVGGT):
         device = checked_device(device)
+        resolve_precision(device, precision)  # a bad precision fails before the viewer starts
     with open_source(source) as frames_source:
         frames = read_frames(frames_source, stride, fps, max_frames)
         first_frame = next(frames)
         preprocessor.check(first_frame.image.shape[1], first_frame.image.shape[0], first_frame.name)
         with open_viewer(host, port, export_dir=export_dir or ".", announce=announce, **options) as viewer:
             if not isinstance(model, StreamVGGT):
-                model = load_model(model, device=device)
-            reconstructor = Reconstructor(model, cache, preprocessor)
+                model = load_model(model, device=device, precision=precision)
+            reconstructor = Reconstructor(model, cache, preprocessor, compile=compile)
             results = reconstructor.run(itertools.chain([first_frame], frames))
             total = expected_frames(frames_source, stride, fps, max_frames)
             bar = tqdm(results, total=total, unit="frame", disable=not progress, dynamic_ncols=True)
