@@ -67,6 +67,37 @@ def test_overrides_are_yaml_values_on_dotted_keys(tmp_path: Path) -> None:
         load_config(path, ["optim.lr"])
 
 
+def test_unreadable_config_files_are_one_line_errors_naming_the_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("run: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"broken\.yaml: not valid YAML: .* at line 2, column 1$"):
+        load_config(broken)
+    with pytest.raises(FileNotFoundError, match=r"^config file not found: .*missing\.yaml$"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        load_config(tmp_path)  # a folder
+
+
+def test_override_with_invalid_yaml_names_the_override() -> None:
+    with pytest.raises(ValueError, match=r"^override 'optim\.lr=\[1': the value is not valid YAML: .* column 3$"):
+        load_config(CONFIGS / "synthetic_tiny.yaml", ["optim.lr=[1"])
+
+
+@pytest.mark.parametrize("under", ["a_file", "a_file/run"])
+def test_train_refuses_an_output_dir_under_a_file_before_loading_anything(
+    tmp_path: Path, under: str, monkeypatch, caplog
+) -> None:
+    import streamvggt.train.loop
+    from streamvggt.train.command import main
+
+    calls = []
+    monkeypatch.setattr(streamvggt.train.loop, "train", lambda config, resume: calls.append(config) or tmp_path)
+    (tmp_path / "a_file").write_text("", encoding="utf-8")
+    status = main(["--config", str(CONFIGS / "synthetic_tiny.yaml"), f"run.output_dir={tmp_path / under}"])
+    assert status == 2 and calls == []
+    assert f"run.output_dir {tmp_path / under} cannot be created: {tmp_path / 'a_file'} is not a folder" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

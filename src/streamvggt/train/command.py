@@ -77,6 +77,17 @@ def check_training_data(config: TrainConfig, write: bool = True) -> list[str]:
     return problems
 
 
+def check_output_folder(folder: str) -> None:
+    """Fail before any data or model is loaded when ``run.output_dir`` cannot be created (e.g. under a file)."""
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"run.output_dir {folder} cannot be created: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"run.output_dir {folder} cannot be created: {existing} is not writable")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status (2 for a bad config or missing data, 1 when --check-data finds
     problems)."""
@@ -91,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             sys.stdout.write(yaml.safe_dump(config.to_dict(), sort_keys=False))
             return 0
+        check_output_folder(config.run.output_dir)
         if args.check_data:
             problems = check_training_data(config, write=rank == 0)
             if problems:

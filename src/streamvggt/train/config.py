@@ -151,8 +151,13 @@ class TrainConfig:
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Read a YAML config and apply ``section.key=value`` overrides (values in YAML syntax)."""
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {_one_line(error)}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: the config must be a mapping of sections")
     for item in overrides:
@@ -183,7 +188,18 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ValueError(f"override '{item}': '{part}' is not a section")
-    node[leaf] = yaml.safe_load(text)
+    try:
+        node[leaf] = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"override '{item}': the value is not valid YAML: {_one_line(error)}") from None
+
+
+def _one_line(error: Exception) -> str:
+    """A YAML error as one line: the problem and where (PyYAML's message spans several lines with excerpts)."""
+    problem, mark = getattr(error, "problem", None), getattr(error, "problem_mark", None)
+    if problem is None or mark is None:
+        return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
 
 
 # ---------------------------------------------------------------------------------------------- typed building
