@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from streamvggt import ModelConfig, StreamVGGT
-from streamvggt.device import select_device, trunk_dtype
+from streamvggt.device import select_device
 
 
 def synthetic_frames(count: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -110,7 +110,7 @@ def plot(report: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     cfg = report["config"]
-    fig.suptitle(f"{cfg['preset']} {cfg['size']} {cfg['dtype']} on {report['machine']['processor']}", fontsize=10)
+    fig.suptitle(f"{cfg['preset']} {cfg['size']} {cfg['precision']} on {report['machine']['processor']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--full-max", type=int, default=300, help="frames streamed with the unbounded full cache")
     parser.add_argument("--offline-max", type=int, default=32, help="longest offline re-run clip to time")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8"])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
@@ -136,7 +136,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = StreamVGGT(ModelConfig.preset(args.preset)).eval().to(device)
     model.precision = args.precision
-    dtype = trunk_dtype(device, args.precision)
+    # The mode the trunk really runs in: CPU auto is measured per machine (bf16 or int8 for wide trunks).
+    precision = model.prepare_precision(device)
     frames = synthetic_frames(args.frames, height, width)
     policies = [p.strip() for p in args.policies.split(",")]
     keep = set(range(0, args.frames, max(1, args.frames // 50))) | {args.frames - 1}
@@ -155,7 +156,7 @@ def main() -> None:
             "size": f"{height}x{width}",
             "frames": args.frames,
             "device": str(device),
-            "dtype": str(dtype or torch.float32).removeprefix("torch."),
+            "precision": precision,
         },
         "machine": machine(),
         "offline_rerun_s": {str(n): s for n, s in offline.items()},
@@ -176,7 +177,7 @@ def main() -> None:
 def print_table(report: dict) -> None:
     cfg, mach = report["config"], report["machine"]
     print(
-        f"# {cfg['preset']} {cfg['size']} {cfg['dtype']} on {cfg['device']} ({mach['processor']}, "
+        f"# {cfg['preset']} {cfg['size']} {cfg['precision']} on {cfg['device']} ({mach['processor']}, "
         f"{mach['threads']} threads, torch {mach['torch']})"
     )
     marks = sorted({n for n in (1, 8, 16, 24, 32, 100, 300, 1000) if n <= cfg["frames"]})
