@@ -448,6 +448,16 @@ def test_a_folder_without_frames_is_not_a_reconstruction(tmp_path: Path) -> None
         import_reconstruction(tmp_path / "out", tmp_path / "data" / "pseudo")
 
 
+def test_a_missing_folder_or_one_without_cameras_json_is_named_as_not_a_reconstruction(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=f"^reconstruct output folder not found: {re.escape(str(tmp_path / 'no'))}$"):
+        import_reconstruction(tmp_path / "no", tmp_path / "data" / "pseudo")
+    (tmp_path / "frames").mkdir()
+    message = f"{tmp_path / 'frames'} has no cameras.json: not a streamvggt reconstruct output folder"
+    with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
+        import_reconstruction(tmp_path / "frames", tmp_path / "data" / "pseudo")
+    assert not (tmp_path / "data").exists()
+
+
 # ---------------------------------------------------------------------------------------- command and training
 
 

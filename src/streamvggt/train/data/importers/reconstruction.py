@@ -54,6 +54,10 @@ def import_reconstruction(
 
 
 def _read_cameras(path: Path) -> dict[str, Any]:
+    if not path.parent.is_dir():
+        raise InputError(f"reconstruct output folder not found: {path.parent}")
+    if not path.is_file():
+        raise InputError(f"{path.parent} has no cameras.json: not a streamvggt reconstruct output folder")
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
