@@ -170,6 +170,8 @@ def test_errors_are_one_line(tmp_path, checkpoint, arguments, message):
         (["pose", "--dataset", "co3d", "--root", "CO3D", "--max-frames", "1"], "--max-frames must be at least 2"),
         (["pose", "--dataset", "co3d", "--root", "CO3D", "--num-frames", "51"], "--num-frames must be in [2, 50]"),
         (["synthetic", "--num-frames", "2"], "--num-frames must be at least 3"),
+        (["synthetic", "--num-frames", "0"], "--num-frames must be at least 3"),  # not "at least 1": 1 fails too
+        (["pose", "--dataset", "co3d", "--root", "CO3D", "--num-frames", "0"], "--num-frames must be in [2, 50]"),
         # Options the protocol would ignore are refused, not silently dropped.
         (["pose", "--dataset", "tum", "--root", ".", "--seed", "3"], "--seed does not apply to eval pose"),
         (["pose", "--dataset", "tum", "--root", ".", "--num-frames", "5"], "--num-frames does not apply"),

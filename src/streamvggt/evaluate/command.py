@@ -126,7 +126,7 @@ def check_eval(args: argparse.Namespace) -> Any:
         flag = "--" + option.replace("_", "-")
         where = ", ".join(user.replace("/", " on ") for user in users)
         raise ValueError(f"{flag} does not apply to eval {_label(args)}: it is for {where}")
-    for option in ("max_frames", "num_frames", "size", "sequences"):
+    for option in ("max_frames", "size", "sequences"):  # --num-frames: each protocol states its own range
         value = getattr(args, option)
         if value is not None and value < 1:
             raise ValueError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
@@ -228,7 +228,9 @@ def _label(args: argparse.Namespace) -> str:
 
 
 def _num_frames(args: argparse.Namespace) -> int:
-    return args.num_frames or DEFAULT_NUM_FRAMES.get(args.protocol, CO3D_NUM_FRAMES)
+    if args.num_frames is not None:
+        return args.num_frames
+    return DEFAULT_NUM_FRAMES.get(args.protocol, CO3D_NUM_FRAMES)
 
 
 def _number(value: Any) -> str:
