@@ -144,7 +144,9 @@ def quantize_linears(module: nn.Module) -> nn.Module:
     """``module`` with its Linear layers dynamically quantised to int8 (weights per output channel).
 
     ``torch.ao.quantization.quantize_dynamic`` is the implementation torch ships (fbgemm on x86, VNNI where the CPU
-    has it); torchao's CPU int8 path runs ``torch._int_mm``, measured slower here (237 vs 369 GFLOP/s).
+    has it), with no extra dependency. torchao's CPU int8 path runs ``torch._int_mm``: measured once slower (237
+    vs 369 GFLOP/s), once 2.3x faster at the trunk's MLP shape on an AMX CPU, where bf16 is as fast again and auto
+    takes it (benchmarks/README.md, issue #14).
     """
     import warnings
 
