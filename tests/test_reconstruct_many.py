@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from streamvggt.collection import Shard, parse_shard, read_manifest, reconstruct
 from streamvggt.collection.outputs import OutputRoot
 from streamvggt.collection.sharding import launcher_process
 from streamvggt.collection.summary import read_shard_file
-from streamvggt.io.errors import InputError
+from streamvggt.io.errors import InputError, OutputError
 from streamvggt.reconstruction import reconstruct
 from streamvggt.stream import StreamSession
 from tests.reconstruct_helpers import tiny_checkpoint, tiny_model, write_images, write_video
@@ -112,6 +113,22 @@ def test_manifest_problems_name_the_line(tmp_path):
     image_folder(tmp_path, "images", 2)
     with pytest.raises(InputError, match="holds images, not videos or image folders"):
         read_manifest(tmp_path / "images")
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "photo.PNG"])
+def test_a_video_or_image_given_as_the_manifest_is_called_one_input(tmp_path, name):
+    (tmp_path / name).write_bytes(b"\x00\x90binary")
+    message = f"{tmp_path / name} is one input, not a manifest: reconstruct it with streamvggt reconstruct"
+    with pytest.raises(InputError, match=f"^{re.escape(message)}"):
+        read_manifest(tmp_path / name)
+
+
+@pytest.mark.parametrize("under", ["a_file", "a_file/out"])
+def test_an_output_root_at_or_under_a_file_is_named_as_a_file(tmp_path, under):
+    (tmp_path / "a_file").write_text("")
+    message = f"cannot create output root {tmp_path / under}: {tmp_path / 'a_file'} is a file, not a folder"
+    with pytest.raises(OutputError, match=f"^{re.escape(message)}$"):
+        OutputRoot(tmp_path / under)
 
 
 # ------------------------------------------------------------------------------------------------- sharding

@@ -40,6 +40,11 @@ def read_manifest(path: str | os.PathLike) -> list[Entry]:
     manifest = Path(path).expanduser()
     if manifest.is_dir():
         entries = _folder_entries(manifest)
+    elif manifest.suffix.lower() in (*VIDEO_EXTENSIONS, *IMAGE_EXTENSIONS):  # not a text file: say what to do
+        raise InputError(
+            f"{manifest} is one input, not a manifest: reconstruct it with streamvggt reconstruct, or list it in a "
+            "manifest file or put it in a folder of inputs"
+        )
     elif manifest.is_file():
         entries = _file_entries(manifest)
     else:

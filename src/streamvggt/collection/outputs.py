@@ -32,6 +32,9 @@ class OutputRoot:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.state = self.path / STATE_DIR
+        blocking = next((p for p in (self.path, *self.path.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:  # mkdir would say only "File exists" or "Not a directory"
+            raise OutputError(f"cannot create output root {self.path}: {blocking} is a file, not a folder")
         try:
             for folder in (self.path, self.state / "staging", self.state / "complete", self.state / "shards"):
                 folder.mkdir(parents=True, exist_ok=True)
