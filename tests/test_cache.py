@@ -18,9 +18,16 @@ def test_parse_policy():
     assert parse_policy("window:8") == CachePolicy("window", frames=8)
     assert parse_policy(" Budget:4096 ") == CachePolicy("budget", tokens=4096)
     assert str(parse_policy("window:8")) == "window:8"
-    for bad in ("window", "window:0", "budget:-1", "lru:3", "window:x"):
+    for bad in ("window", "budget:-1", "lru:3", "window:x"):
         with pytest.raises(ValueError, match="unknown cache policy"):
             parse_policy(bad)
+
+
+def test_a_zero_size_bound_names_the_count_not_an_unknown_policy():
+    with pytest.raises(ValueError, match=r"^cache policy 'window:0': K must be at least 1 frame$"):
+        parse_policy("window:0")
+    with pytest.raises(ValueError, match=r"^cache policy 'budget:0\+int8': N must be at least 1 token$"):
+        parse_policy("budget:0+int8")
 
 
 def test_full_cache_returns_everything_in_order_and_grows_geometrically():

@@ -60,7 +60,10 @@ def parse_policy(spec: str | CachePolicy) -> CachePolicy:
         return spec
     text = spec.strip().lower()
     match = re.fullmatch(r"(full|int8|(window|budget):(\d+))(\+int8)?", text)
-    if match is None or (match.group(3) is not None and int(match.group(3)) < 1) or text == "int8+int8":
+    if match is not None and match.group(3) is not None and int(match.group(3)) < 1:
+        what = "K must be at least 1 frame" if match.group(2) == "window" else "N must be at least 1 token"
+        raise ValueError(f"cache policy '{spec}': {what}")
+    if match is None or text == "int8+int8":
         raise ValueError(
             f"unknown cache policy '{spec}': use 'full', 'window:K' (frames) or 'budget:N' (tokens), "
             "optionally with '+int8'"
