@@ -74,9 +74,9 @@ def test_frame_rate_needs_timestamps(tmp_path):
     ("kwargs", "message"),
     [
         ({"stride": 2, "fps": 1.0}, "not both"),
-        ({"stride": 0}, "stride"),
-        ({"fps": -1.0}, "fps"),
-        ({"max_frames": 0}, "max_frames"),
+        ({"stride": 0}, r"^--stride must be at least 1, got 0$"),
+        ({"fps": -1.0}, r"^--fps must be a positive number, got -1\.0$"),
+        ({"max_frames": 0}, r"^--max-frames must be at least 1, got 0$"),  # the flag the command line user typed
     ],
 )
 def test_bad_sampling_settings_are_rejected(tmp_path, kwargs, message):

@@ -279,15 +279,15 @@ def open_source(spec: str | os.PathLike) -> FrameSource:
 
 
 def check_sampling(stride: int | None, fps: float | None, max_frames: int | None) -> None:
-    """Reject impossible sampling settings (ValueError) before anything is opened."""
+    """Reject impossible sampling settings (ValueError, named by the command's flags) before anything is opened."""
     if stride is not None and fps is not None:
         raise ValueError("choose either a stride or a frame rate, not both")
     if stride is not None and stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
+        raise ValueError(f"--stride must be at least 1, got {stride}")
     if fps is not None and not (fps > 0 and math.isfinite(fps)):
-        raise ValueError(f"fps must be a positive number, got {fps}")
+        raise ValueError(f"--fps must be a positive number, got {fps}")
     if max_frames is not None and max_frames < 1:
-        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        raise ValueError(f"--max-frames must be at least 1, got {max_frames}")
 
 
 def read_frames(
