@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import streamvggt.evaluate.depth as depth_protocols
+from streamvggt.cli import build_parser
 from streamvggt.evaluate.datasets import open_depth_dataset
 from streamvggt.evaluate.runner import resize_to, stream_sequence
 from tests.eval_fakes import FAKES, SINTEL_SEQUENCES
@@ -214,3 +217,17 @@ def test_synthetic_honours_no_plots(tmp_path, checkpoint):
     assert code == 0, stderr
     assert (tmp_path / "out" / "synthetic.json").is_file() and not (tmp_path / "out" / "plots").exists()
     assert "plots/" not in stdout
+
+
+def test_the_documented_eval_commands_are_each_one_shell_command_the_parser_accepts():
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    lines = [line.split("  #")[0] for line in docs.splitlines() if line.startswith("streamvggt eval ")]
+    assert len(lines) == 6
+    for line in lines:
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words = list(lexer)
+        assert not {"&", ";", "|", "&&", "||"} & set(words), line  # an unquoted & would background half of it
+        args = build_parser().parse_args(words[1:])
+        assert args.output == Path("results")
+    assert build_parser().parse_args(shlex.split(lines[2])[1:]).align == "scale&shift"
