@@ -143,6 +143,18 @@ def test_generic_layout_with_split_folder_and_build_reader(tmp_path: Path, seque
     assert dataset.sampling.max_interval == 2
 
 
+def test_a_folder_without_sequences_is_called_another_layout_and_short_ones_give_their_length(
+    tmp_path: Path, sequences
+) -> None:
+    (tmp_path / "other" / "images").mkdir(parents=True)  # e.g. a reconstruct output passed as a generic root
+    with pytest.raises(ValueError, match=r"^generic: no sequence found: the folder is not in the generic layout$"):
+        GenericDataset(str(tmp_path / "other"), num_views=3, **READ_OPTIONS)
+    write_generic(tmp_path / "short", sequences)
+    message = rf"^generic: no sequence has {FRAMES + 1} frames \(2 found, the longest has {FRAMES}\)$"
+    with pytest.raises(ValueError, match=message):
+        GenericDataset(str(tmp_path / "short"), num_views=FRAMES + 1, **READ_OPTIONS)
+
+
 def test_scannet_layout(tmp_path: Path, sequences) -> None:
     write_scannet(tmp_path, sequences)
     dataset = ScanNetDataset(str(tmp_path), num_views=4, **READ_OPTIONS)

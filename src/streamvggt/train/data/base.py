@@ -138,8 +138,14 @@ class SequenceDataset(MultiViewDataset):
                 )
                 continue
             self._starts.extend((seq_index, start) for start in range(len(frames) - self.num_views + 1))
+        if not self.sequences:  # e.g. a folder in another layout: "too short" would send the user the wrong way
+            raise ValueError(f"{self.name}: no sequence found: the folder is not in the {self.name} layout")
         if not self._starts:
-            raise ValueError(f"{self.name}: no sequence has {self.num_views} frames")
+            longest = max(len(frames) for _, frames in self.sequences)
+            raise ValueError(
+                f"{self.name}: no sequence has {self.num_views} frames "
+                f"({len(self.sequences)} found, the longest has {longest})"
+            )
 
     def __len__(self) -> int:
         return len(self._starts)
