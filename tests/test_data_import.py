@@ -458,6 +458,13 @@ def test_a_missing_folder_or_one_without_cameras_json_is_named_as_not_a_reconstr
     assert not (tmp_path / "data").exists()
 
 
+def test_an_output_under_a_file_is_an_error_naming_the_output_not_its_hidden_folder(tmp_path, reconstruction) -> None:
+    (tmp_path / "a_file").write_text("")
+    message = f"cannot create output {tmp_path / 'a_file' / 'scene'}: Not a directory"
+    with pytest.raises(OutputError, match=f"^{re.escape(message)}$"):
+        import_reconstruction(reconstruction, tmp_path / "a_file" / "scene")
+
+
 # ---------------------------------------------------------------------------------------- command and training
 
 

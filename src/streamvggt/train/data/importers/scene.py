@@ -80,7 +80,8 @@ class SceneWriter:
             for folder in ("rgb", "depth", "cam"):
                 (self.staging / folder).mkdir(parents=True)
         except OSError as error:
-            raise OutputError(f"cannot create {self.hidden}: {error.strerror}") from None
+            self.__exit__()  # a context manager whose __enter__ fails is not exited: leave nothing behind
+            raise OutputError(f"cannot create output {self.scene}: {error.strerror}") from None
         return self
 
     def __exit__(self, *exc: object) -> None:
