@@ -266,3 +266,12 @@ def test_unknown_reader_options_are_errors_that_list_the_accepted_ones(tmp_path:
         build_reader("co3d", root=None, num_views=2)
     with pytest.raises(ValueError, match="readers exist for"):
         build_reader("no_such_dataset", root=str(tmp_path), num_views=2)
+
+
+@pytest.mark.parametrize(("option", "value"), [("is_metric", "maybe"), ("static", 1)])
+def test_a_flag_option_that_is_not_true_or_false_is_an_error_naming_it(tmp_path: Path, sequences, option, value):
+    write_generic(tmp_path, sequences)
+    message = f"dataset type 'generic': {option} must be true or false, got {value!r}"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        build_reader("generic", root=str(tmp_path), num_views=3, **{option: value})
+    assert build_reader("generic", root=str(tmp_path), num_views=3, **{option: False}).name == "generic"

@@ -71,6 +71,10 @@ def build_reader(kind: str, **arguments: Any) -> MultiViewDataset:
     unset = [n for n, p in parameters.items() if p.default is inspect.Parameter.empty and arguments.get(n) is None]
     if unset:
         raise ValueError(f"dataset type '{kind}' needs {', '.join(unset)} (e.g. root: the dataset folder)")
+    for name, value in arguments.items():
+        # A flag given as text ('maybe', 'yes' from YAML 1.2 habits) would fail only when a clip is read.
+        if parameters[name].annotation in (bool, "bool") and not isinstance(value, bool):
+            raise ValueError(f"dataset type '{kind}': {name} must be true or false, got {value!r}")
     return reader(**arguments)
 
 
