@@ -323,6 +323,19 @@ def test_an_image_of_another_size_than_its_camera_is_an_error_naming_it(tmp_path
         import_colmap(project, tmp_path / "data" / "mine")
 
 
+def test_a_reconstruct_output_with_original_images_is_pointed_at_images_original(tmp_path: Path, capture) -> None:
+    project = colmap_project(tmp_path, capture)  # as `reconstruct --colmap-images original` lays it out:
+    (project / "images").rename(project / "images_original")  # the model's images in images_original/,
+    for name, (image, _, _) in zip(NAMES, capture, strict=True):  # the processed frames (another size) in images/
+        save_image(project / "images" / name, image[:, :40])
+    message = f"{NAMES[0]} is 40x48 but its COLMAP camera is 64x48 (pass --images {project / 'images_original'}?)"
+    with pytest.raises(InputError, match=re.escape(message)):
+        import_colmap(project, tmp_path / "data" / "mine")
+    scene = import_colmap(project, tmp_path / "data" / "mine", images=project / "images_original")
+    _, frames = imported_frames(scene.parent)
+    assert len(frames) == FRAMES
+
+
 def test_a_missing_depth_map_is_an_error_naming_it(tmp_path: Path, capture) -> None:
     project = colmap_project(tmp_path, capture)
     write_dense_maps(project, capture)

@@ -154,8 +154,11 @@ def _frame(
     except OSError as error:
         raise InputError(f"cannot read image {path}: {error}") from None
     if size != (camera.source.width, camera.source.height):
+        # `reconstruct --colmap-images original` writes the model for images_original/, beside images/.
+        original = located.images.parent / "images_original"
+        hint = f" (pass --images {original}?)" if (original / image.name).is_file() else ""
         raise InputError(
-            f"{path} is {size[0]}x{size[1]} but its COLMAP camera is {camera.source.width}x{camera.source.height}"
+            f"{path} is {size[0]}x{size[1]} but its COLMAP camera is {camera.source.width}x{camera.source.height}{hint}"
         )
     pixels: np.ndarray | Path = path
     if camera.distorted:
