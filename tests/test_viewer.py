@@ -254,7 +254,8 @@ def test_export_button_is_off_beyond_this_machine_unless_allowed(caplog):
     with LiveViewer(host="0.0.0.0", port=0) as remote:
         assert not remote.export_enabled and remote._export.disabled
         assert remote._export._impl.update_cb == []  # no callback: a forged click writes nothing
-    assert "Export PLY is off" in caplog.text
+    switch = "--allow-remote-export, or allow_remote_export=True in Python,"
+    assert f"Export PLY is off ({switch} turns it on)" in caplog.text
     with LiveViewer(host="0.0.0.0", port=0, allow_remote_export=True) as allowed:
         assert allowed.export_enabled and not allowed._export.disabled and len(allowed._export._impl.update_cb) == 1
     with LiveViewer(port=0) as local:

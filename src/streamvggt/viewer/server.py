@@ -44,6 +44,8 @@ vtf = require("viser.transforms", "viewer")
 log = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# What turns Export PLY on beyond loopback, named for both ways in: the command's flag and the API's keyword.
+REMOTE_EXPORT_SWITCH = "--allow-remote-export, or allow_remote_export=True in Python,"
 TIME_MODES = {"frames up to t": CUMULATIVE, "frame t alone": SINGLE}
 # The confidence slider spans 0-100 in these steps, so every starting percentile in [0, 100) fits (viser rejects
 # an initial value outside the range); at 100 each frame keeps only its most confident pixels.
@@ -82,7 +84,7 @@ class LiveViewer:
             raise ValueError(f"the confidence threshold is a percentile in [0, 100), got {percentile}")
         self.export_enabled = host in LOOPBACK or allow_remote_export
         if host not in LOOPBACK:
-            off = "" if self.export_enabled else "; Export PLY is off (allow_remote_export turns it on)"
+            off = "" if self.export_enabled else f"; Export PLY is off ({REMOTE_EXPORT_SWITCH} turns it on)"
             log.warning("the viewer listens on %s: anyone who can reach this machine can see the scene%s", host, off)
         with _quiet():
             self.server = viser.ViserServer(host=host, port=port, verbose=False)
@@ -226,7 +228,7 @@ class LiveViewer:
             if self.export_enabled:
                 hint = f"write the points on screen to {self.export_dir}"
             else:
-                hint = f"off: the viewer listens on {self.host}, beyond this machine (allow_remote_export)"
+                hint = f"off: the viewer listens on {self.host}, beyond here; {REMOTE_EXPORT_SWITCH} turns it on"
             self._export = gui.add_button("Export PLY", hint=hint, disabled=not self.export_enabled)
             # Safe on any host: the file goes to the browser that asked, nothing is written here.
             self._download = gui.add_button("Download PLY", hint="save the points on screen from this browser")
