@@ -387,6 +387,24 @@ def test_stride_and_fps_are_exclusive(tmp_path):
     assert exit_info.value.code == 2
 
 
+@pytest.mark.parametrize(
+    ("command", "option", "needed"),
+    [
+        ("reconstruct", ["--depth-scale", "0.5"], "--rgbd"),
+        ("reconstruct-many", ["--depth-scale", "1"], "--rgbd"),
+        ("reconstruct", ["--port", "9000"], "--view"),
+        ("reconstruct", ["--allow-remote-export"], "--view"),
+    ],
+)
+def test_an_option_that_needs_another_is_a_one_line_usage_error(tmp_path, command, option, needed):
+    code, _, stderr = run_cli(command, tmp_path, "-o", tmp_path / "out", *option)
+    assert code == 2
+    assert stderr.strip() == f"streamvggt: error: {command}: {option[0]} applies only with {needed}" + (
+        " (it scales the RGB-D depth and trajectory)" if needed == "--rgbd" else " (it configures the browser viewer)"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_write_failure_leaves_no_half_written_file(tmp_path, checkpoint, monkeypatch):
     def disk_full(path, *args):
         Path(path).write_bytes(b"partial glb")

@@ -1,6 +1,7 @@
 """The ``streamvggt`` command: parses arguments, calls the library, prints a summary or a one-line error.
 
-Exit codes: 0 success, 1 a fatal error (the message says what to do), 2 bad arguments, 130 interrupted.
+Exit codes: 0 success, 1 a fatal error (the message says what to do), 2 bad arguments (an option that needs
+another included), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streamvggt")
 
-EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 T = TypeVar("T")
 # Commands that own their arguments: the module whose main(argv) runs each (imported only when it runs).
 DELEGATED = {"train": "streamvggt.train.command", "data": "streamvggt.train.data.command"}
@@ -234,9 +235,8 @@ def _add_export_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--depth-scale",
         type=float,
-        default=1.0,
         metavar="S",
-        help="metres per model unit in the --rgbd depth and trajectory (default: 1)",
+        help="metres per model unit in the --rgbd depth and trajectory; only with --rgbd (default: 1)",
     )
 
 
@@ -274,9 +274,36 @@ def main(argv: list[str] | None = None) -> int:
             command = importlib.import_module(DELEGATED[argv[0]])
             return command.main(argv[1:])
         args = build_parser().parse_args(argv)
+        unused = _unused_option(args)
+        if unused:
+            print(f"streamvggt: error: {unused}", file=sys.stderr)
+            return EXIT_USAGE
         return _run(args)
     except MissingExtraError as error:
         return _fail(str(error))
+
+
+def _unused_option(args: argparse.Namespace) -> str | None:
+    """Why an option given to reconstruct or reconstruct-many would be ignored (it needs another option), or None:
+    an option that does nothing must say so rather than run without it."""
+    if args.command not in ("reconstruct", "reconstruct-many"):
+        return None
+    if args.depth_scale is not None and not args.rgbd:
+        return f"{args.command}: --depth-scale applies only with --rgbd (it scales the RGB-D depth and trajectory)"
+    if args.command == "reconstruct" and not args.view:
+        given = [
+            flag
+            for flag, value, default in (
+                ("--host", args.host, "127.0.0.1"),
+                ("--port", args.port, 8080),
+                ("--exit-when-done", args.exit_when_done, False),
+                ("--allow-remote-export", args.allow_remote_export, False),
+            )
+            if value != default
+        ]
+        if given:
+            return f"reconstruct: {given[0]} applies only with --view (it configures the browser viewer)"
+    return None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -319,7 +346,7 @@ def _reconstruct_options(args: argparse.Namespace) -> dict:
             shared_camera=args.shared_camera,
             transforms_depth=args.transforms_depth,
             rgbd=args.rgbd,
-            depth_scale=args.depth_scale,
+            depth_scale=1.0 if args.depth_scale is None else args.depth_scale,
         ),
     }
 
