@@ -308,6 +308,19 @@ def test_cli_passes_allow_remote_export_to_the_viewer(output_dir, monkeypatch):
     assert seen == [False, True]
 
 
+@pytest.mark.parametrize(("export_dir", "why"), [("afile/x", "no such folder"), ("afile", "it is not a folder")])
+def test_an_export_dir_that_cannot_take_files_fails_before_the_model_loads(
+    tmp_path, monkeypatch, capsys, export_dir, why
+):
+    (tmp_path / "afile").write_text("not a folder")
+    write_images(tmp_path / "frames", ["0.png"])
+    monkeypatch.setattr("streamvggt.viewer.command.load_model", pytest.fail)
+    code = main(["view", str(tmp_path / "frames"), "--port", "0", "--export-dir", str(tmp_path / export_dir)])
+    assert code == 1
+    message = f"cannot export to {tmp_path / export_dir}: {why} (--export-dir)"
+    assert capsys.readouterr().err == f"streamvggt: error: {message}\n"
+
+
 def test_confidence_slider_takes_every_accepted_percentile(output_dir, capsys):
     with LiveViewer(port=0, percentile=99.5) as viewer:
         slider = viewer._percentile

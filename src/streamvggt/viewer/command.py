@@ -69,11 +69,14 @@ def view(
     precision, compile: the trunk precision the model loads in and whether steps run compiled (see
     :func:`streamvggt.reconstruct`).
     percentile, points: the controls' initial confidence percentile and point source.
-    export_dir: where "Export PLY" writes (default: the reopened folder, else the working folder).
+    export_dir: an existing folder where "Export PLY" writes (default: the reopened folder, else the working
+    folder); checked before anything loads.
     allow_remote_export: keep "Export PLY" on when ``host`` is not loopback (see :class:`LiveViewer`).
     announce: called with the lines a user needs (the URL; how to stop), e.g. ``print``.
     Raises InputError, CheckpointError or ValueError with a one-line message.
     """
+    if export_dir is not None:
+        check_export_dir(export_dir)  # at start-up: Export PLY would only fail at the click
     options = {
         "percentile": percentile,
         "points": points,
@@ -154,6 +157,15 @@ def finish_stream(viewer: LiveViewer, interrupted: bool, wait: bool, announce: C
     if wait:
         announce(f"{len(viewer.state)} frames at {viewer.url}; press Ctrl-C to stop the viewer")
         viewer.serve_forever()
+
+
+def check_export_dir(path: str | os.PathLike) -> None:
+    """ValueError with one line unless ``path`` is a folder this process can write to (Export PLY's target)."""
+    if not os.path.isdir(path):
+        why = "it is not a folder" if os.path.exists(path) else "no such folder"
+        raise ValueError(f"cannot export to {path}: {why} (--export-dir)")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot export to {path}: the folder is not writable (--export-dir)")
 
 
 def check_host(host: str, port: int) -> None:
