@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     many.add_argument("--merge", action="store_true", help="only merge the shards' records into OUTROOT/summary.json")
     _add_model_options(many)
-    _add_stream_options(many)
+    _add_stream_options(many, fps_help="keep F frames per second of each video (default: 1); image folders ignore it")
     _add_output_options(many)
     _add_export_options(many)
     _add_run_options(many)
@@ -151,13 +151,13 @@ def _add_compile_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_stream_options(parser: argparse.ArgumentParser) -> None:
-    """How frames are sampled, prepared and turned into points: reconstruct and view."""
+def _add_stream_options(
+    parser: argparse.ArgumentParser, fps_help: str = "keep F frames per second of video or stream (default: 1)"
+) -> None:
+    """How frames are sampled, prepared and turned into points: reconstruct and view (fps_help: what --fps does)."""
     sampling = parser.add_mutually_exclusive_group()
     sampling.add_argument("--stride", type=int, metavar="N", help="keep every N-th frame (default for images: 1)")
-    sampling.add_argument(
-        "--fps", type=float, metavar="F", help="keep F frames per second of video or stream (default: 1)"
-    )
+    sampling.add_argument("--fps", type=float, metavar="F", help=fps_help)
     parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     parser.add_argument(
         "--cache",

@@ -30,7 +30,7 @@ from streamvggt.collection.summary import DONE, FAILED, SKIPPED, InputRecord, Sh
 from streamvggt.io.errors import OutputError
 from streamvggt.io.exports import ReconstructionWriter
 from streamvggt.io.preprocess import DEFAULT_SIZE, Preprocessor
-from streamvggt.io.sources import check_sampling
+from streamvggt.io.sources import check_sampling, is_image_input
 from streamvggt.model.streamvggt import StreamVGGT
 from streamvggt.reconstruction import checked_device, reconstruct
 from streamvggt.weights import load_model
@@ -87,7 +87,8 @@ def reconstruct_collection(
     (None or "auto": under a launcher, the GPU ``LOCAL_RANK`` names). batch_size: inputs streamed together.
     shard: this job's share (``--shard i/n`` of a SLURM array); a launcher's processes split it further.
     options: :func:`streamvggt.reconstruct`'s options (stride, fps, max_frames, cache, preprocess, size, ...),
-    the same for every input. Raises InputError/OutputError/ValueError with one line for a bad manifest, output
+    the same for every input, except that image inputs ignore fps (their frames have no times). Raises
+    InputError/OutputError/ValueError with one line for a bad manifest, output
     root or option; an unusable input is recorded as failed instead.
     """
     started = time.perf_counter()
@@ -205,6 +206,8 @@ def _reconstruct_entry(
     input itself becomes a failed record, a failure of the batch or of the output root propagates."""
     staging = root.staging(entry.name)
     started = time.perf_counter()
+    if options.get("fps") is not None and is_image_input(entry.input):
+        options = {**options, "fps": None}  # image frames have no times: --fps samples the videos only
     try:
         summary = reconstruct(entry.input, staging, model, session=stream, on_stream_end=stream.end, **options)
     except (BatchStoppedError, OutputError, torch.OutOfMemoryError):

@@ -278,6 +278,17 @@ def open_source(spec: str | os.PathLike) -> FrameSource:
     raise InputError(f"input not found: {text}")
 
 
+def is_image_input(spec: str | os.PathLike) -> bool:
+    """Whether :func:`open_source` reads ``spec`` as image files (a folder, an image file or a glob), whose frames
+    have no times, without opening it."""
+    path = Path(os.fspath(spec)).expanduser()
+    if path.is_dir():
+        return True
+    if path.exists():
+        return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+    return any(c in os.fspath(spec) for c in _GLOB_CHARS) and not _URL.match(os.fspath(spec))
+
+
 def check_sampling(stride: int | None, fps: float | None, max_frames: int | None) -> None:
     """Reject impossible sampling settings (ValueError, named by the command's flags) before anything is opened."""
     if stride is not None and fps is not None:
