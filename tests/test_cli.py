@@ -22,6 +22,7 @@ import trimesh
 from safetensors.torch import load_file, save_file
 
 from streamvggt.cli import build_parser, main
+from streamvggt.reconstruction import Reconstructor
 from tests.reconstruct_helpers import HEIGHT, WIDTH, frame_pixels, tiny_checkpoint, write_images, write_video
 
 FRAME_NAMES = ["10.png", "2.png", "1.png", "30.png"]  # natural order: 1, 2, 10, 30
@@ -437,6 +438,39 @@ def test_interrupt_before_the_first_frame_exits_130(tmp_path, monkeypatch):
     code, _, stderr = run_cli("reconstruct", tmp_path / "frames", "-o", tmp_path / "out")
     assert code == 130 and stderr.strip() == "streamvggt: interrupted"
     assert not (tmp_path / "out").exists()
+
+
+def interrupt_third_frame(monkeypatch) -> None:
+    """Ctrl-C while the third frame is processed."""
+    step, calls = Reconstructor.step, []
+
+    def interrupt_third(self, frame):
+        calls.append(frame)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return step(self, frame)
+
+    monkeypatch.setattr(Reconstructor, "step", interrupt_third)
+
+
+def test_interrupting_a_folder_keeps_its_frames_so_far_and_exits_130(tmp_path, checkpoint, monkeypatch):
+    interrupt_third_frame(monkeypatch)
+    write_images(tmp_path / "frames", ["0.png", "1.png", "2.png", "3.png"])
+    code, stdout, stderr = reconstruct_frames(tmp_path, checkpoint)
+    assert code == 130
+    assert stderr.splitlines()[-1] == "streamvggt: interrupted after 2 frames (the outputs hold them)"
+    assert "2 frames in" in stdout
+    assert len(json.loads((tmp_path / "out" / "cameras.json").read_text())["frames"]) == 2
+
+
+def test_interrupting_a_stream_is_how_it_ends_and_exits_0(tmp_path, checkpoint, monkeypatch):
+    interrupt_third_frame(monkeypatch)
+    video = write_video(tmp_path / "clip.mp4", frames=4, fps=10)
+    code, stdout, stderr = run_cli(
+        "reconstruct", f"file:{video}", "-o", tmp_path / "out", "--checkpoint", checkpoint, "--size", 70, "--stride", 1
+    )
+    assert code == 0, stderr
+    assert "2 frames in" in stdout and "interrupted: the outputs hold the frames before Ctrl-C" in stdout
 
 
 def test_the_installed_module_runs_without_a_traceback(tmp_path):

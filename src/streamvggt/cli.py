@@ -378,7 +378,19 @@ def _reconstruct(args: argparse.Namespace) -> int:
             finish_stream(viewer, summary.interrupted, not args.exit_when_done, announce)
         return summary
 
-    return _guarded(args, run, _describe if not args.view else lambda _: "viewer stopped")
+    summaries = []
+
+    def run_and_keep() -> ReconstructionSummary:
+        summaries.append(run())
+        return summaries[0]
+
+    code = _guarded(args, run_and_keep, _describe if not args.view else lambda _: "viewer stopped")
+    if code == 0 and summaries[0].interrupted and not summaries[0].live:
+        # A folder or video stopped early is not a finished run, though its outputs stay; a camera ends this way.
+        frames = summaries[0].frames
+        print(f"streamvggt: interrupted after {frames} frames (the outputs hold them)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return code
 
 
 def _reconstruct_many(args: argparse.Namespace) -> int:

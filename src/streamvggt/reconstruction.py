@@ -168,6 +168,7 @@ class ReconstructionSummary:
     files: list[Path] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (frame, reason) of unreadable frames
     interrupted: bool = False  # stopped by Ctrl-C; the outputs hold the frames before it
+    live: bool = False  # a camera or stream: no end of its own, so Ctrl-C is the normal way to end it
 
     @property
     def frames_per_second(self) -> float:
@@ -264,6 +265,7 @@ def reconstruct(
         files=written.files,
         skipped=list(frames_source.skipped),
         interrupted=interrupted,
+        live=frames_source.kind == "stream",
     )
     log.info("reconstructed %d frames into %s (%d points)", count, output_dir, written.points)
     return summary
