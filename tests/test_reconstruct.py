@@ -16,6 +16,7 @@ import streamvggt
 from streamvggt.geometry import pose_encoding_to_extri_intri, unproject_depth
 from streamvggt.io import InputError, open_source, read_frames
 from streamvggt.io.exports import ReconstructionWriter
+from streamvggt.io.trainer_exports import ExportOptions
 from streamvggt.reconstruction import FrameResult, Reconstructor, reconstruct
 from tests.reconstruct_helpers import HEIGHT, WIDTH, tiny_model, write_images
 
@@ -152,6 +153,34 @@ def test_written_colmap_model_holds_the_sessions_cameras_and_points(written_and_
 
 def _sorted_rows(points: np.ndarray) -> np.ndarray:
     return points[np.lexsort(points.T[::-1])]
+
+
+def tree(folder) -> list[str]:
+    """Every file, folder and link under ``folder``, relative and sorted."""
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def test_a_rerun_into_the_same_folder_leaves_what_a_run_into_an_empty_folder_would(model, tmp_path):
+    write_images(tmp_path / "frames", [f"{i}.png" for i in range(6)])
+    every_export = ExportOptions(colmap_images="original", transforms_depth=True, rgbd=True)
+    first = {"exports": every_export, "depth_png": True, "pointmaps": True}
+    reconstruct(tmp_path / "frames", tmp_path / "r", model, size=70, **first)
+    (tmp_path / "r" / "notes.txt").write_text("mine")
+    (tmp_path / "r" / "depth" / "notes.txt").write_text("mine too")
+    reconstruct(tmp_path / "frames", tmp_path / "r", model, size=70, max_frames=2)
+    reconstruct(tmp_path / "frames", tmp_path / "fresh", model, size=70, max_frames=2)
+    assert len(json.loads((tmp_path / "r" / "cameras.json").read_text())["frames"]) == 2
+    assert tree(tmp_path / "r") == sorted([*tree(tmp_path / "fresh"), "notes.txt", "depth/notes.txt"])
+
+
+def test_a_rerun_that_fails_before_its_first_frame_leaves_the_earlier_run(model, tmp_path):
+    write_images(tmp_path / "frames", ["0.png", "1.png"])
+    reconstruct(tmp_path / "frames", tmp_path / "r", model, size=70)
+    before = tree(tmp_path / "r")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError):
+        reconstruct(tmp_path / "empty", tmp_path / "r", model, size=70)
+    assert tree(tmp_path / "r") == before
 
 
 def test_reconstruct_checks_the_input_before_loading_a_model(tmp_path, monkeypatch):

@@ -9,6 +9,8 @@ from PIL import Image
 
 from streamvggt.io.atomic import atomic_output
 
+DEPTH_DIR = "depth"  # the per-frame depth folder inside an output folder
+
 # Colour ramp from far (dark blue) to near (dark red), sampled evenly.
 _RAMP = np.array(
     [[48, 18, 59], [65, 105, 225], [34, 200, 220], [60, 220, 110], [230, 220, 50], [245, 120, 30], [122, 4, 3]],

@@ -20,11 +20,12 @@ import numpy as np
 
 from streamvggt.io.atomic import atomic_output, temporary_name
 from streamvggt.io.cameras import CameraRecord, write_cameras_json, write_tum
-from streamvggt.io.depth import depth_names, write_depth
+from streamvggt.io.depth import DEPTH_DIR, depth_names, write_depth
 from streamvggt.io.errors import OutputError
 from streamvggt.io.frames import IMAGE_DIR, POINTMAP_DIR, image_name, pointmap_names, write_image, write_pointmap
 from streamvggt.io.ply import write_ply
 from streamvggt.io.points import PointSpool, VoxelGrid, confident_points, subsample
+from streamvggt.io.previous_outputs import remove_previous_outputs
 from streamvggt.io.scene import write_glb
 from streamvggt.io.trainer_exports import ExportOptions, SourceFrame, TrainerExports
 
@@ -37,7 +38,6 @@ POINT_SOURCES = ("depth", "pointmap")
 # Points in scene.glb and colmap/points3D.txt (a uniform sample when points.ply has more): both formats hold
 # everything in memory or text, and viewers slow down well before this.
 SCENE_POINTS = 1_000_000
-DEPTH_DIR = "depth"
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,11 @@ class ReconstructionWriter:
 
         source: the frame as decoded, needed when the exports use the original frames (``exports.needs_source``).
         """
+        if not self.cameras:
+            # An earlier run's outputs go at the first frame, once the input and model have loaded: a run that
+            # fails later leaves this run's files alone, never a mix with the earlier run's frames.
+            with _as_output_error(self.output_dir):
+                remove_previous_outputs(self.output_dir)
         with _as_output_error(self.output_dir / DEPTH_DIR):
             written = write_depth(
                 self._folder(DEPTH_DIR), frame.index, frame.depth, frame.depth_conf, frame.valid, self.depth_png
