@@ -183,6 +183,18 @@ def test_a_rerun_that_fails_before_its_first_frame_leaves_the_earlier_run(model,
     assert tree(tmp_path / "r") == before
 
 
+def test_an_input_inside_a_folder_the_run_rewrites_is_refused_and_kept(model, tmp_path):
+    write_images(tmp_path / "frames", ["0.png", "1.png"])
+    reconstruct(tmp_path / "frames", tmp_path / "r", model, size=70)
+    before = tree(tmp_path / "r")
+    for source in (tmp_path / "r" / "images", f"{tmp_path}/r/images/*.png", tmp_path / "r" / "images" / "000000.png"):
+        with pytest.raises(ValueError, match="which this run rewrites"):
+            reconstruct(source, tmp_path / "r", model, size=70)
+    assert tree(tmp_path / "r") == before
+    reconstruct(tmp_path / "r" / "images", tmp_path / "other", model, size=70)  # read from elsewhere: fine
+    assert len(json.loads((tmp_path / "other" / "cameras.json").read_text())["frames"]) == 2
+
+
 def test_reconstruct_checks_the_input_before_loading_a_model(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the model was loaded for a missing input")

@@ -25,6 +25,7 @@ from streamvggt.device import resolve_precision, select_device
 from streamvggt.geometry import pose_encoding_to_extri_intri
 from streamvggt.io.exports import ReconstructionWriter
 from streamvggt.io.preprocess import DEFAULT_SIZE, Preprocessor
+from streamvggt.io.previous_outputs import check_source_outside_outputs
 from streamvggt.io.sources import Frame, expected_frames, open_source, read_frames
 from streamvggt.io.trainer_exports import ExportOptions, SourceFrame
 from streamvggt.model.predictions import Predictions
@@ -222,6 +223,7 @@ def reconstruct(
     """
     started = time.perf_counter()
     parse_policy(cache)  # reject bad settings before anything slow
+    check_source_outside_outputs(str(source), Path(output_dir))
     preprocessor = Preprocessor(preprocess, size)
     if not isinstance(model, StreamVGGT):
         device = checked_device(device)

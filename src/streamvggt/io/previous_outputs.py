@@ -37,6 +37,20 @@ COLMAP_FILES = tuple(f"{stem}.{ext}" for stem in COLMAP_STEMS for ext in ("txt",
 SPARSE_LINK = "sparse/0"
 
 
+def check_source_outside_outputs(source: str, output_dir: Path) -> None:
+    """Refuse an input that lies in one of the folders a re-run clears (``reconstruct out/images -o out``): its
+    frames would be removed before they are read. Raises ValueError with a one-line message."""
+    if source.isdigit() or "://" in source:
+        return  # a camera index or a stream URL
+    # A glob's folder is the part before its first wildcard.
+    folder = Path(re.split(r"[*?\[]", source, maxsplit=1)[0] or ".").resolve()
+    output = Path(output_dir).resolve()
+    for name in FRAME_DIRS:
+        cleared = output / name
+        if folder == cleared or cleared in folder.parents:
+            raise ValueError(f"input {source} lies in {cleared}, which this run rewrites: copy the frames elsewhere")
+
+
 def remove_previous_outputs(output_dir: Path) -> int:
     """Remove the files an earlier reconstruct wrote into ``output_dir`` and the folders that empties; returns how
     many files went. Raises OSError when one cannot be removed."""
