@@ -198,7 +198,8 @@ def test_fps_samples_the_videos_and_image_folders_keep_every_image(model, tmp_pa
     image_folder(tmp_path / "inputs", "a", 3)
     write_video(tmp_path / "inputs" / "d.mp4", 12, fps=4, width=WIDTH, height=HEIGHT)  # 3 s
     result = reconstruct_collection(tmp_path / "inputs", tmp_path / "out", model, size=SIZE, fps=2.0)
-    assert [(r.name, r.status, r.frames) for r in result.records] == [("a", "done", 3), ("d", "done", 6)]
+    # Records come in completion order (the streams run side by side): compare them by name.
+    assert sorted((r.name, r.status, r.frames) for r in result.records) == [("a", "done", 3), ("d", "done", 6)]
 
 
 def test_array_shards_leave_the_summary_to_merge_which_reports_missing_inputs_until_all_ran(
