@@ -10,17 +10,16 @@ confidence percentile, become 0 (unknown).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from streamvggt.io.depth import depth_names
 from streamvggt.io.errors import InputError
 from streamvggt.io.frames import IMAGE_DIR, image_name
+from streamvggt.io.output_folder import read_cameras_json, read_frame_array, read_frame_image
 from streamvggt.train.data.importers.scene import ImportedFrame, SceneWriter
 
 logger = logging.getLogger(__name__)
@@ -36,7 +35,7 @@ def import_reconstruction(
     if not 0.0 <= min_conf_percentile < 100.0:
         raise InputError(f"--min-conf-percentile must be in [0, 100), got {min_conf_percentile}")
     folder = Path(source)
-    document = _read_cameras(folder / "cameras.json")
+    document = read_cameras_json(folder / "cameras.json")
     box = document.get("preprocess", {}).get("content_box")
     with SceneWriter(Path(output), overwrite) as writer:
         for entry in document["frames"]:
@@ -53,20 +52,6 @@ def import_reconstruction(
         return writer.commit(provenance)
 
 
-def _read_cameras(path: Path) -> dict[str, Any]:
-    if not path.parent.is_dir():
-        raise InputError(f"reconstruct output folder not found: {path.parent}")
-    if not path.is_file():
-        raise InputError(f"{path.parent} has no cameras.json: not a streamvggt reconstruct output folder")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot read {path}: {error}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("frames"), list) or not document["frames"]:
-        raise InputError(f"{path} lists no frames: not a streamvggt reconstruct output folder")
-    return document
-
-
 def _frame(folder: Path, entry: dict[str, Any], box: list[int] | None, min_conf_percentile: float) -> ImportedFrame:
     cameras = folder / "cameras.json"
     try:
@@ -79,11 +64,11 @@ def _frame(folder: Path, entry: dict[str, Any], box: list[int] | None, min_conf_
     if not (np.isfinite(extrinsic).all() and np.isfinite(intrinsics).all()):
         raise InputError(f"{cameras}: frame {index} has a non-finite camera")
     depth_file, conf_file, _ = depth_names(index)
-    image = _read_image(folder / entry.get("image", f"{IMAGE_DIR}/{image_name(index)}"), (height, width))
-    depth = _read_array(folder / entry.get("depth", f"depth/{depth_file}"), (height, width))
+    image = read_frame_image(folder / entry.get("image", f"{IMAGE_DIR}/{image_name(index)}"), (height, width))
+    depth = read_frame_array(folder / entry.get("depth", f"depth/{depth_file}"), (height, width))
     depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
     if min_conf_percentile > 0:
-        conf = _read_array(folder / entry.get("depth_conf", f"depth/{conf_file}"), (height, width))
+        conf = read_frame_array(folder / entry.get("depth_conf", f"depth/{conf_file}"), (height, width))
         depth[conf < np.percentile(conf, min_conf_percentile)] = 0.0
     if box:
         top, left, box_height, box_width = (int(v) for v in box)
@@ -94,24 +79,3 @@ def _frame(folder: Path, entry: dict[str, Any], box: list[int] | None, min_conf_
         intrinsics[1, 2] -= top
     cam_from_world = np.vstack([extrinsic, [0.0, 0.0, 0.0, 1.0]])
     return ImportedFrame(name, np.ascontiguousarray(image), depth, intrinsics, np.linalg.inv(cam_from_world))
-
-
-def _read_array(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot read {path}: {error}") from None
-    if array.shape != shape:
-        raise InputError(f"{path} has shape {list(array.shape)}, expected {list(shape)} from cameras.json")
-    return array.astype(np.float32)
-
-
-def _read_image(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
-    except OSError as error:
-        raise InputError(f"cannot read image {path}: {error}") from None
-    if pixels.shape[:2] != shape:
-        raise InputError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]}, expected {shape[1]}x{shape[0]}")
-    return pixels
