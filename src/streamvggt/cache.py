@@ -134,8 +134,8 @@ class Int8Store(PlainStore):
     scale. Reads dequantize to the dtype the tensors arrived in.
 
     When a new frame raises a key channel's abs-max, the stored keys of that layer are rescaled to the new scale;
-    after the first frames this is rare, because keys are LayerNorm-ed (qk-norm) and RoPE-rotated. The rescale
-    runs on every write (with a ratio of 1 where nothing grew), so no step waits on the device to decide.
+    after the first frames this is rare, because keys are LayerNorm-ed (qk-norm) and RoPE-rotated. A compiled step
+    rescales on every write (with a ratio of 1 where nothing grew), so that it never waits on the device to decide.
     """
 
     def __init__(self) -> None:
@@ -164,9 +164,10 @@ class Int8Store(PlainStore):
     def _quantize_keys(self, k: Tensor) -> Tensor:
         new_max = k.abs().amax(dim=2, keepdim=True) / 127.0
         scale = torch.maximum(self.k_scale, new_max)
-        if self.length_hint:
-            # Rescaled every step, not only when a scale grew: asking would read a flag back from the device (a host
-            # sync that stops a step from compiling whole), and a ratio of exactly 1 leaves an int8 value as it is.
+        # Stored keys are rescaled only when a channel's scale grew (rare after the first frames), which eager steps
+        # check; a compiled step cannot ask without a host sync, so it rescales every time: a ratio of exactly 1
+        # leaves an int8 value as it is, so both give the same cache.
+        if self.length_hint and (torch.compiler.is_compiling() or bool((scale > self.k_scale).any())):
             ratio = torch.where(scale > 0, self.k_scale / scale.clamp_min(1e-12), torch.ones_like(scale))
             stored = self.k[:, :, : self.length_hint]
             stored.copy_((stored.to(ratio.dtype) * ratio).round().clamp(-127, 127).to(torch.int8))
