@@ -99,11 +99,7 @@ class StreamVGGT(nn.Module):
         mode = self.resolved_precision(device)
         if device.type != "cpu" or mode not in ("bf16", "int8") or mode == self.weights_precision:
             return mode
-        if self.weights_precision != "fp32":
-            raise ValueError(
-                f"the trunk's weights were converted for precision '{self.weights_precision}'; "
-                f"load the model again to run '{mode}'"
-            )
+        self._check_converted_for(mode)
         if self.training:
             raise ValueError(f"precision '{mode}' converts weights for inference: call model.eval() first")
         from streamvggt.precision import cast_trunk_linears, quantize_trunk  # model code below; lazy on purpose
@@ -136,16 +132,20 @@ class StreamVGGT(nn.Module):
             with torch.autocast(device_type=device.type, dtype=dtype):
                 yield
 
-    def trunk_autocast_dtype(self, device: torch.device) -> torch.dtype | None:
-        """The trunk's autocast dtype on ``device`` (None: none), converting int8 weights on first use."""
-        mode = self.resolved_precision(device)
-        if mode == "int8" and self.weights_precision != "int8":
-            self.prepare_precision(device)
+    def _check_converted_for(self, mode: str) -> None:
+        """Weight conversion is one-way: a trunk converted for one reduced precision cannot run another."""
         if self.weights_precision != "fp32" and mode != self.weights_precision:
             raise ValueError(
                 f"the trunk's weights were converted for precision '{self.weights_precision}'; "
                 f"load the model again to run '{mode}'"
             )
+
+    def trunk_autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        """The trunk's autocast dtype on ``device`` (None: none), converting int8 weights on first use."""
+        mode = self.resolved_precision(device)
+        if mode == "int8" and self.weights_precision != "int8":
+            self.prepare_precision(device)
+        self._check_converted_for(mode)
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
 
     def stream(
