@@ -126,7 +126,22 @@ def test_compile_reaches_the_session(frames, checkpoint, monkeypatch):
     # One frame: the full cache compiles from the second frame on, so nothing is compiled and the test stays fast.
     code, _, stderr = reconstruct_cli(frames, checkpoint, "--compile", "--max-frames", 1, "--no-progress")
     assert code == 0, stderr
-    assert [session.compile for session in sessions] == [True]
+    assert [session.compile for session in sessions] == ["step"]
+
+
+def test_compile_blocks_reaches_the_model(frames, checkpoint, monkeypatch):
+    compiled: list[StreamVGGT] = []
+    monkeypatch.setattr("streamvggt.stream.compile_blocks", compiled.append)  # the compiling itself: test_compile
+    code, _, stderr = reconstruct_cli(frames, checkpoint, "--compile", "blocks", "--max-frames", 1, "--no-progress")
+    assert code == 0, stderr
+    assert len(compiled) == 1 and isinstance(compiled[0], StreamVGGT)
+
+
+def test_an_unknown_compile_mode_is_a_usage_error(frames, checkpoint):
+    with pytest.raises(SystemExit) as exit_info:
+        reconstruct_cli(frames, checkpoint, "--compile", "graph")
+    assert exit_info.value.code == 2
+    assert not (frames.parent / "out").exists()
 
 
 @pytest.mark.parametrize("value", ["fp8", "BF16", "int4"])
@@ -156,7 +171,7 @@ def test_view_passes_precision_and_compile_to_the_viewer(monkeypatch, tmp_path):
     monkeypatch.setattr("streamvggt.viewer.view", fake_view)
     code, _, _ = run_cli("view", tmp_path, "--precision", "int8", "--compile")
     assert code == 1
-    assert (given["precision"], given["compile"]) == ("int8", True)
+    assert (given["precision"], given["compile"]) == ("int8", "step")
 
 
 def test_reconstruct_many_loads_the_model_in_the_given_precision(monkeypatch, frames, checkpoint, tmp_path):

@@ -145,9 +145,13 @@ def _add_compile_option(parser: argparse.ArgumentParser) -> None:
     """Compiling the streaming step: reconstruct and view (one stream per run)."""
     parser.add_argument(
         "--compile",
-        action="store_true",
-        help="compile each streaming step whole (torch.compile); pays off on long inputs with a bounded --cache, "
-        "which compiles once when full (the full cache recompiles as it grows)",
+        nargs="?",
+        const="step",
+        default=False,
+        choices=("step", "blocks"),
+        help="torch.compile: 'step' (the default with no value) compiles each streaming step whole, which pays off on "
+        "long inputs with a bounded --cache (compiled once, when full; the full cache recompiles as it grows); "
+        "'blocks' compiles the transformer blocks once for any --cache (faster CPU frames for large models)",
     )
 
 

@@ -58,7 +58,8 @@ class Reconstructor:
     each result then carries ``tracks``, ``track_vis`` and ``track_conf``.
     session: the stream to feed instead of a new session of ``model`` (without query points), such as one slot of
     a batched session (:mod:`streamvggt.collection`).
-    compile: run the session's steps compiled (see :mod:`streamvggt.compiled_step`; not for a given ``session``).
+    compile: True or "step" runs the session's steps compiled (see :mod:`streamvggt.compiled_step`; not for a given
+    ``session``), "blocks" the model's transformer blocks (:mod:`streamvggt.regional_compile`).
     The model is warmed up at the first frame's size before its first step (see :meth:`warm_up`).
     """
 
@@ -70,7 +71,7 @@ class Reconstructor:
         size: int = DEFAULT_SIZE,
         query_points: np.ndarray | Callable[[tuple[int, int]], np.ndarray] | None = None,
         session: FrameStream | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         self.model = model
         self.preprocessor = preprocess if isinstance(preprocess, Preprocessor) else Preprocessor(preprocess, size)
@@ -84,12 +85,13 @@ class Reconstructor:
     def warm_up(self, size: tuple[int, int]) -> None:
         """Convert the trunk for its precision and make the kernels for frames of ``size`` (H, W), once, so that
         the first step does not pay for them (bf16 kernels on CPU take seconds to create). CPU fp32 kernels cost
-        nothing to make: there only the conversion runs, as a blank frame through the model costs a whole step."""
+        nothing to make: there only the conversion runs, as a blank frame through the model costs a whole step
+        (unless the blocks are compiled: the warm-up frame compiles them)."""
         if self.warmed:
             return
         self.warmed = True
         mode = self.model.prepare_precision(self.device)
-        if mode == "fp32" and self.device.type == "cpu":
+        if mode == "fp32" and self.device.type == "cpu" and self.compile != "blocks":
             return
         started = time.perf_counter()
         if self.model.warm_up(*size, device=self.device):
@@ -188,7 +190,7 @@ def reconstruct(
     conf_threshold: float = 50.0,
     device: str | torch.device | None = None,
     precision: str = "auto",
-    compile: bool = False,
+    compile: bool | str = False,
     preprocess: str = "crop",
     size: int = DEFAULT_SIZE,
     points: str = "depth",
@@ -207,8 +209,9 @@ def reconstruct(
     model: a loaded StreamVGGT, or a checkpoint source for :func:`streamvggt.load_model` (None: the default model),
     loaded on ``device`` (None or "auto": CUDA, else MPS, else CPU) in ``precision`` (auto, fp32, bf16, fp16, int8:
     see :mod:`streamvggt.precision`; a loaded model keeps its own ``model.precision``).
-    compile: run the streaming steps compiled (:mod:`streamvggt.compiled_step`); the model is warmed up at the
-    first frame's size before streaming starts (:meth:`Reconstructor.warm_up`).
+    compile: run the streaming steps compiled (True or "step": :mod:`streamvggt.compiled_step`; "blocks":
+    :mod:`streamvggt.regional_compile`); the model is warmed up at the first frame's size before streaming starts
+    (:meth:`Reconstructor.warm_up`).
     stride / fps: keep every stride-th frame, or fps frames per second (default: every image; 1 fps of video).
     Other options: see :class:`Reconstructor` and :class:`streamvggt.io.exports.ReconstructionWriter`; exports: the
     COLMAP, transforms.json and RGB-D options (:class:`streamvggt.io.trainer_exports.ExportOptions`).

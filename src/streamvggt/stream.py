@@ -18,11 +18,16 @@ from torch import Tensor
 
 from streamvggt.cache import CachePolicy, LayerCache, parse_policy
 from streamvggt.compiled_step import CompiledStep
+from streamvggt.cpu_allocator import keep_freed_memory
 from streamvggt.model.predictions import Predictions
 from streamvggt.model.streamvggt import StreamVGGT
+from streamvggt.regional_compile import compile_blocks
 from streamvggt.stream_tracks import StreamingTracker
 
 log = logging.getLogger(__name__)
+
+# compile= as a string: "step" compiles each step whole (as True does), "blocks" the model's transformer blocks.
+COMPILE_MODES = ("step", "blocks")
 
 
 class StreamSession:
@@ -35,6 +40,10 @@ class StreamSession:
 
     The B streams are independent: ``reset_slot(b)`` starts a new stream in element b while the others go on, so
     a batch stays full while inputs of different lengths come and go (all frames keep the session's size).
+
+    ``compile``: False (eager); True or ``"step"``: each step as one graph (:mod:`streamvggt.compiled_step`), a
+    mapping adds ``torch.compile`` arguments; ``"blocks"``: the model's transformer blocks compiled once for every
+    session and cache policy (:mod:`streamvggt.regional_compile`).
     """
 
     def __init__(
@@ -43,15 +52,19 @@ class StreamSession:
         batch_size: int = 1,
         cache: str | CachePolicy = "full",
         query_points: Tensor | None = None,
-        compile: bool | Mapping[str, Any] = False,
+        compile: bool | str | Mapping[str, Any] = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(compile, str) and compile not in COMPILE_MODES:
+            raise ValueError(f"unknown compile mode '{compile}'; choose one of {', '.join(COMPILE_MODES)}")
         self.model = model
         self.batch_size = batch_size
         self.policy = parse_policy(cache)
         self.query_points = query_points
-        self.compile = compile
+        if compile == "blocks":
+            compile_blocks(model)  # the model's switch: its blocks stay compiled for every later session
+        self.compile = compile if compile != "blocks" else False
         if query_points is not None and (query_points.ndim != 3 or query_points.shape[0] != batch_size):
             raise ValueError(f"query_points must be [{batch_size}, N, 2], got {tuple(query_points.shape)}")
         self.reset()
@@ -128,6 +141,8 @@ class StreamSession:
     def _open(self, frame: Tensor) -> None:
         """Allocate the caches for a stream whose frames look like ``frame``."""
         model = self.model
+        if frame.device.type == "cpu":
+            keep_freed_memory()  # frames then reuse their predecessors' pages instead of faulting new ones in
         height, width = frame.shape[-2:]
         self.frame_size = (height, width)
         frame_tokens = model.aggregator.tokens_per_frame(height, width)

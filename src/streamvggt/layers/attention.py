@@ -79,7 +79,12 @@ class Attention(nn.Module):
         frame_tokens: tokens per frame for block-causal attention; None attends to everything.
         kv_cache: past keys/values to attend to; this call's keys/values are appended to it.
         """
-        batch, num_tokens, channels = x.shape
+        q, k, v = self.heads(x, rope_tables)
+        return self.merge(self.attend_with_cache(q, k, v, frame_tokens, kv_cache))
+
+    def heads(self, x: Tensor, rope_tables: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """x: [B, N, C] -> queries, keys, values [B, heads, N, d], after qk-norm and RoPE."""
+        batch, num_tokens, _ = x.shape
         qkv = self.qkv(x).reshape(batch, num_tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each [B, heads, N, d]
         q, k = self.q_norm(q), self.k_norm(k)
@@ -87,15 +92,24 @@ class Attention(nn.Module):
             q, k = _rope_per_frame(q, rope_tables), _rope_per_frame(k, rope_tables)
         # Under autocast qk-norm returns fp32 while v stays in the autocast dtype; SDPA would cast them to match
         # anyway, and doing it here keeps cached keys as small as the values.
-        q, k = q.to(v.dtype), k.to(v.dtype)
+        return q.to(v.dtype), k.to(v.dtype), v
+
+    def attend_with_cache(
+        self, q: Tensor, k: Tensor, v: Tensor, frame_tokens: int | None = None, kv_cache: KVCacheLayer | None = None
+    ) -> Tensor:
+        """Attention output [B, heads, N, d] of this call's q, k, v [B, heads, N, d] and the cache's past keys."""
         key_mask = None
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)
             key_mask = cache_key_mask(kv_cache)
         # The mask is passed only when a cache set one, so that attend's plain four-argument form (which tests
         # replace to mask offline attention) stays the call every other forward makes.
-        out = attend(q, k, v, frame_tokens) if key_mask is None else attend(q, k, v, frame_tokens, key_mask)
-        return self.proj(out.transpose(1, 2).reshape(batch, num_tokens, channels))
+        return attend(q, k, v, frame_tokens) if key_mask is None else attend(q, k, v, frame_tokens, key_mask)
+
+    def merge(self, out: Tensor) -> Tensor:
+        """Attention output [B, heads, N, d] -> [B, N, C] through the output projection."""
+        batch, _, num_tokens, _ = out.shape
+        return self.proj(out.transpose(1, 2).reshape(batch, num_tokens, self.num_heads * self.head_dim))
 
 
 def _rope_per_frame(x: Tensor, tables: tuple[Tensor, Tensor]) -> Tensor:

@@ -153,12 +153,14 @@ class StreamVGGT(nn.Module):
         batch_size: int = 1,
         cache: str = "full",
         query_points: Tensor | None = None,
-        compile: bool | Mapping[str, object] = False,
+        compile: bool | str | Mapping[str, object] = False,
     ):
         """A streaming session (see :class:`streamvggt.stream.StreamSession`); ``cache`` selects the policy:
         ``"full"`` (exact), ``"window:K"`` or ``"budget:N"``. ``query_points`` [B, N, 2] are pixels in frame 0.
-        ``compile``: run each step as one ``torch.compile(fullgraph=True)`` graph (see
-        :mod:`streamvggt.compiled_step`); a mapping adds ``torch.compile`` arguments, e.g. ``{"backend": ...}``."""
+        ``compile``: True or ``"step"`` runs each step as one ``torch.compile(fullgraph=True)`` graph (see
+        :mod:`streamvggt.compiled_step`); a mapping adds ``torch.compile`` arguments, e.g. ``{"backend": ...}``;
+        ``"blocks"`` compiles this model's transformer blocks instead, for every session and cache policy (see
+        :mod:`streamvggt.regional_compile`)."""
         from streamvggt.stream import StreamSession
 
         return StreamSession(self, batch_size=batch_size, cache=cache, query_points=query_points, compile=compile)

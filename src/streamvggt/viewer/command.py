@@ -46,7 +46,7 @@ def view(
     cache: str = "full",
     device: str | torch.device | None = None,
     precision: str = "auto",
-    compile: bool = False,
+    compile: bool | str = False,
     preprocess: str = "crop",
     size: int = DEFAULT_SIZE,
     stride: int | None = None,
