@@ -3,13 +3,15 @@
 Speed: a random-weights checkpoint of ``--preset`` is written once as safetensors; for every mode a fresh process
 loads it with ``precision=mode`` (timed), warms its kernels for the frame size (timed, as ``load_model`` users do
 with ``model.warm_up``), then streams ``--frames`` frames with the full cache. Each process reports its own peak
-RSS, so modes do not share one high-water mark.
+RSS, so modes do not share one high-water mark. A mode with ``+regions`` (e.g. ``auto+regions``) also compiles the
+model's blocks and dense heads (``compile="regions"``) from an empty inductor cache: its warm-up is a first run's.
 
 Accuracy: the bundled model (the only trained weights available offline) streams the demo sequence and
 ``--sequences`` held-out synthetic sequences in every mode; depth relative error (mean |d - d_fp32| / d_fp32)
 and pose-encoding error (max |Δ|) are measured against fp32. A mode passes at <= 1% and <= 1e-3.
 
-    python benchmarks/cpu_precision.py --preset streamvggt-1b --size 392x518 --frames 3 --threads 2
+    python benchmarks/cpu_precision.py --preset streamvggt-1b --size 392x518 --frames 4 --threads 2 \
+        --modes fp32,bf16,int8,auto,auto+regions
 
 Prints the CPU capability, a Markdown table, and writes ``cpu_precision.json`` to ``--out``.
 """
@@ -32,6 +34,7 @@ import torch
 from streamvggt import ModelConfig, StreamVGGT, load_model
 from streamvggt.evaluate.synthetic import DEMO_SEED, HELD_OUT_SEED, synthetic_sequence
 from streamvggt.precision import cpu_capability, measure_blocks
+from streamvggt.regional_compile import compile_regions
 
 DEPTH_TARGET, POSE_TARGET = 0.01, 1e-3
 
@@ -68,6 +71,14 @@ def memory_status() -> dict[str, int]:
 # ------------------------------------------------------------------------------------------------------ speed
 
 
+def split_mode(mode: str) -> tuple[str, bool]:
+    """ "bf16+regions" -> ("bf16", True): a precision, and whether blocks and heads run compiled (compile="regions")."""
+    precision, _, variant = mode.partition("+")
+    if variant not in ("", "regions"):
+        raise SystemExit(f"unknown mode variant '{variant}' in '{mode}' (only +regions)")
+    return precision, variant == "regions"
+
+
 def synthetic_frames(count: int, height: int, width: int) -> torch.Tensor:
     """A smooth moving pattern [count, 3, H, W] in [0, 1] (speed does not depend on content)."""
     ys = torch.linspace(0, 6.28, height).view(1, height, 1)
@@ -80,9 +91,12 @@ def synthetic_frames(count: int, height: int, width: int) -> torch.Tensor:
 def speed_child(checkpoint: Path, mode: str, height: int, width: int, frames: int) -> dict:
     """Run in a fresh process: load, warm up, stream; timings in seconds, peak RSS in bytes."""
     started = time.perf_counter()
-    model = load_model(checkpoint, device="cpu", precision=mode)
+    precision, compiled = split_mode(mode)
+    model = load_model(checkpoint, device="cpu", precision=precision)
     loaded = time.perf_counter()
     after_load = memory_status()
+    if compiled:
+        compile_regions(model)  # the warm-up frame compiles them
     model.warm_up(height, width)
     warmed = time.perf_counter()
     session = model.stream()
@@ -94,7 +108,7 @@ def speed_child(checkpoint: Path, mode: str, height: int, width: int, frames: in
         loads.append(load_average())
     return {
         "mode": mode,
-        "resolved": model.resolved_precision(torch.device("cpu")),
+        "resolved": model.resolved_precision(torch.device("cpu")) + ("+regions" if compiled else ""),
         "load_s": loaded - started,
         "warm_up_s": warmed - loaded,
         "step_s": step_s,
@@ -113,7 +127,9 @@ def run_speed(args: argparse.Namespace, modes: list[str]) -> list[dict]:
         for mode in modes:
             command = [sys.executable, __file__, "--child", mode, "--checkpoint", folder, "--size", args.size]
             command += ["--frames", str(args.frames), "--threads", str(args.threads)]
-            done = subprocess.run(command, check=True, capture_output=True, text=True)
+            # Compiled regions compile from scratch: a fresh inductor cache, so warm-up_s is a first run's cost.
+            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(folder) / f"inductor-{mode}")}
+            done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"speed {mode}: {results[-1]['step_s']}", file=sys.stderr, flush=True)
     return results
@@ -138,7 +154,10 @@ def run_accuracy(modes: list[str], sequences: int, frames: int) -> dict[str, dic
     expected = {name: stream_outputs(reference, seed, frames) for name, seed in seeds.items()}
     report = {}
     for mode in modes:
-        model = load_model(None, device="cpu", precision=mode)
+        precision, compiled = split_mode(mode)
+        model = load_model(None, device="cpu", precision=precision)
+        if compiled:
+            compile_regions(model)
         depth_err, pose_err = {}, {}
         for name, seed in seeds.items():
             depth, pose = stream_outputs(model, seed, frames)
@@ -147,7 +166,7 @@ def run_accuracy(modes: list[str], sequences: int, frames: int) -> dict[str, dic
             pose_err[name] = float((pose - ref_pose).abs().max())
         worst_depth, worst_pose = max(depth_err.values()), max(pose_err.values())
         report[mode] = {
-            "resolved": model.resolved_precision(torch.device("cpu")),
+            "resolved": model.resolved_precision(torch.device("cpu")) + ("+regions" if compiled else ""),
             "depth_rel_err": depth_err,
             "pose_enc_err": pose_err,
             "worst_depth_rel_err": worst_depth,
@@ -202,7 +221,7 @@ def main() -> None:
     parser.add_argument("--preset", default="streamvggt-1b", help="architecture timed (random weights)")
     parser.add_argument("--size", default="392x518", help="frame size HxW (multiples of 14)")
     parser.add_argument("--frames", type=int, default=3, help="frames streamed per mode for timing")
-    parser.add_argument("--modes", default="fp32,bf16,int8,auto")
+    parser.add_argument("--modes", default="fp32,bf16,int8,auto,auto+regions", help='+regions: compile="regions"')
     parser.add_argument("--sequences", type=int, default=4, help="held-out sequences for accuracy")
     parser.add_argument("--accuracy-frames", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
@@ -223,8 +242,10 @@ def main() -> None:
     tokens = 1 + config.num_register_tokens + (args.height // 14) * (args.width // 14)
     print(f"CPU capability found: {cpu_capability()}", flush=True)
     block = measure_blocks(config.embed_dim, tokens)
-    accuracy = run_accuracy([m for m in modes if m not in ("fp32", "auto")], args.sequences, args.accuracy_frames)
     speed = run_speed(args, modes)
+    # Accuracy of what each speed run ran as (auto resolves per model: the bundled model alone would stay fp32).
+    resolved = sorted({run["resolved"] for run in speed} - {"fp32"})
+    accuracy = run_accuracy(resolved, args.sequences, args.accuracy_frames)
     report = {
         "config": {"preset": args.preset, "size": args.size, "frames": args.frames},
         "machine": {

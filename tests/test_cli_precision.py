@@ -129,10 +129,10 @@ def test_compile_reaches_the_session(frames, checkpoint, monkeypatch):
     assert [session.compile for session in sessions] == ["step"]
 
 
-def test_compile_blocks_reaches_the_model(frames, checkpoint, monkeypatch):
+def test_compile_regions_reaches_the_model(frames, checkpoint, monkeypatch):
     compiled: list[StreamVGGT] = []
-    monkeypatch.setattr("streamvggt.stream.compile_blocks", compiled.append)  # the compiling itself: test_compile
-    code, _, stderr = reconstruct_cli(frames, checkpoint, "--compile", "blocks", "--max-frames", 1, "--no-progress")
+    monkeypatch.setattr("streamvggt.stream.compile_regions", compiled.append)  # the compiling itself: test_compile
+    code, _, stderr = reconstruct_cli(frames, checkpoint, "--compile", "regions", "--max-frames", 1, "--no-progress")
     assert code == 0, stderr
     assert len(compiled) == 1 and isinstance(compiled[0], StreamVGGT)
 

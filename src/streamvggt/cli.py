@@ -148,10 +148,11 @@ def _add_compile_option(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         const="step",
         default=False,
-        choices=("step", "blocks"),
+        choices=("step", "regions"),
         help="torch.compile: 'step' (the default with no value) compiles each streaming step whole, which pays off on "
         "long inputs with a bounded --cache (compiled once, when full; the full cache recompiles as it grows); "
-        "'blocks' compiles the transformer blocks once for any --cache (faster CPU frames for large models)",
+        "'regions' compiles the transformer blocks and dense heads once for any --cache (faster CPU frames for large "
+        "models)",
     )
 
 

@@ -59,7 +59,7 @@ class Reconstructor:
     session: the stream to feed instead of a new session of ``model`` (without query points), such as one slot of
     a batched session (:mod:`streamvggt.collection`).
     compile: True or "step" runs the session's steps compiled (see :mod:`streamvggt.compiled_step`; not for a given
-    ``session``), "blocks" the model's transformer blocks (:mod:`streamvggt.regional_compile`).
+    ``session``), "regions" the model's blocks and heads (:mod:`streamvggt.regional_compile`).
     The model is warmed up at the first frame's size before its first step (see :meth:`warm_up`).
     """
 
@@ -86,12 +86,12 @@ class Reconstructor:
         """Convert the trunk for its precision and make the kernels for frames of ``size`` (H, W), once, so that
         the first step does not pay for them (bf16 kernels on CPU take seconds to create). CPU fp32 kernels cost
         nothing to make: there only the conversion runs, as a blank frame through the model costs a whole step
-        (unless the blocks are compiled: the warm-up frame compiles them)."""
+        (unless regions are compiled: the warm-up frame compiles them)."""
         if self.warmed:
             return
         self.warmed = True
         mode = self.model.prepare_precision(self.device)
-        if mode == "fp32" and self.device.type == "cpu" and self.compile != "blocks":
+        if mode == "fp32" and self.device.type == "cpu" and self.compile != "regions":
             return
         started = time.perf_counter()
         if self.model.warm_up(*size, device=self.device):
@@ -209,7 +209,7 @@ def reconstruct(
     model: a loaded StreamVGGT, or a checkpoint source for :func:`streamvggt.load_model` (None: the default model),
     loaded on ``device`` (None or "auto": CUDA, else MPS, else CPU) in ``precision`` (auto, fp32, bf16, fp16, int8:
     see :mod:`streamvggt.precision`; a loaded model keeps its own ``model.precision``).
-    compile: run the streaming steps compiled (True or "step": :mod:`streamvggt.compiled_step`; "blocks":
+    compile: run the streaming steps compiled (True or "step": :mod:`streamvggt.compiled_step`; "regions":
     :mod:`streamvggt.regional_compile`); the model is warmed up at the first frame's size before streaming starts
     (:meth:`Reconstructor.warm_up`).
     stride / fps: keep every stride-th frame, or fps frames per second (default: every image; 1 fps of video).

@@ -1,12 +1,14 @@
-"""Compiling the transformer blocks once for the whole model ("regional compilation", ``compile="blocks"``).
+"""Compiling the model's repeated parts once ("regional compilation", ``compile="regions"``).
 
 Compiling a whole streaming step (:mod:`streamvggt.compiled_step`) inlines all 72 blocks of the 1.2B model into
-one graph, which takes minutes on a small CPU, and needs a bounded cache to keep its shapes static. Compiling the
-block instead compiles a handful of graphs (the patch embed's block, the trunk's block split around its cache, the
-camera head's) that every instance shares, because the module's weights are graph inputs. It works with every
-cache policy, the full cache included, since the cache update and the causal attention stay eager between the
-compiled regions. On CPU it fuses the elementwise work around the GEMMs (LayerNorm, RoPE, LayerScale and
-residuals, casts, bias and GELU): issue #14 measured 0.2-0.3 s less per 1.2B frame in bf16 on a 2-core Xeon.
+one graph, which takes minutes on a small CPU, and needs a bounded cache to keep its shapes static. Regional
+compilation compiles the transformer block and the DPT head's decoder instead: a handful of graphs (the patch
+embed's block, the trunk's block split around its cache, the camera head's, one per dense head) that every
+instance shares, because the module's weights are graph inputs. It works with every cache policy, the full cache
+included, since the cache update and the causal attention stay eager between the compiled regions. On CPU it fuses
+the elementwise work around the GEMMs and convolutions (LayerNorm, RoPE, LayerScale and residuals, casts, bias
+and GELU, ReLU and skip additions): issue #14 measured about 0.2 s less per 1.2B bf16 frame on a 2-core Xeon
+(benchmarks/README.md), after a first-run compile of about 20 s that torch caches on disk.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import torch
 from torch import nn
 
 from streamvggt.layers import Block
+from streamvggt.model.dpt_head import DPTHead
 
 log = logging.getLogger(__name__)
 
 
-def compile_blocks(model: nn.Module, enabled: bool = True) -> int:
-    """Switch every :class:`Block` in ``model`` to (``enabled``) or from compiled regions; returns their count.
+def compile_regions(model: nn.Module, enabled: bool = True) -> int:
+    """Switch every :class:`Block` and :class:`DPTHead` in ``model`` to (``enabled``) or from their compiled
+    regions; returns how many modules were switched.
 
     The switch is the model's, not a session's: every later forward and stream uses it. Graphs are compiled at the
     first forward of each kind (a warm-up frame does it at load) and again for a new frame or batch size.
@@ -31,11 +35,11 @@ def compile_blocks(model: nn.Module, enabled: bool = True) -> int:
     """
     if enabled:
         check_compiler()
-    blocks = [module for module in model.modules() if isinstance(module, Block)]
-    for block in blocks:
-        block.compiled_regions = enabled
-    log.info("%d transformer blocks %s", len(blocks), "run compiled" if enabled else "run eagerly")
-    return len(blocks)
+    modules = [module for module in model.modules() if isinstance(module, Block | DPTHead)]
+    for module in modules:
+        module.compiled_regions = enabled
+    log.info("%d blocks and heads %s", len(modules), "run compiled" if enabled else "run eagerly")
+    return len(modules)
 
 
 @functools.cache
@@ -49,4 +53,4 @@ def check_compiler() -> None:
         torch.compile(probe, fullgraph=True)(torch.ones(8))
     except Exception as error:  # inductor's failures have no common type (missing compiler, build errors)
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RuntimeError(f"torch.compile does not work here, so blocks cannot be compiled: {first_line}") from None
+        raise RuntimeError(f"torch.compile does not work here, so regions cannot be compiled: {first_line}") from None

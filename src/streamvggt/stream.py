@@ -21,13 +21,13 @@ from streamvggt.compiled_step import CompiledStep
 from streamvggt.cpu_allocator import keep_freed_memory
 from streamvggt.model.predictions import Predictions
 from streamvggt.model.streamvggt import StreamVGGT
-from streamvggt.regional_compile import compile_blocks
+from streamvggt.regional_compile import compile_regions
 from streamvggt.stream_tracks import StreamingTracker
 
 log = logging.getLogger(__name__)
 
-# compile= as a string: "step" compiles each step whole (as True does), "blocks" the model's transformer blocks.
-COMPILE_MODES = ("step", "blocks")
+# compile= as a string: "step" compiles each step whole (as True does), "regions" the model's blocks and heads.
+COMPILE_MODES = ("step", "regions")
 
 
 class StreamSession:
@@ -42,8 +42,8 @@ class StreamSession:
     a batch stays full while inputs of different lengths come and go (all frames keep the session's size).
 
     ``compile``: False (eager); True or ``"step"``: each step as one graph (:mod:`streamvggt.compiled_step`), a
-    mapping adds ``torch.compile`` arguments; ``"blocks"``: the model's transformer blocks compiled once for every
-    session and cache policy (:mod:`streamvggt.regional_compile`).
+    mapping adds ``torch.compile`` arguments; ``"regions"``: the model's transformer blocks and dense heads
+    compiled once for every session and cache policy (:mod:`streamvggt.regional_compile`).
     """
 
     def __init__(
@@ -62,9 +62,9 @@ class StreamSession:
         self.batch_size = batch_size
         self.policy = parse_policy(cache)
         self.query_points = query_points
-        if compile == "blocks":
-            compile_blocks(model)  # the model's switch: its blocks stay compiled for every later session
-        self.compile = compile if compile != "blocks" else False
+        if compile == "regions":
+            compile_regions(model)  # the model's switch, kept for every later session
+        self.compile = compile if compile != "regions" else False
         if query_points is not None and (query_points.ndim != 3 or query_points.shape[0] != batch_size):
             raise ValueError(f"query_points must be [{batch_size}, N, 2], got {tuple(query_points.shape)}")
         self.reset()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -40,17 +40,18 @@ def uv_sincos_embedding(channels: int, grid_h: int, grid_w: int, aspect: float, 
     return torch.cat((ex, ey), dim=-1).permute(2, 0, 1)
 
 
-@functools.lru_cache(maxsize=12)
 def scaled_pos_embed(
     channels: int, grid_h: int, grid_w: int, aspect: float, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
-    """``0.1 * uv_sincos_embedding(...)`` in ``dtype`` [channels, grid_h, grid_w], made once per size and dtype.
-
-    The full-resolution one is 128 x H x W: building it (a concatenation, a cast and a scale over 26M values at
-    518x392) took longer per frame than adding it. Twelve entries hold the five sizes a DPT head uses per frame
-    size, in two dtypes; the cache holds no gradient (the embedding is a constant).
-    """
+    """``0.1 * uv_sincos_embedding(...)`` in ``dtype`` [channels, grid_h, grid_w]: what the DPT head adds."""
     return 0.1 * uv_sincos_embedding(channels, grid_h, grid_w, aspect, device).to(dtype)
+
+
+# Eager forwards make each embedding once per size and dtype. The full-resolution one is 128 x H x W: building it
+# (a concatenation, a cast and a scale over 26M values at 518x392) took longer per frame than adding it. Twelve
+# entries hold the five sizes a DPT head uses per frame size, in two dtypes; no gradient is held (a constant).
+# Compiled graphs call scaled_pos_embed itself, which inductor folds into constants.
+_cached_scaled_pos_embed = functools.lru_cache(maxsize=12)(scaled_pos_embed)
 
 
 class ResidualConvUnit(nn.Module):
@@ -161,6 +162,8 @@ class DPTHead(nn.Module):
             self.scratch.output_conv2 = nn.Sequential(
                 nn.Conv2d(features // 2, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, output_dim, 1)
             )
+        # True: frames decode through a torch.compile'd _decode shared by every DPT head (streamvggt.regional_compile).
+        self.compiled_regions = False
         self.use_channels_last()
         self.register_state_dict_post_hook(_contiguous_state)
         self.register_load_state_dict_post_hook(_channels_last_after_load)
@@ -175,8 +178,9 @@ class DPTHead(nn.Module):
         """tokens: {layer: [B, S, P, 2C]}; frames are decoded ``frames_chunk_size`` at a time to bound memory."""
         frames = tokens[self.intermediate_layer_idx[0]].shape[1]
         step = frames_chunk_size if frames_chunk_size else frames
+        decode = functools.partial(_compiled_decode(), self) if self.compiled_regions else self._decode
         chunks = [
-            self._decode(tokens, image_size, patch_start_idx, start, min(start + step, frames))
+            decode(tokens, image_size, patch_start_idx, start, min(start + step, frames))
             for start in range(0, frames, step)
         ]
         if self.feature_only:
@@ -233,4 +237,12 @@ class DPTHead(nn.Module):
 
     @staticmethod
     def _add_pos_embed(x: Tensor, aspect: float) -> Tensor:
-        return x + scaled_pos_embed(x.shape[1], x.shape[-2], x.shape[-1], aspect, x.device, x.dtype)
+        make = scaled_pos_embed if torch.compiler.is_compiling() else _cached_scaled_pos_embed
+        return x + make(x.shape[1], x.shape[-2], x.shape[-1], aspect, x.device, x.dtype)
+
+
+@functools.cache
+def _compiled_decode() -> Callable[..., Tensor | tuple[Tensor, Tensor]]:
+    """``DPTHead._decode`` compiled once for every head: weights are graph inputs, so heads of one configuration
+    share a graph (the depth and point heads differ in outputs: one graph each)."""
+    return torch.compile(DPTHead._decode, fullgraph=True)

@@ -159,7 +159,8 @@ class StreamVGGT(nn.Module):
         ``"full"`` (exact), ``"window:K"`` or ``"budget:N"``. ``query_points`` [B, N, 2] are pixels in frame 0.
         ``compile``: True or ``"step"`` runs each step as one ``torch.compile(fullgraph=True)`` graph (see
         :mod:`streamvggt.compiled_step`); a mapping adds ``torch.compile`` arguments, e.g. ``{"backend": ...}``;
-        ``"blocks"`` compiles this model's transformer blocks instead, for every session and cache policy (see
+        ``"regions"`` compiles this model's transformer blocks and dense heads instead, for every session and cache
+        policy (see
         :mod:`streamvggt.regional_compile`)."""
         from streamvggt.stream import StreamSession
 

@@ -1,4 +1,5 @@
-"""compile="blocks": the model's transformer blocks run through inductor-compiled regions shared by every block.
+"""compile="regions": the model's transformer blocks and DPT heads run through inductor-compiled regions shared by
+every instance.
 
 Streams with every kind of cache and the offline forward give eager's outputs (inductor reorders float sums, so
 within 1e-4, not bit for bit), later frames compile nothing new, switching back is exact, and a machine where
@@ -17,6 +18,7 @@ from torch._dynamo.utils import counters
 import streamvggt.regional_compile as regional_compile
 from streamvggt import ModelConfig, StreamVGGT
 from streamvggt.layers import Block
+from streamvggt.model.dpt_head import DPTHead
 
 HEIGHT, WIDTH = 28, 42
 
@@ -38,7 +40,7 @@ def model() -> StreamVGGT:
 @pytest.fixture
 def eager_after(model: StreamVGGT):
     yield model
-    regional_compile.compile_blocks(model, enabled=False)
+    regional_compile.compile_regions(model, enabled=False)
 
 
 def frames(count: int, batch: int) -> list[torch.Tensor]:
@@ -62,8 +64,8 @@ def test_compiled_blocks_stream_like_eager_and_compile_only_at_the_start(eager_a
     model = eager_after
     inputs = frames(5, batch)
     expected = stream(model, inputs, cache)
-    session = model.stream(batch_size=batch, cache=cache, compile="blocks")
-    assert all(block.compiled_regions for block in model.modules() if isinstance(block, Block))
+    session = model.stream(batch_size=batch, cache=cache, compile="regions")
+    assert all(block.compiled_regions for block in model.modules() if isinstance(block, Block | DPTHead))
     with torch.no_grad():
         ours = [dict(session.step(frame)) for frame in inputs[:2]]
         graphs_after_two = counters["stats"]["unique_graphs"]
@@ -79,7 +81,7 @@ def test_offline_forward_with_compiled_blocks_matches_eager(eager_after):
     clip = torch.stack(frames(3, 1), dim=1)  # [1, 3, 3, H, W]: block-causal attention across frames
     with torch.no_grad():
         expected = model(clip)
-        regional_compile.compile_blocks(model)
+        regional_compile.compile_regions(model)
         ours = model(clip)
     assert_close(ours, expected)
 
@@ -88,14 +90,15 @@ def test_switching_back_is_exactly_eager(eager_after):
     model = eager_after
     inputs = frames(2, 1)
     expected = stream(model, inputs, "full")
-    stream(model, inputs, "full", compile="blocks")
-    assert regional_compile.compile_blocks(model, enabled=False) == sum(isinstance(m, Block) for m in model.modules())
+    stream(model, inputs, "full", compile="regions")
+    switched = sum(isinstance(module, Block | DPTHead) for module in model.modules())
+    assert regional_compile.compile_regions(model, enabled=False) == switched
     for got, want in zip(stream(model, inputs, "full"), expected, strict=True):
         torch.testing.assert_close(got["depth"], want["depth"], rtol=0, atol=0)
 
 
 def test_an_unknown_compile_mode_is_refused(model: StreamVGGT):
-    with pytest.raises(ValueError, match="unknown compile mode 'graph'; choose one of step, blocks"):
+    with pytest.raises(ValueError, match="unknown compile mode 'graph'; choose one of step, regions"):
         model.stream(compile="graph")
 
 
@@ -110,11 +113,11 @@ def test_a_machine_where_compile_fails_gets_one_line(model: StreamVGGT, monkeypa
     monkeypatch.setattr(torch, "compile", broken_compile)
     try:
         with pytest.raises(RuntimeError) as raised:
-            model.stream(compile="blocks")
+            model.stream(compile="regions")
     finally:
         regional_compile.check_compiler.cache_clear()
     assert str(raised.value) == (
-        "torch.compile does not work here, so blocks cannot be compiled: InvalidCxxCompiler: No working C++ compiler "
+        "torch.compile does not work here, so regions cannot be compiled: InvalidCxxCompiler: No working C++ compiler "
         "found in"
     )
-    assert not any(block.compiled_regions for block in model.modules() if isinstance(block, Block))
+    assert not any(block.compiled_regions for block in model.modules() if isinstance(block, Block | DPTHead))
