@@ -2,9 +2,10 @@
 
 Speed: a random-weights checkpoint of ``--preset`` is written once as safetensors; for every mode a fresh process
 loads it with ``precision=mode`` (timed), warms its kernels for the frame size (timed, as ``load_model`` users do
-with ``model.warm_up``), then streams ``--frames`` frames with the full cache. Each process reports its own peak
-RSS, so modes do not share one high-water mark. A mode with ``+regions`` (e.g. ``auto+regions``) also compiles the
-model's blocks and dense heads (``compile="regions"``) from an empty inductor cache: its warm-up is a first run's.
+with ``model.warm_up``), then streams ``--frames`` frames with the ``--cache`` policy (full). Each process reports
+its own peak RSS, so modes do not share one high-water mark. ``--repeats`` runs the modes round robin. A mode with
+``+regions`` (e.g. ``auto+regions``) also compiles the model's blocks and dense heads (``compile="regions"``),
+starting from an empty inductor cache: the first repeat's warm-up is a first run's, later ones reuse its graphs.
 
 Accuracy: the bundled model (the only trained weights available offline) streams the demo sequence and
 ``--sequences`` held-out synthetic sequences in every mode; depth relative error (mean |d - d_fp32| / d_fp32)
@@ -88,7 +89,7 @@ def synthetic_frames(count: int, height: int, width: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def speed_child(checkpoint: Path, mode: str, height: int, width: int, frames: int) -> dict:
+def speed_child(checkpoint: Path, mode: str, height: int, width: int, frames: int, cache: str) -> dict:
     """Run in a fresh process: load, warm up, stream; timings in seconds, peak RSS in bytes."""
     started = time.perf_counter()
     precision, compiled = split_mode(mode)
@@ -99,7 +100,7 @@ def speed_child(checkpoint: Path, mode: str, height: int, width: int, frames: in
         compile_regions(model)  # the warm-up frame compiles them
     model.warm_up(height, width)
     warmed = time.perf_counter()
-    session = model.stream()
+    session = model.stream(cache=cache)
     step_s, loads = [], []
     for frame in synthetic_frames(frames, height, width):
         start = time.perf_counter()
@@ -124,14 +125,18 @@ def run_speed(args: argparse.Namespace, modes: list[str]) -> list[dict]:
         torch.manual_seed(0)
         StreamVGGT(ModelConfig.preset(args.preset)).save_pretrained(folder)
         results = []
-        for mode in modes:
-            command = [sys.executable, __file__, "--child", mode, "--checkpoint", folder, "--size", args.size]
-            command += ["--frames", str(args.frames), "--threads", str(args.threads)]
-            # Compiled regions compile from scratch: a fresh inductor cache, so warm-up_s is a first run's cost.
-            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(folder) / f"inductor-{mode}")}
-            done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
-            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"speed {mode}: {results[-1]['step_s']}", file=sys.stderr, flush=True)
+        # Round robin over the modes, so that a change in the machine's load reaches every mode alike.
+        for repeat in range(args.repeats):
+            for mode in modes:
+                command = [sys.executable, __file__, "--child", mode, "--checkpoint", folder, "--size", args.size]
+                command += ["--frames", str(args.frames), "--threads", str(args.threads), "--cache", args.cache]
+                # Compiled regions start from an empty inductor cache: repeat 0's warm-up is a first run's, later
+                # repeats find its graphs as a user's later runs do.
+                inductor = Path(folder) / f"inductor-{mode}"
+                env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor)}
+                done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
+                results.append({"repeat": repeat, **json.loads(done.stdout.strip().splitlines()[-1])})
+                print(f"speed {mode}: {results[-1]['step_s']}", file=sys.stderr, flush=True)
     return results
 
 
@@ -189,31 +194,44 @@ def print_table(report: dict) -> None:
     block = report["block_ms"]
     print(f"one trunk block, {report['block_shape']}, ms: " + ", ".join(f"{m} {v:.1f}" for m, v in block.items()))
     cfg = report["config"]
-    print(f"\n{cfg['preset']} (random weights) at {cfg['size']}, {cfg['frames']} frames, full cache; accuracy: bundled")
-    print("model vs fp32 on the demo + held-out sequences (worst sequence)\n")
+    print(
+        f"\n{cfg['preset']} (random weights) at {cfg['size']}, {cfg['frames']} frames, cache {cfg['cache']}, "
+        f"{cfg['repeats']} run(s) per mode (median, range); accuracy: bundled model vs fp32 on the demo + "
+        "held-out sequences (worst sequence)\n"
+    )
     print(
         "| mode | runs as | load s | warm-up s | frame 1 s | later frames s (median) | peak RSS / anon GiB "
         "| KV MiB/frame | load avg | depth rel err | pose-enc err | accurate |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for run in report["speed"]:
-        acc = report["accuracy"].get(run["resolved"], {})
-        later = statistics.median(run["step_s"][1:]) if len(run["step_s"]) > 1 else float("nan")
+    modes = list(dict.fromkeys(run["mode"] for run in report["speed"]))
+    for mode in modes:
+        runs = [run for run in report["speed"] if run["mode"] == mode]
+        first = runs[0]
+        acc = report["accuracy"].get(first["resolved"], {})
         cells = [
-            run["mode"],
-            run["resolved"],
-            f"{run['load_s']:.1f}",
-            f"{run['warm_up_s']:.1f}",
-            f"{run['step_s'][0]:.2f}",
-            f"{later:.2f}",
-            f"{run['peak_rss_bytes'] / 2**30:.2f} / {run.get('rss_anon_bytes', float('nan')) / 2**30:.2f}",
-            f"{run['cache_bytes_per_frame'] / 2**20:.0f}",
-            f"{statistics.median(run['load_average']):.1f}",
+            mode,
+            first["resolved"],
+            _spread([run["load_s"] for run in runs], 1),
+            _spread([run["warm_up_s"] for run in runs], 1),
+            _spread([run["step_s"][0] for run in runs], 2),
+            _spread([statistics.median(run["step_s"][1:]) for run in runs if len(run["step_s"]) > 1], 2),
+            f"{first['peak_rss_bytes'] / 2**30:.2f} / {first.get('rss_anon_bytes', float('nan')) / 2**30:.2f}",
+            f"{first['cache_bytes_per_frame'] / 2**20:.0f}",
+            _spread([statistics.median(run["load_average"]) for run in runs], 1),
             f"{acc.get('worst_depth_rel_err', 0.0):.2e}",
             f"{acc.get('worst_pose_enc_err', 0.0):.2e}",
-            "yes" if acc.get("passes", run["resolved"] == "fp32") else "no",
+            "yes" if acc.get("passes", first["resolved"] == "fp32") else "no",
         ]
         print("| " + " | ".join(cells) + " |")
+
+
+def _spread(values: list[float], digits: int) -> str:
+    """Median, and the range in brackets when there are several values: "2.41 (2.15-2.47)"."""
+    if not values:
+        return "-"
+    median = f"{statistics.median(values):.{digits}f}"
+    return median if len(values) == 1 else f"{median} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def main() -> None:
@@ -225,6 +243,8 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=4, help="held-out sequences for accuracy")
     parser.add_argument("--accuracy-frames", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache", default="full", help="cache policy of the timed streams")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per mode, round robin")
     parser.add_argument("--tmp", default=None, help="folder for the temporary random checkpoint")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -233,7 +253,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.height, args.width = (int(v) for v in args.size.lower().split("x"))
     if args.child:
-        result = speed_child(args.checkpoint, args.child, args.height, args.width, args.frames)
+        result = speed_child(args.checkpoint, args.child, args.height, args.width, args.frames, args.cache)
         print(json.dumps(result))
         return
 
@@ -247,7 +267,13 @@ def main() -> None:
     resolved = sorted({run["resolved"] for run in speed} - {"fp32"})
     accuracy = run_accuracy(resolved, args.sequences, args.accuracy_frames)
     report = {
-        "config": {"preset": args.preset, "size": args.size, "frames": args.frames},
+        "config": {
+            "preset": args.preset,
+            "size": args.size,
+            "frames": args.frames,
+            "cache": args.cache,
+            "repeats": args.repeats,
+        },
         "machine": {
             "cpu": cpu_name(),
             "flags": cpu_flags(),
