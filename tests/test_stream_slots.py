@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from streamvggt.cache import parse_policy
+from streamvggt.cache import PlainStore, parse_policy
 from tests.helpers import assert_close
 from tests.reconstruct_helpers import tiny_model
 
@@ -73,6 +73,23 @@ def model():
 
 @pytest.mark.parametrize("spec", ["full", "window:2", "budget:36"])
 def test_session_with_a_reused_slot_matches_each_stream_alone(model, spec):
+    check_reused_slot(model, spec)
+
+
+@pytest.mark.parametrize("spec", ["full", "window:2", "budget:36"])
+def test_storage_no_element_wrote_is_zeroed_before_streams_diverge(model, spec, monkeypatch):
+    """Storage is allocated uninitialised; here it holds NaN (garbage can), which masked attention must never see."""
+    allocate = PlainStore.allocate
+
+    def poisoned(store: PlainStore, like: torch.Tensor, capacity: int, keep: int) -> None:
+        allocate(store, like, capacity, keep)
+        store.k[:, :, keep:], store.v[:, :, keep:] = float("nan"), float("nan")
+
+    monkeypatch.setattr(PlainStore, "allocate", poisoned)
+    check_reused_slot(model, spec)
+
+
+def check_reused_slot(model, spec: str) -> None:
     """Element 1 runs a 3-frame stream, then a 5-frame one in the same slot; element 0 runs 8 frames throughout."""
     generator = torch.Generator().manual_seed(0)
     long, short, following = (torch.rand(n, 3, 28, 28, generator=generator) for n in (8, 3, 5))
