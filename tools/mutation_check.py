@@ -53,6 +53,12 @@ FAULTS = (
         (("        k_q = self._quantize_keys(k)\n        v_q, v_scale", "        return\n        v_q, v_scale"),),
     ),
     Fault(
+        "diverging-streams-read-garbage",
+        "cache.py",
+        "storage nobody wrote is not zeroed when batch elements' streams diverge (masked slots may hold NaN)",
+        (("        self.store.zero_from(self.length)  # from now on", "        pass  # from now on"),),
+    ),
+    Fault(
         "plain-scatter-noop",
         "cache.py",
         "PlainStore.scatter writes nothing: budget evictions and full window rings keep stale tokens",
