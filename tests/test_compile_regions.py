@@ -23,8 +23,7 @@ from streamvggt.model.dpt_head import DPTHead
 HEIGHT, WIDTH = 28, 42
 
 
-@pytest.fixture(scope="module")
-def model() -> StreamVGGT:
+def small_model() -> StreamVGGT:
     """The tiny preset cut to 2 block pairs and a 1-block camera trunk."""
     tiny = ModelConfig.preset("tiny")
     config = dataclasses.replace(
@@ -35,6 +34,11 @@ def model() -> StreamVGGT:
     )
     torch.manual_seed(0)
     return StreamVGGT(config).eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> StreamVGGT:
+    return small_model()
 
 
 @pytest.fixture
@@ -121,3 +125,20 @@ def test_a_machine_where_compile_fails_gets_one_line(model: StreamVGGT, monkeypa
         "found in"
     )
     assert not any(block.compiled_regions for block in model.modules() if isinstance(block, Block | DPTHead))
+
+
+@pytest.mark.parametrize("order", ["compile, then quantise", "quantise, then compile"])
+def test_an_int8_trunk_keeps_its_blocks_eager_and_compiles_its_heads(order: str):
+    model = small_model()
+    model.precision = "int8"
+    inputs = frames(3, 1)
+    if order == "quantise, then compile":
+        model.prepare_precision(torch.device("cpu"))
+    # In the other order the session's first step quantises the trunk after its blocks were switched to compiled.
+    ours = stream(model, inputs, "full", compile="regions")
+    assert model.weights_precision == "int8"
+    assert not any(block.compiled_regions for block in model.aggregator.modules() if isinstance(block, Block))
+    assert model.depth_head.compiled_regions and model.point_head.compiled_regions
+    regional_compile.compile_regions(model, enabled=False)
+    for got, want in zip(ours, stream(model, inputs, "full"), strict=True):
+        assert_close(got, want)

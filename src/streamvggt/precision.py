@@ -163,6 +163,9 @@ def quantize_trunk(model: nn.Module) -> int:
     linears = trunk_linears(model)
     for parent, name, linear in linears:
         setattr(parent, name, quantize_linears(nn.Sequential(linear))[0])
+    for module in model.aggregator.modules():
+        if getattr(module, "compiled_regions", False):
+            module.compiled_regions = False  # compile="regions": dynamo cannot trace quantised Linear layers
     return len(linears)
 
 

@@ -30,16 +30,24 @@ def compile_regions(model: nn.Module, enabled: bool = True) -> int:
     regions; returns how many modules were switched.
 
     The switch is the model's, not a session's: every later forward and stream uses it. Graphs are compiled at the
-    first forward of each kind (a warm-up frame does it at load) and again for a new frame or batch size.
+    first forward of each kind (a warm-up frame does it at load) and again for a new frame or batch size. Blocks
+    of an int8 trunk stay eager (dynamo cannot trace quantised Linear layers); its heads still compile.
     Raises RuntimeError with one line when torch.compile cannot work here (on CPU inductor needs a C++ compiler).
     """
     if enabled:
         check_compiler()
     modules = [module for module in model.modules() if isinstance(module, Block | DPTHead)]
+    if enabled:
+        # int8 trunks (precision.quantize_trunk) hold quantised Linear layers, which dynamo cannot trace: eager.
+        modules = [module for module in modules if not _quantised(module)]
     for module in modules:
         module.compiled_regions = enabled
     log.info("%d blocks and heads %s", len(modules), "run compiled" if enabled else "run eagerly")
     return len(modules)
+
+
+def _quantised(module: nn.Module) -> bool:
+    return any(type(child).__module__.startswith("torch.ao.nn.quantized") for child in module.modules())
 
 
 @functools.cache
