@@ -372,3 +372,17 @@ def test_a_run_killed_mid_input_resumes_and_completes_with_the_same_outputs(tmp_
     for name in ("short", "long", "last"):
         reconstruct(tmp_path / name, tmp_path / "alone" / name, model, size=SIZE)
         assert_same_reconstruction(root.folder(name), tmp_path / "alone" / name)
+
+
+def test_compile_regions_reaches_the_model_and_step_compiling_is_refused(tmp_path, monkeypatch, capsys):
+    checkpoint = tiny_checkpoint(tmp_path / "model")
+    image_folder(tmp_path, "a", 2)
+    (tmp_path / "m.txt").write_text("a\n")
+    compiled = []
+    monkeypatch.setattr("streamvggt.collection.runner.compile_regions", compiled.append)  # compiling: elsewhere
+    args = ["reconstruct-many", str(tmp_path / "m.txt"), "-o", str(tmp_path / "out"), "--checkpoint", str(checkpoint)]
+    args += ["--device", "cpu", "--size", str(SIZE), "--no-progress", "--compile", "regions"]
+    assert main(args) == 0
+    assert len(compiled) == 1 and type(compiled[0]).__name__ == "StreamVGGT"
+    with pytest.raises(ValueError, match="reconstruct-many compiles regions only, not compile='step'"):
+        reconstruct_collection(tmp_path / "m.txt", tmp_path / "out2", tiny_model(), compile="step")

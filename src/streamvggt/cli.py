@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stream_options(many, fps_help="keep F frames per second of each video (default: 1); image folders ignore it")
     _add_output_options(many)
     _add_export_options(many)
+    many.add_argument(
+        "--compile",
+        choices=("regions",),
+        default=False,
+        help="'regions' compiles the transformer blocks and dense heads once (faster CPU frames for large models)",
+    )
     _add_run_options(many)
 
     demo = commands.add_parser(
@@ -404,7 +410,7 @@ def _reconstruct_many(args: argparse.Namespace) -> int:
     results = []
 
     def run() -> object:
-        results.append(run_collection_command(args, _reconstruct_options(args)))
+        results.append(run_collection_command(args, {**_reconstruct_options(args), "compile": args.compile}))
         return results[0]
 
     code = _guarded(args, run, describe)

@@ -33,6 +33,7 @@ from streamvggt.io.preprocess import DEFAULT_SIZE, Preprocessor
 from streamvggt.io.sources import check_sampling, is_image_input
 from streamvggt.model.streamvggt import StreamVGGT
 from streamvggt.reconstruction import checked_device, reconstruct
+from streamvggt.regional_compile import compile_regions
 from streamvggt.weights import load_model
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,8 @@ def reconstruct_collection(
     (None or "auto": under a launcher, the GPU ``LOCAL_RANK`` names). batch_size: inputs streamed together.
     shard: this job's share (``--shard i/n`` of a SLURM array); a launcher's processes split it further.
     options: :func:`streamvggt.reconstruct`'s options (stride, fps, max_frames, cache, preprocess, size, ...),
-    the same for every input, except that image inputs ignore fps (their frames have no times). Raises
+    the same for every input, except that image inputs ignore fps (their frames have no times); ``compile`` may
+    only be "regions" (the slots' resets keep a batch's steps from compiling whole). Raises
     InputError/OutputError/ValueError with one line for a bad manifest, output
     root or option; an unusable input is recorded as failed instead.
     """
@@ -97,6 +99,8 @@ def reconstruct_collection(
     given = [name for name in _OWN_OPTIONS if name in options]
     if given:
         raise ValueError(f"reconstruct_collection sets {', '.join(given)} itself")
+    if options.get("compile") not in (None, False, "regions"):
+        raise ValueError(f"reconstruct-many compiles regions only, not compile={options['compile']!r}")
     entries = read_manifest(manifest)
     process = launcher_process()
     share = (shard or Shard()).within(process)
@@ -112,6 +116,8 @@ def reconstruct_collection(
     if todo:
         if not isinstance(model, StreamVGGT):
             model = load_model(model, device=_process_device(device), precision=options.get("precision", "auto"))
+        if options.get("compile") == "regions":
+            compile_regions(model)
         batch = BatchedStreams(model, min(batch_size, len(todo)), options.get("cache", "full"))
         _run_slots(batch, deque(todo), root, shard_log, model, options, progress)
     summary = None
