@@ -18,7 +18,8 @@ from streamvggt.train.data.layouts import (
     ScanNetDataset,
     WildRGBDDataset,
 )
-from streamvggt.train.data.mix import build_reader
+from streamvggt.train.data.mix import READERS, build_reader
+from streamvggt.train.data.reader_types import READER_TYPES
 from streamvggt.train.data.sampling import ClipSampling
 from tests.layout_helpers import (
     FRAMES,
@@ -275,3 +276,8 @@ def test_a_flag_option_that_is_not_true_or_false_is_an_error_naming_it(tmp_path:
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         build_reader("generic", root=str(tmp_path), num_views=3, **{option: value})
     assert build_reader("generic", root=str(tmp_path), num_views=3, **{option: False}).name == "generic"
+
+
+def test_the_light_list_of_reader_types_names_every_reader():
+    """``streamvggt data`` offers READER_TYPES without importing the readers; it must name exactly READERS."""
+    assert list(READER_TYPES) == sorted(READERS)

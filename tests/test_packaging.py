@@ -71,7 +71,8 @@ def test_importing_the_package_does_not_load_torch():
 
 
 def test_help_of_every_command_answers_without_loading_torch():
-    commands = [[], ["reconstruct"], ["view"], ["demo"], ["eval"], ["train"]]
+    commands = [[], ["reconstruct"], ["reconstruct-many"], ["view"], ["demo"], ["eval"], ["train"], ["data"]]
+    commands += [["data", "check"], ["data", "import"]]
     code = f"""
 import contextlib, io, json, sys
 from streamvggt.cli import main

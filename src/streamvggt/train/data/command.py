@@ -11,12 +11,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from streamvggt.extras import MissingExtraError, require
 from streamvggt.train.data import importers
-from streamvggt.train.data.check import DatasetReport, check_dataset
-from streamvggt.train.data.mix import READERS
+from streamvggt.train.data.reader_types import READER_TYPES
+
+if TYPE_CHECKING:
+    from streamvggt.train.data.check import DatasetReport
 
 yaml = require("yaml", "train")
 
@@ -63,9 +65,9 @@ def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--type",
         required=True,
-        choices=sorted(READERS),
+        choices=READER_TYPES,
         metavar="TYPE",
-        help=f"the reader (dataset type): {', '.join(sorted(READERS))}",
+        help=f"the reader (dataset type): {', '.join(READER_TYPES)}",
     )
     parser.add_argument("--split", default="train", help="the reader's split (train)")
     parser.add_argument("--num-views", type=_positive, default=10, help="frames per clip (10, as the recipe)")
@@ -92,6 +94,8 @@ def _run_check(args: argparse.Namespace) -> int:
         "color_jitter": False,
         **dict(args.option),
     }
+    from streamvggt.train.data.check import check_dataset  # the readers import torch: not for --help
+
     output = args.output or Path(f"data_check_{args.type}")
     try:
         report = check_dataset(
