@@ -9,6 +9,7 @@ torch.compile cannot work gets one line. Real inductor runs here (the graphs are
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import pytest
 import torch
@@ -141,4 +142,25 @@ def test_an_int8_trunk_keeps_its_blocks_eager_and_compiles_its_heads(order: str)
     assert model.depth_head.compiled_regions and model.point_head.compiled_regions
     regional_compile.compile_regions(model, enabled=False)
     for got, want in zip(ours, stream(model, inputs, "full"), strict=True):
+        assert_close(got, want)
+
+
+def test_a_step_compiled_whole_traces_the_plain_blocks(eager_after):
+    """compile="regions" on the model, then a session compiling whole steps: the step's graph holds the blocks'
+    plain code (no compiled function called inside a graph), and runs like eager."""
+    model = eager_after
+    inputs = frames(4, 1)
+    expected = stream(model, inputs, "window:1")
+    regional_compile.compile_regions(model)
+    graphs = []
+
+    def recording_backend(graph: torch.fx.GraphModule, example_inputs: list) -> object:
+        graphs.append(graph)
+        return graph.forward
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # dynamo warns when it traces through functools caches
+        ours = stream(model, inputs, "window:1", compile={"backend": recording_backend})
+    assert len(graphs) == 1  # one graph: the step, compiled once the window is full
+    for got, want in zip(ours, expected, strict=True):
         assert_close(got, want)

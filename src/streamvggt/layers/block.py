@@ -67,7 +67,7 @@ class Block(nn.Module):
         kv_cache: KVCacheLayer | None = None,
     ) -> Tensor:
         """x: [B, N, C] -> [B, N, C]; the optional arguments are passed to :class:`Attention`."""
-        if self.compiled_regions:
+        if self.compiled_regions and not torch.compiler.is_compiling():  # a compiled step traces the plain code
             return _compiled_forward(self, x, rope_tables, frame_tokens, kv_cache)
         q, k, v = self.attention_inputs(x, rope_tables)
         return self.finish(x, self.attn.attend_with_cache(q, k, v, frame_tokens, kv_cache))

@@ -178,7 +178,8 @@ class DPTHead(nn.Module):
         """tokens: {layer: [B, S, P, 2C]}; frames are decoded ``frames_chunk_size`` at a time to bound memory."""
         frames = tokens[self.intermediate_layer_idx[0]].shape[1]
         step = frames_chunk_size if frames_chunk_size else frames
-        decode = functools.partial(_compiled_decode(), self) if self.compiled_regions else self._decode
+        compiled = self.compiled_regions and not torch.compiler.is_compiling()  # a compiled step traces plain code
+        decode = functools.partial(_compiled_decode(), self) if compiled else self._decode
         chunks = [
             decode(tokens, image_size, patch_start_idx, start, min(start + step, frames))
             for start in range(0, frames, step)
