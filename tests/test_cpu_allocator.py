@@ -36,7 +36,8 @@ def fresh(monkeypatch):
     monkeypatch.setattr(cpu_allocator, "_state", {})
     monkeypatch.setattr(cpu_allocator.ctypes, "CDLL", FakeLibc)
     monkeypatch.setattr(cpu_allocator.platform, "libc_ver", lambda: ("glibc", "2.36"))
-    for name in [n for n in cpu_allocator.os.environ if n.startswith("MALLOC_") or n == "LD_PRELOAD"]:
+    chosen = [n for n in cpu_allocator.os.environ if n.startswith("MALLOC_") or n in ("LD_PRELOAD", "GLIBC_TUNABLES")]
+    for name in chosen:
         monkeypatch.delenv(name)
     monkeypatch.delenv(cpu_allocator.OPT_OUT_ENV, raising=False)
     FakeLibc.calls = []
@@ -54,6 +55,7 @@ def test_settings_are_made_once_with_glibcs_parameters(fresh):
         ("STREAMVGGT_TUNE_MALLOC", "0"),
         ("STREAMVGGT_TUNE_MALLOC", "off"),
         ("MALLOC_ARENA_MAX_", "2"),
+        ("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536"),
         ("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
     ],
 )

@@ -9,8 +9,8 @@ the process keeping its peak heap.
 
 PyTorch's CPU tuning guide suggests preloading jemalloc or tcmalloc for the same reason; those cannot be loaded
 from inside a running process, while ``mallopt`` can, so this is the one setting a library can make for its user.
-It is skipped when the user already chose (``MALLOC_*`` variables, a preloaded allocator), on other C libraries,
-and when ``STREAMVGGT_TUNE_MALLOC=0``.
+It is skipped when the user already chose (``MALLOC_*`` variables, ``glibc.malloc`` tunables, a preloaded
+allocator), on other C libraries, and when ``STREAMVGGT_TUNE_MALLOC=0``.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ def _reason_to_skip() -> str:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return "not glibc"
     chosen = sorted(name for name in os.environ if name.startswith("MALLOC_") and name.endswith("_"))
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        chosen.append("GLIBC_TUNABLES")
     if chosen:
         return "set by the environment (" + ", ".join(chosen) + ")"
     preload = os.environ.get("LD_PRELOAD", "")
