@@ -7,8 +7,8 @@ embed's block, the trunk's block split around its cache, the camera head's, one 
 instance shares, because the module's weights are graph inputs. It works with every cache policy, the full cache
 included, since the cache update and the causal attention stay eager between the compiled regions. On CPU it fuses
 the elementwise work around the GEMMs and convolutions (LayerNorm, RoPE, LayerScale and residuals, casts, bias
-and GELU, ReLU and skip additions): issue #14 measured about 0.2 s less per 1.2B bf16 frame on a 2-core Xeon
-(benchmarks/README.md), after a first-run compile of about 20 s that torch caches on disk.
+and GELU, ReLU and skip additions): issue #14 measured 0.1-0.2 s less per 1.2B bf16 frame on a 2-core Xeon
+(benchmarks/README.md), after a first-run compile of 20-40 s that torch caches on disk.
 """
 
 from __future__ import annotations
