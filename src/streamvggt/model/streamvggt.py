@@ -160,8 +160,7 @@ class StreamVGGT(nn.Module):
         ``compile``: True or ``"step"`` runs each step as one ``torch.compile(fullgraph=True)`` graph (see
         :mod:`streamvggt.compiled_step`); a mapping adds ``torch.compile`` arguments, e.g. ``{"backend": ...}``;
         ``"regions"`` compiles this model's transformer blocks and dense heads instead, for every session and cache
-        policy (see
-        :mod:`streamvggt.regional_compile`)."""
+        policy (see :mod:`streamvggt.regional_compile`)."""
         from streamvggt.stream import StreamSession
 
         return StreamSession(self, batch_size=batch_size, cache=cache, query_points=query_points, compile=compile)
