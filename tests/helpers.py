@@ -1,6 +1,12 @@
-"""Helpers for tests: building the fixture model and comparing outputs at the fixture tolerances."""
+"""Helpers for tests: building the fixture model and small presets, comparing outputs at the fixture tolerances,
+and loading the repository's scripts as modules."""
 
 from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -20,6 +26,29 @@ def tiny_model(weights: dict[str, torch.Tensor], causal: bool) -> StreamVGGT:
     model = StreamVGGT(config).eval()
     model.load_state_dict(weights, strict=True)
     return model
+
+
+def cut_tiny_model(depth: int) -> StreamVGGT:
+    """The tiny preset cut to ``depth`` block pairs (the DPT heads read layers 0..depth-1) and a 1-block camera
+    trunk, seeded and in eval mode: small enough for dynamo and inductor to compile in seconds."""
+    tiny = ModelConfig.preset("tiny")
+    layers = [min(index, depth - 1) for index in range(4)]
+    config = dataclasses.replace(
+        tiny,
+        depth=depth,
+        dpt_head=dataclasses.replace(tiny.dpt_head, intermediate_layer_idx=layers),
+        camera_head=dataclasses.replace(tiny.camera_head, trunk_depth=1),
+    )
+    torch.manual_seed(0)
+    return StreamVGGT(config).eval()
+
+
+def load_script(path: Path) -> ModuleType:
+    """A script of the repository (a benchmark, a CI helper) imported as a module, so tests can call its main."""
+    spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_") + "_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, name: str, atol: float = ATOL) -> None:

@@ -3,22 +3,15 @@ it cannot rot while no GPU runs it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch._dynamo
 
+from tests.helpers import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compiled_step.py"
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("compiled_step_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +23,7 @@ def test_benchmark_reports_one_compile_at_the_fill_and_eager_equal_outputs(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     args = ["--preset", "tiny", "--size", "28x42", "--frames", "7", "--policies", "window:2+int8"]
-    report = load_script().main([*args, "--backend", "eager", "--device", "cpu", "--out", str(tmp_path)])
+    report = load_script(SCRIPT).main([*args, "--backend", "eager", "--device", "cpu", "--out", str(tmp_path)])
     run = report["policies"]["window:2+int8"]
     assert run["compiled_at_frame"] == 3  # anchor + 2 frames fill window:2
     assert run["graphs"] == [0, 0, 0, 1, 1, 1, 1]

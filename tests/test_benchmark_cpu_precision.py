@@ -3,19 +3,18 @@ ran as, its speed, memory and accuracy against fp32, compiled blocks included.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
 from pathlib import Path
 
+from tests.helpers import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_precision.py"
 
 
 def test_tiny_run_reports_every_mode(tmp_path, monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("cpu_precision_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT)
     args = ["--preset", "tiny", "--size", "28x42", "--frames", "2", "--modes", "fp32,bf16+regions", "--threads", "1"]
     args += ["--sequences", "0", "--accuracy-frames", "2", "--tmp", str(tmp_path), "--out", str(tmp_path / "out")]
     monkeypatch.setattr(sys, "argv", ["cpu_precision.py", *args])

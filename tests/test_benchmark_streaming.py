@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.helpers import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "streaming.py"
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("streaming_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_benchmark(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *options: str) -> dict:
     """The tiny preset over 3 frames on CPU; returns streaming.json's config."""
     args = ["--preset", "tiny", "--size", "28x42", "--frames", "3", "--policies", "window:1", "--offline-max", "1"]
     monkeypatch.setattr(sys, "argv", ["streaming.py", *args, "--device", "cpu", "--out", str(tmp_path), *options])
-    load_script().main()
+    load_script(SCRIPT).main()
     return json.loads((tmp_path / "streaming.json").read_text())["config"]
 
 

@@ -220,3 +220,18 @@ def test_a_reconstructor_warms_up_on_its_first_frame_when_nobody_did(events):
     reconstructor.step(Frame(frame_pixels(0), "0.png"))
     reconstructor.step(Frame(frame_pixels(1), "1.png"))
     assert events == [("step", 0), ("warm_up", HEIGHT, WIDTH, True), ("step", 0), ("step", 1)]
+
+
+def test_fp32_on_cpu_warms_up_when_the_models_regions_are_compiled(monkeypatch):
+    """Compiled regions compile at their first call, so even fp32 on a CPU takes the warm-up frame; what counts is
+    the model's state, however it was compiled (here by hand, before the reconstructor existed)."""
+    model = tiny_model()
+    warmed: list[tuple[int, int]] = []
+    monkeypatch.setattr(StreamVGGT, "warm_up", lambda self, h, w, device=None: warmed.append((h, w)) or True)
+    Reconstructor(model, size=WIDTH).warm_up((HEIGHT, WIDTH))
+    assert warmed == []
+    for module in model.modules():
+        if hasattr(module, "compiled_regions"):
+            module.compiled_regions = True
+    Reconstructor(model, size=WIDTH).warm_up((HEIGHT, WIDTH))
+    assert warmed == [(HEIGHT, WIDTH)]

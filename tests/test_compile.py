@@ -7,7 +7,6 @@ benchmarks/compiled_step.py checks inductor's numbers and speed.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterator
 
@@ -15,7 +14,8 @@ import pytest
 import torch
 import torch._dynamo
 
-from streamvggt import ModelConfig, StreamVGGT
+from streamvggt import StreamVGGT
+from tests.helpers import cut_tiny_model
 
 HEIGHT, WIDTH = 28, 42
 FRAME_TOKENS = 5 + (HEIGHT // 14) * (WIDTH // 14)  # camera + 4 registers + patches
@@ -42,15 +42,7 @@ def fresh_dynamo() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def model() -> StreamVGGT:
     """The tiny preset cut to 4 block pairs and a 1-block camera trunk: dynamo traces it in a few seconds."""
-    tiny = ModelConfig.preset("tiny")
-    config = dataclasses.replace(
-        tiny,
-        depth=4,
-        dpt_head=dataclasses.replace(tiny.dpt_head, intermediate_layer_idx=[0, 1, 2, 3]),
-        camera_head=dataclasses.replace(tiny.camera_head, trunk_depth=1),
-    )
-    torch.manual_seed(0)
-    return StreamVGGT(config).eval()
+    return cut_tiny_model(depth=4)
 
 
 def frames(count: int, batch: int = 1) -> list[torch.Tensor]:

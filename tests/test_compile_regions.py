@@ -8,7 +8,6 @@ torch.compile cannot work gets one line. Real inductor runs here (the graphs are
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import pytest
@@ -17,24 +16,17 @@ import torch._dynamo
 from torch._dynamo.utils import counters
 
 import streamvggt.regional_compile as regional_compile
-from streamvggt import ModelConfig, StreamVGGT
+from streamvggt import StreamVGGT
 from streamvggt.layers import Block
 from streamvggt.model.dpt_head import DPTHead
+from tests.helpers import cut_tiny_model
 
 HEIGHT, WIDTH = 28, 42
 
 
 def small_model() -> StreamVGGT:
     """The tiny preset cut to 2 block pairs and a 1-block camera trunk."""
-    tiny = ModelConfig.preset("tiny")
-    config = dataclasses.replace(
-        tiny,
-        depth=2,
-        dpt_head=dataclasses.replace(tiny.dpt_head, intermediate_layer_idx=[0, 1, 1, 1]),
-        camera_head=dataclasses.replace(tiny.camera_head, trunk_depth=1),
-    )
-    torch.manual_seed(0)
-    return StreamVGGT(config).eval()
+    return cut_tiny_model(depth=2)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import pytest
 import streamvggt
 import streamvggt.train
 from streamvggt.extras import EXTRA_PURPOSES, MissingExtraError, require
+from tests.helpers import load_script
 
 tomllib = pytest.importorskip("tomllib")
 
@@ -258,10 +259,7 @@ def test_declared_floor_has_the_newest_api_the_code_uses(distribution, first, ap
 
 
 def load_floor_pins():
-    spec = importlib.util.spec_from_file_location("floor_pins", ROOT / ".ci" / "floor_pins.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / ".ci" / "floor_pins.py")
 
 
 def test_floor_pins_pin_core_lower_bounds_and_skip_extras():

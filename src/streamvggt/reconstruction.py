@@ -30,6 +30,7 @@ from streamvggt.io.sources import Frame, expected_frames, open_source, read_fram
 from streamvggt.io.trainer_exports import ExportOptions, SourceFrame
 from streamvggt.model.predictions import Predictions
 from streamvggt.model.streamvggt import StreamVGGT
+from streamvggt.regional_compile import regions_compiled
 from streamvggt.results import FrameResult
 from streamvggt.weights import load_model
 
@@ -91,7 +92,7 @@ class Reconstructor:
             return
         self.warmed = True
         mode = self.model.prepare_precision(self.device)
-        if mode == "fp32" and self.device.type == "cpu" and self.compile != "regions":
+        if mode == "fp32" and self.device.type == "cpu" and not regions_compiled(self.model):
             return
         started = time.perf_counter()
         if self.model.warm_up(*size, device=self.device):

@@ -46,6 +46,11 @@ def compile_regions(model: nn.Module, enabled: bool = True) -> int:
     return len(modules)
 
 
+def regions_compiled(model: nn.Module) -> bool:
+    """Whether any block or head of ``model`` runs through compiled regions (they compile at their first call)."""
+    return any(getattr(module, "compiled_regions", False) for module in model.modules())
+
+
 def _quantised(module: nn.Module) -> bool:
     return any(type(child).__module__.startswith("torch.ao.nn.quantized") for child in module.modules())
 
