@@ -29,9 +29,9 @@ from streamvggt import load_model
 from streamvggt.evaluate.metrics import relative_pose_errors
 from streamvggt.geometry import pose_encoding_to_extri_intri
 from streamvggt.model.streamvggt import StreamVGGT
+from streamvggt.scenes.procedural_room import SyntheticScene
 from streamvggt.train.data.base import relative_extrinsics
 from streamvggt.train.data.sampling import item_rng
-from streamvggt.train.data.synthetic import SyntheticScene
 from streamvggt.train.losses import camera_loss
 from streamvggt.train.targets import ground_truth
 

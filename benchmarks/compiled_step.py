@@ -28,7 +28,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from streamvggt import ModelConfig, StreamVGGT
-from streamvggt.device import select_device
+from streamvggt.runtime.device import select_device
 
 
 def synthetic_frames(count: int, height: int, width: int, device: torch.device) -> torch.Tensor:

@@ -34,8 +34,8 @@ import torch
 
 from streamvggt import ModelConfig, StreamVGGT, load_model
 from streamvggt.evaluate.synthetic import DEMO_SEED, HELD_OUT_SEED, synthetic_sequence
-from streamvggt.precision import cpu_capability, measure_blocks
-from streamvggt.regional_compile import compile_regions
+from streamvggt.runtime.precision import cpu_capability, measure_blocks
+from streamvggt.runtime.regional_compile import compile_regions
 
 DEPTH_TARGET, POSE_TARGET = 0.01, 1e-3
 

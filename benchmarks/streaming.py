@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from streamvggt import ModelConfig, StreamVGGT
-from streamvggt.device import select_device
+from streamvggt.runtime.device import select_device
 
 
 def synthetic_frames(count: int, height: int, width: int, seed: int = 0) -> torch.Tensor:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamvggt.io.exports import ReconstructionWriter
-from streamvggt.io.trainer_exports import ExportOptions
+from streamvggt.io.outputs.interchange import ExportOptions
+from streamvggt.io.outputs.writer import ReconstructionWriter
 from streamvggt.results import FrameResult
 
 WIDTH, HEIGHT = 32, 24

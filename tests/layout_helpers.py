@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from streamvggt.scenes.procedural_room import SyntheticScene
 from streamvggt.train.data.base import Frame
 from streamvggt.train.data.check import reprojection
-from streamvggt.train.data.synthetic import SyntheticScene
 
 WIDTH, HEIGHT, FRAMES = 64, 48, 6
 SIZE = (28, 28)  # (W, H) read back

@@ -23,7 +23,7 @@ def run_benchmark(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *options: str
 
 def test_cpu_auto_is_labelled_with_the_mode_it_chose(tmp_path, monkeypatch, capsys):
     # A wide model on a bf16 CPU: auto measures and picks bf16 (stood in for here, the tiny preset is too narrow).
-    monkeypatch.setattr("streamvggt.precision.choose_cpu_precision", lambda dim, tokens: "bf16")
+    monkeypatch.setattr("streamvggt.runtime.precision.choose_cpu_precision", lambda dim, tokens: "bf16")
     config = run_benchmark(tmp_path, monkeypatch)
     assert config["precision"] == "bf16"
     assert capsys.readouterr().out.startswith("# tiny 28x42 bf16 on cpu")

@@ -19,7 +19,7 @@ from streamvggt.evaluate.metrics import relative_pose_errors
 from streamvggt.evaluate.runner import stream_sequence
 from streamvggt.evaluate.tracks import grid_queries, track_sequence
 from streamvggt.io.errors import InputError
-from streamvggt.io.preprocess import Preprocessor
+from streamvggt.io.inputs.preprocess import Preprocessor
 from tests.reconstruct_helpers import frame_pixels, tiny_model
 
 WIDTH, HEIGHT = 320, 240

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from streamvggt.cache import BudgetCache, CachePolicy, FullCache, Int8Store, PlainStore, WindowCache, parse_policy
+from streamvggt.streaming.cache import (
+    BudgetCache,
+    CachePolicy,
+    FullCache,
+    Int8Store,
+    PlainStore,
+    WindowCache,
+    parse_policy,
+)
 
 
 def frame_kv(index: int, tokens: int = 3, batch: int = 1, heads: int = 2, dim: int = 4) -> torch.Tensor:

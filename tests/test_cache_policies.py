@@ -21,8 +21,8 @@ from torch import Tensor
 
 import streamvggt.layers.attention as attention_module
 from streamvggt import ModelConfig, StreamVGGT
-from streamvggt.cache import CachePolicy, parse_policy
 from streamvggt.layers.block import LayerScale
+from streamvggt.streaming.cache import CachePolicy, parse_policy
 from tests.helpers import assert_close
 
 POLICIES = ["full", "window:2", "budget:27"]  # model frames hold 9 tokens: the budget is three frames

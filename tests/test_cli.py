@@ -22,7 +22,7 @@ import trimesh
 from safetensors.torch import load_file, save_file
 
 from streamvggt.cli import build_parser, main
-from streamvggt.reconstruction import Reconstructor
+from streamvggt.pipeline.reconstructor import Reconstructor
 from tests.reconstruct_helpers import HEIGHT, WIDTH, frame_pixels, tiny_checkpoint, write_images, write_video
 
 FRAME_NAMES = ["10.png", "2.png", "1.png", "30.png"]  # natural order: 1, 2, 10, 30
@@ -411,7 +411,7 @@ def test_write_failure_leaves_no_half_written_file(tmp_path, checkpoint, monkeyp
         Path(path).write_bytes(b"partial glb")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("streamvggt.io.exports.write_glb", disk_full)
+    monkeypatch.setattr("streamvggt.io.outputs.writer.write_glb", disk_full)
     write_images(tmp_path / "frames", ["0.png", "1.png"])
     code, _, stderr = reconstruct_frames(tmp_path, checkpoint)
     assert_clean_failure(code, stderr, "scene.glb", "No space left on device")
@@ -422,7 +422,7 @@ def test_an_unexpected_error_is_one_line_with_a_hint(tmp_path, checkpoint, monke
     def bug(*args, **kwargs):
         raise RuntimeError("something broke\nsecond line")
 
-    monkeypatch.setattr("streamvggt.io.exports.write_tum", bug)
+    monkeypatch.setattr("streamvggt.io.outputs.writer.write_tum", bug)
     write_images(tmp_path / "frames", ["0.png"])
     code, _, stderr = reconstruct_frames(tmp_path, checkpoint)
     assert_clean_failure(code, stderr, "unexpected RuntimeError: something broke", "--verbose")
@@ -433,7 +433,7 @@ def test_interrupt_before_the_first_frame_exits_130(tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("streamvggt.reconstruction.load_model", interrupt)
+    monkeypatch.setattr("streamvggt.pipeline.reconstructor.load_model", interrupt)
     write_images(tmp_path / "frames", ["0.png"])
     code, _, stderr = run_cli("reconstruct", tmp_path / "frames", "-o", tmp_path / "out")
     assert code == 130 and stderr.strip() == "streamvggt: interrupted"

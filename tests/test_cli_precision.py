@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import streamvggt.reconstruction as reconstruction
+import streamvggt.pipeline.reconstructor as reconstruction
 from streamvggt import StreamVGGT
 from streamvggt.cli import main
-from streamvggt.io.sources import Frame
-from streamvggt.reconstruction import Reconstructor, reconstruct
-from streamvggt.stream import StreamSession
+from streamvggt.io.inputs.sources import Frame
+from streamvggt.pipeline.reconstructor import Reconstructor, reconstruct
+from streamvggt.streaming.session import StreamSession
 from tests.reconstruct_helpers import HEIGHT, WIDTH, frame_pixels, tiny_checkpoint, tiny_model, write_images
 
 
@@ -131,7 +131,9 @@ def test_compile_reaches_the_session(frames, checkpoint, monkeypatch):
 
 def test_compile_regions_reaches_the_model(frames, checkpoint, monkeypatch):
     compiled: list[StreamVGGT] = []
-    monkeypatch.setattr("streamvggt.stream.compile_regions", compiled.append)  # the compiling itself: test_compile
+    monkeypatch.setattr(
+        "streamvggt.streaming.session.compile_regions", compiled.append
+    )  # the compiling itself: test_compile
     code, _, stderr = reconstruct_cli(frames, checkpoint, "--compile", "regions", "--max-frames", 1, "--no-progress")
     assert code == 0, stderr
     assert len(compiled) == 1 and isinstance(compiled[0], StreamVGGT)
@@ -205,7 +207,7 @@ def test_demo_passes_the_precision_on(monkeypatch, tmp_path):
 
 
 def test_the_library_call_takes_precision_and_logs_the_warm_up(frames, checkpoint, caplog):
-    with caplog.at_level(logging.INFO, logger="streamvggt.reconstruction"):
+    with caplog.at_level(logging.INFO, logger="streamvggt.pipeline.reconstructor"):
         summary = reconstruct(frames, frames.parent / "lib", checkpoint, size=WIDTH, precision="bf16")
     assert summary.frames == 2
     assert [r.getMessage().split(" in ")[0] for r in caplog.records if "warmed up" in r.getMessage()] == [

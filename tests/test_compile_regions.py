@@ -15,10 +15,10 @@ import torch
 import torch._dynamo
 from torch._dynamo.utils import counters
 
-import streamvggt.regional_compile as regional_compile
+import streamvggt.runtime.regional_compile as regional_compile
 from streamvggt import StreamVGGT
 from streamvggt.layers import Block
-from streamvggt.model.dpt_head import DPTHead
+from streamvggt.model.heads.dpt_head import DPTHead
 from tests.helpers import cut_tiny_model
 
 HEIGHT, WIDTH = 28, 42

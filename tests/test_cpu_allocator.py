@@ -10,7 +10,7 @@ from typing import ClassVar
 import pytest
 import torch
 
-import streamvggt.cpu_allocator as cpu_allocator
+import streamvggt.runtime.cpu_allocator as cpu_allocator
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="glibc settings")
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from streamvggt.scenes.procedural_room import SyntheticScene
 from streamvggt.train.data.mix import DatasetMix
 from streamvggt.train.data.sampling import BatchPlan, ClipSampling, ItemKey
-from streamvggt.train.data.synthetic import SyntheticDataset, SyntheticScene
+from streamvggt.train.data.synthetic import SyntheticDataset
 from streamvggt.train.data.transforms import (
     ColorJitter,
     crop_around_principal_point,

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from streamvggt.cli import main
-from streamvggt.io.colmap import camera_ids
-from streamvggt.io.image_views import processed_view
-from streamvggt.io.trainer_exports import ExportOptions
-from streamvggt.reconstruction import reconstruct
+from streamvggt.io.outputs.colmap import camera_ids
+from streamvggt.io.outputs.image_views import processed_view
+from streamvggt.io.outputs.interchange import ExportOptions
+from streamvggt.pipeline.reconstructor import reconstruct
 from tests.export_scene import FOCAL, FRAMES, HEIGHT, STEP, WALL, WIDTH, write_scene
 from tests.reconstruct_helpers import frame_pixels, tiny_model
 

@@ -10,8 +10,8 @@ import pytest
 import trimesh
 from PIL import Image
 
-from streamvggt.io.trainer_exports import ExportOptions
-from streamvggt.reconstruction import reconstruct
+from streamvggt.io.outputs.interchange import ExportOptions
+from streamvggt.pipeline.reconstructor import reconstruct
 from tests.export_scene import FOCAL, HEIGHT, WIDTH, write_scene
 from tests.reconstruct_helpers import frame_pixels, tiny_model, write_images
 

@@ -14,8 +14,8 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from streamvggt.cli import main
-from streamvggt.io.trainer_exports import ExportOptions
-from streamvggt.reconstruction import reconstruct
+from streamvggt.io.outputs.interchange import ExportOptions
+from streamvggt.pipeline.reconstructor import reconstruct
 from tests.export_scene import FOCAL, FRAMES, HEIGHT, STEP, WALL, WIDTH, image, write_scene
 from tests.reconstruct_helpers import tiny_model, write_images
 

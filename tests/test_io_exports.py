@@ -15,15 +15,15 @@ from PIL import Image
 
 from streamvggt.io import OutputError
 from streamvggt.io.atomic import atomic_output
-from streamvggt.io.cameras import CameraRecord
-from streamvggt.io.colmap import write_colmap
-from streamvggt.io.colmap_tracks import Observations
-from streamvggt.io.depth import colorize_depth, write_depth
-from streamvggt.io.exports import ReconstructionWriter
-from streamvggt.io.image_views import processed_view
-from streamvggt.io.ply import write_ply
-from streamvggt.io.points import POINT_DTYPE, PointSpool, VoxelGrid, confident_points, subsample
-from streamvggt.reconstruction import FrameResult
+from streamvggt.io.outputs.cameras import CameraRecord
+from streamvggt.io.outputs.colmap import write_colmap
+from streamvggt.io.outputs.colmap_tracks import Observations
+from streamvggt.io.outputs.depth import colorize_depth, write_depth
+from streamvggt.io.outputs.image_views import processed_view
+from streamvggt.io.outputs.ply import write_ply
+from streamvggt.io.outputs.points import POINT_DTYPE, PointSpool, VoxelGrid, confident_points, subsample
+from streamvggt.io.outputs.writer import ReconstructionWriter
+from streamvggt.pipeline.reconstructor import FrameResult
 
 
 def make_records(xyz, frame=0, uv=(0, 0), rgb=(10, 20, 30)) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from streamvggt.io import InputError, open_source, read_frames
-from streamvggt.io.sources import expected_frames, natural_key
+from streamvggt.io.inputs.sources import expected_frames, natural_key
 from tests.reconstruct_helpers import frame_pixels, write_images, write_video
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from streamvggt import ModelConfig, StreamVGGT
-from streamvggt.model.dpt_head import DPTHead
+from streamvggt.model.heads.dpt_head import DPTHead
 from tests.conftest import fixtures_dir
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from streamvggt import ModelConfig, StreamVGGT, load_model
-from streamvggt import precision as precision_module
-from streamvggt.device import resolve_precision
+from streamvggt.runtime import precision as precision_module
+from streamvggt.runtime.device import resolve_precision
 
 CPU = torch.device("cpu")
 WIDE = 1024  # the 1.2B trunk's width: above MIN_WIDTH

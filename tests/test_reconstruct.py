@@ -15,9 +15,9 @@ from scipy.spatial.transform import Rotation
 import streamvggt
 from streamvggt.geometry import pose_encoding_to_extri_intri, unproject_depth
 from streamvggt.io import InputError, open_source, read_frames
-from streamvggt.io.exports import ReconstructionWriter
-from streamvggt.io.trainer_exports import ExportOptions
-from streamvggt.reconstruction import FrameResult, Reconstructor, reconstruct
+from streamvggt.io.outputs.interchange import ExportOptions
+from streamvggt.io.outputs.writer import ReconstructionWriter
+from streamvggt.pipeline.reconstructor import FrameResult, Reconstructor, reconstruct
 from tests.reconstruct_helpers import HEIGHT, WIDTH, tiny_model, write_images
 
 
@@ -199,7 +199,7 @@ def test_reconstruct_checks_the_input_before_loading_a_model(tmp_path, monkeypat
     def fail(*args, **kwargs):
         raise AssertionError("the model was loaded for a missing input")
 
-    monkeypatch.setattr("streamvggt.reconstruction.load_model", fail)
+    monkeypatch.setattr("streamvggt.pipeline.reconstructor.load_model", fail)
     with pytest.raises(InputError, match="input not found"):
         reconstruct(tmp_path / "missing", tmp_path / "out", "some-checkpoint")
     assert not (tmp_path / "out").exists()  # the output folder it created is removed again

@@ -21,8 +21,8 @@ from streamvggt.collection.outputs import OutputRoot
 from streamvggt.collection.sharding import launcher_process
 from streamvggt.collection.summary import read_shard_file
 from streamvggt.io.errors import InputError, OutputError
-from streamvggt.reconstruction import reconstruct
-from streamvggt.stream import StreamSession
+from streamvggt.pipeline.reconstructor import reconstruct
+from streamvggt.streaming.session import StreamSession
 from tests.reconstruct_helpers import tiny_checkpoint, tiny_model, write_images, write_video
 
 WIDTH, HEIGHT, SIZE = 42, 28, 42  # frames the model sees unscaled: 3 x 2 patches

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from streamvggt.cache import PlainStore, parse_policy
+from streamvggt.streaming.cache import PlainStore, parse_policy
 from tests.helpers import assert_close
 from tests.reconstruct_helpers import tiny_model
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from streamvggt import StreamVGGT
-from streamvggt.model.tracker import Tracker
-from streamvggt.stream_tracks import DEFAULT_WINDOW, StreamingTracker
+from streamvggt.model.heads.tracker import Tracker
+from streamvggt.streaming.tracks import DEFAULT_WINDOW, StreamingTracker
 from tests.helpers import TRACK_ATOL, assert_close, tiny_model
 
 TRACK_KEYS = ("track", "track_vis", "track_conf")

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from streamvggt.config import TrackHeadConfig
-from streamvggt.model.track_head import TrackHead
-from streamvggt.model.tracker import (
+from streamvggt.model.heads.track_head import TrackHead
+from streamvggt.model.heads.tracker import (
     CorrelationPyramid,
     Tracker,
     bilinear_sample,

@@ -21,7 +21,7 @@ from PIL import Image
 
 from streamvggt.cli import main
 from streamvggt.io import InputError, open_source, read_frames
-from streamvggt.reconstruction import Reconstructor, reconstruct
+from streamvggt.pipeline.reconstructor import Reconstructor, reconstruct
 from streamvggt.viewer import (
     LiveViewer,
     SceneState,
@@ -33,7 +33,7 @@ from streamvggt.viewer import (
     view_frame_from_result,
 )
 from streamvggt.viewer import server as viewer_server
-from streamvggt.viewer.scene import CUMULATIVE, SINGLE, sampling_stride
+from streamvggt.viewer.scene_state import CUMULATIVE, SINGLE, sampling_stride
 from streamvggt.viewer.server import viewer_url
 from tests.reconstruct_helpers import HEIGHT, WIDTH, tiny_checkpoint, tiny_model, write_images
 

@@ -45,34 +45,34 @@ class Fault:
 
 
 FAULTS = (
-    # --- cache.py: storage ---
+    # --- streaming/cache.py: storage ---
     Fault(
         "int8-scatter-noop",
-        "cache.py",
+        "streaming/cache.py",
         "Int8Store.scatter writes nothing: +int8 budget evictions and full window rings keep stale tokens",
         (("        k_q = self._quantize_keys(k)\n        v_q, v_scale", "        return\n        v_q, v_scale"),),
     ),
     Fault(
         "diverging-streams-read-garbage",
-        "cache.py",
+        "streaming/cache.py",
         "storage nobody wrote is not zeroed when batch elements' streams diverge (masked slots may hold NaN)",
         (("        self.store.zero_from(self.length)  # from now on", "        pass  # from now on"),),
     ),
     Fault(
         "plain-scatter-noop",
-        "cache.py",
+        "streaming/cache.py",
         "PlainStore.scatter writes nothing: budget evictions and full window rings keep stale tokens",
         (("        index = slots.unsqueeze(-1).expand(-1, -1, -1, k.shape[-1])\n", "        return\n"),),
     ),
     Fault(
         "int8-value-scale-not-scattered",
-        "cache.py",
+        "streaming/cache.py",
         "scattered int8 values keep the overwritten tokens' value scales",
         (("        self.v_scale.scatter_(2, index, v_scale)\n", ""),),
     ),
     Fault(
         "int8-scale-not-updated",
-        "cache.py",
+        "streaming/cache.py",
         "the int8 key scale is set by the first frame and never raised",
         (
             (
@@ -83,13 +83,13 @@ FAULTS = (
     ),
     Fault(
         "int8-stored-keys-not-rescaled",
-        "cache.py",
+        "streaming/cache.py",
         "when the key scale grows, stored int8 keys keep codes of the old scale",
         (("            stored.copy_(", "            stored.clone().copy_("),),
     ),
     Fault(
         "int8-key-scale-per-head",
-        "cache.py",
+        "streaming/cache.py",
         "int8 keys share one scale per head instead of one per channel",
         (
             (
@@ -100,20 +100,20 @@ FAULTS = (
     ),
     Fault(
         "full-growth-drops-tokens",
-        "cache.py",
+        "streaming/cache.py",
         "growing the full cache's storage does not copy the stored tokens",
         (("max_capacity), self.length)", "max_capacity), 0)"),),
     ),
-    # --- cache.py: policies ---
+    # --- streaming/cache.py: policies ---
     Fault(
         "window-length-short",
-        "cache.py",
+        "streaming/cache.py",
         "window:K reads the anchor plus K-1 frames (off by one)",
         (("min(self.frames_seen, 1 + self.frames)", "min(self.frames_seen, self.frames)"),),
     ),
     Fault(
         "window-anchor-not-pinned",
-        "cache.py",
+        "streaming/cache.py",
         "window:K rotates the anchor's slot too (keeps the K+1 latest frames)",
         (
             (
@@ -125,25 +125,25 @@ FAULTS = (
     ),
     Fault(
         "window-ring-overwrites-wrong-frame",
-        "cache.py",
+        "streaming/cache.py",
         "once the ring is full, window:K overwrites the second-oldest frame instead of the oldest",
         (("slot = 1 + (self._ring - 1) % self.frames", "slot = 1 + self._ring % self.frames"),),
     ),
     Fault(
         "budget-evicts-one-frame-early",
-        "cache.py",
+        "streaming/cache.py",
         "budget:N starts evicting when the new frame would exactly fill the budget (< instead of <=)",
         (("if self.length + k.shape[2] <= self.budget:", "if self.length + k.shape[2] < self.budget:"),),
     ),
     Fault(
         "budget-evicts-least-redundant",
-        "cache.py",
+        "streaming/cache.py",
         "budget:N evicts the least redundant keys (keeps the wrong tokens)",
         (("redundancy.topk(count, dim=-1)", "redundancy.topk(count, dim=-1, largest=False)"),),
     ),
     Fault(
         "budget-mean-includes-anchor",
-        "cache.py",
+        "streaming/cache.py",
         "budget:N scores redundancy against the mean of all keys, anchor included",
         (
             (
@@ -154,13 +154,13 @@ FAULTS = (
     ),
     Fault(
         "budget-first-stream-decides",
-        "cache.py",
+        "streaming/cache.py",
         "budget:N evicts every stream of a batch by the first stream's scores",
         (("redundancy.topk(count, dim=-1)", "redundancy[:1].expand_as(redundancy).topk(count, dim=-1)"),),
     ),
     Fault(
         "budget-anchor-not-pinned",
-        "cache.py",
+        "streaming/cache.py",
         "budget:N may evict first-frame tokens",
         (
             (
@@ -170,10 +170,10 @@ FAULTS = (
             ("topk(count, dim=-1).indices + self.frame_tokens", "topk(count, dim=-1).indices"),
         ),
     ),
-    # --- stream.py ---
+    # --- streaming/session.py ---
     Fault(
         "stream-position-off-by-one",
-        "stream.py",
+        "streaming/session.py",
         "step passes the aggregator the frame position plus one (frame 0 gets the later frames' tokens)",
         (
             (
@@ -184,25 +184,25 @@ FAULTS = (
     ),
     Fault(
         "stream-reopens-at-frame-1",
-        "stream.py",
+        "streaming/session.py",
         "the frame counter test is off by one: caches are reallocated at frame 1 (the anchor is lost)",
         (("if self.num_frames == 0:", "if self.num_frames <= 1:"),),
     ),
     Fault(
         "stream-position-not-advanced",
-        "stream.py",
+        "streaming/session.py",
         "the per-element frame position never advances (every frame is given the first frame's tokens)",
         (("[count + 1 for count in self.slot_frames]", "[count for count in self.slot_frames]"),),
     ),
     Fault(
         "stream-counts-two-per-step",
-        "stream.py",
+        "streaming/session.py",
         "num_frames advances by two per step",
         (("self.num_frames += 1", "self.num_frames += 2"),),
     ),
     Fault(
         "caches-survive-reset",
-        "stream.py",
+        "streaming/session.py",
         "reset() keeps the trunk caches and the next stream appends to them",
         (
             ("        self._trunk_caches: list[LayerCache] = []\n", ""),
@@ -214,7 +214,7 @@ FAULTS = (
     ),
     Fault(
         "camera-caches-survive-reset",
-        "stream.py",
+        "streaming/session.py",
         "reset() keeps the camera head's caches and the next stream appends to them",
         (
             ("        self._camera_caches: list[list[LayerCache]] = []\n", ""),
@@ -223,31 +223,31 @@ FAULTS = (
     ),
     Fault(
         "reset-keeps-frame-count",
-        "stream.py",
+        "streaming/session.py",
         "reset() leaves num_frames as it was (the next frame is not an anchor)",
         (("        self.num_frames = 0\n", "        self.num_frames = getattr(self, 'num_frames', 0)\n"),),
     ),
     Fault(
         "int8-reset-slot-keeps-scale",
-        "cache.py",
+        "streaming/cache.py",
         "reset_slot leaves the element's int8 key scale as it was",
         (("            self.k_scale[index] = 0\n", "            pass\n"),),
     ),
     Fault(
         "window-reset-slot-keeps-ring",
-        "cache.py",
+        "streaming/cache.py",
         "reset_slot does not restart the element's window ring",
         (("            self.slot_frames[index] = 0\n", "            pass\n"),),
     ),
     Fault(
         "camera-budget-in-tokens",
-        "stream.py",
+        "streaming/session.py",
         "the camera head's budget stays N tokens instead of N // frame_tokens frames",
         (("tokens=max(2, self.policy.tokens // frame_tokens)", "tokens=self.policy.tokens"),),
     ),
     Fault(
         "camera-caches-shared-across-iterations",
-        "stream.py",
+        "streaming/session.py",
         "one camera cache list serves every refinement iteration (the reference's stream bug)",
         (
             (

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from streamvggt.config import ModelConfig
     from streamvggt.model.predictions import Predictions
     from streamvggt.model.streamvggt import StreamVGGT
-    from streamvggt.reconstruction import ReconstructionSummary, Reconstructor, reconstruct
+    from streamvggt.pipeline.reconstructor import ReconstructionSummary, Reconstructor, reconstruct
     from streamvggt.results import FrameResult
     from streamvggt.weights import CheckpointError, load_model
 
@@ -25,11 +25,11 @@ _PUBLIC = {
     "FrameResult": "streamvggt.results",
     "ModelConfig": "streamvggt.config",
     "Predictions": "streamvggt.model.predictions",
-    "ReconstructionSummary": "streamvggt.reconstruction",
-    "Reconstructor": "streamvggt.reconstruction",
+    "ReconstructionSummary": "streamvggt.pipeline.reconstructor",
+    "Reconstructor": "streamvggt.pipeline.reconstructor",
     "StreamVGGT": "streamvggt.model.streamvggt",
     "load_model": "streamvggt.weights",
-    "reconstruct": "streamvggt.reconstruction",
+    "reconstruct": "streamvggt.pipeline.reconstructor",
 }
 __all__ = [
     "CheckpointError",

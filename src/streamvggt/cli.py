@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, TypeVar
 from streamvggt import __version__
 from streamvggt.evaluate.command import add_eval_parser
 from streamvggt.extras import MissingExtraError, require
-from streamvggt.io.preprocess import DEFAULT_SIZE
+from streamvggt.io.inputs.preprocess import DEFAULT_SIZE
 
 if TYPE_CHECKING:
-    from streamvggt.reconstruction import ReconstructionSummary
+    from streamvggt.pipeline.reconstructor import ReconstructionSummary
 
 log = logging.getLogger("streamvggt")
 
@@ -336,7 +336,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _reconstruct_options(args: argparse.Namespace) -> dict:
     """reconstruct's options from the stream, output and export arguments (reconstruct, reconstruct-many)."""
-    from streamvggt.io.trainer_exports import ExportOptions
+    from streamvggt.io.outputs.interchange import ExportOptions
 
     return {
         "stride": args.stride,
@@ -363,7 +363,7 @@ def _reconstruct_options(args: argparse.Namespace) -> dict:
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
-    from streamvggt.reconstruction import reconstruct
+    from streamvggt.pipeline.reconstructor import reconstruct
 
     def run() -> ReconstructionSummary:
         options = {

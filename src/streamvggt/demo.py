@@ -23,7 +23,7 @@ from streamvggt.evaluate.synthetic import DEMO_SEED, plot_sequence, score, synth
 from streamvggt.geometry import homogeneous_pose
 from streamvggt.io.atomic import atomic_output
 from streamvggt.model.streamvggt import StreamVGGT
-from streamvggt.reconstruction import ReconstructionSummary, reconstruct
+from streamvggt.pipeline.reconstructor import ReconstructionSummary, reconstruct
 
 log = logging.getLogger(__name__)
 

@@ -43,10 +43,10 @@ import torch
 from torch import Tensor
 
 from streamvggt.config import ModelConfig
-from streamvggt.device import resolve_precision, select_device
 from streamvggt.io.atomic import atomic_output
 from streamvggt.model.streamvggt import StreamVGGT
-from streamvggt.precision import cast_trunk_linears
+from streamvggt.runtime.device import resolve_precision, select_device
+from streamvggt.runtime.precision import cast_trunk_linears
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def load_model(
 
     source: a checkpoint file, a folder, or a Hugging Face repo id (see the module docstring).
     preset: overrides the architecture: a preset name (``causal`` still from the source) or a full ModelConfig.
-    precision: trunk precision, ``auto``/``fp32``/``bf16``/``fp16``/``int8`` (see :mod:`streamvggt.precision`).
+    precision: trunk precision, ``auto``/``fp32``/``bf16``/``fp16``/``int8`` (see :mod:`streamvggt.runtime.precision`).
         On CPU, bf16 loads the trunk's Linear weights straight into bf16 and int8 quantises them layer by layer,
         so neither holds the model twice (the file itself is memory-mapped).
     Raises CheckpointError when the source is missing, unreadable, or does not match the architecture.

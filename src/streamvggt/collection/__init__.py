@@ -6,7 +6,7 @@ See :func:`reconstruct_collection` and docs/collections.md.
 from streamvggt.collection.manifest import Entry, read_manifest
 from streamvggt.collection.runner import CollectionResult, merge_collection, reconstruct_collection
 from streamvggt.collection.sharding import Shard, parse_shard
-from streamvggt.collection.slots import BatchedStreams, SlotStream
+from streamvggt.streaming.slots import BatchedStreams, SlotStream
 
 __all__ = [
     "BatchedStreams",

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamvggt.io.errors import InputError
-from streamvggt.io.sources import IMAGE_EXTENSIONS, natural_key
+from streamvggt.io.inputs.sources import IMAGE_EXTENSIONS, natural_key
 
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts")
 # Names the collection itself uses inside the output root.
 RESERVED_NAMES = ("summary.json",)
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:(//|/)")  # as streamvggt.io.sources: rtsp://..., file:/path
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:(//|/)")  # as streamvggt.io.inputs.sources: rtsp://..., file:/path
 
 
 @dataclass(frozen=True)

@@ -21,19 +21,19 @@ from typing import Any
 
 import torch
 
-from streamvggt.cache import parse_policy
 from streamvggt.collection.manifest import Entry, read_manifest
 from streamvggt.collection.outputs import OutputRoot
 from streamvggt.collection.sharding import Shard, launcher_process
-from streamvggt.collection.slots import BatchedStreams, BatchStoppedError, SlotStream
 from streamvggt.collection.summary import DONE, FAILED, SKIPPED, InputRecord, ShardLog, merge
 from streamvggt.io.errors import OutputError
-from streamvggt.io.exports import ReconstructionWriter
-from streamvggt.io.preprocess import DEFAULT_SIZE, Preprocessor
-from streamvggt.io.sources import check_sampling, is_image_input
+from streamvggt.io.inputs.preprocess import DEFAULT_SIZE, Preprocessor
+from streamvggt.io.inputs.sources import check_sampling, is_image_input
+from streamvggt.io.outputs.writer import ReconstructionWriter
 from streamvggt.model.streamvggt import StreamVGGT
-from streamvggt.reconstruction import checked_device, reconstruct
-from streamvggt.regional_compile import compile_regions
+from streamvggt.pipeline.reconstructor import checked_device, reconstruct
+from streamvggt.runtime.regional_compile import compile_regions
+from streamvggt.streaming.cache import parse_policy
+from streamvggt.streaming.slots import BatchedStreams, BatchStoppedError, SlotStream
 from streamvggt.weights import load_model
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from types import ModuleType
 import numpy as np
 
 from streamvggt.extras import MissingExtraError, require
-from streamvggt.io.colmap import PIXEL_OFFSET
 from streamvggt.io.errors import InputError
+from streamvggt.io.outputs.colmap import PIXEL_OFFSET
 
 log = logging.getLogger(__name__)
 

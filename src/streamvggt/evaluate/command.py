@@ -17,7 +17,7 @@ from typing import Any
 from streamvggt.evaluate.options import CO3D_NUM_FRAMES, DEPTH_ALIGNMENTS, DEPTH_FITS
 from streamvggt.evaluate.report import prepare_output_dir
 from streamvggt.extras import require
-from streamvggt.io.preprocess import DEFAULT_SIZE
+from streamvggt.io.inputs.preprocess import DEFAULT_SIZE
 
 PROTOCOLS = ("monodepth", "video-depth", "recon", "pose", "synthetic")
 DEFAULT_NUM_FRAMES = {"pose": CO3D_NUM_FRAMES, "synthetic": 16}
@@ -114,8 +114,8 @@ def check_eval(args: argparse.Namespace) -> Any:
     """Check the parsed ``eval`` arguments, the dataset folder and the output folder (created) without loading a
     model; returns the torch device. Raises ValueError, InputError, OutputError or MissingExtraError with a one-line
     message."""
-    from streamvggt.cache import parse_policy
-    from streamvggt.reconstruction import checked_device
+    from streamvggt.pipeline.reconstructor import checked_device
+    from streamvggt.streaming.cache import parse_policy
 
     if args.protocol != "synthetic" and (args.dataset is None or args.root is None):
         raise ValueError(f"eval {args.protocol} needs --dataset NAME and --root PATH")

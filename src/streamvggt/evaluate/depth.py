@@ -23,7 +23,7 @@ from streamvggt.evaluate.plotting import pyplot, save_figure
 from streamvggt.evaluate.report import write_results
 from streamvggt.evaluate.runner import eval_preprocessor, resize_to, stream_sequence
 from streamvggt.io.errors import InputError
-from streamvggt.io.preprocess import DEFAULT_SIZE
+from streamvggt.io.inputs.preprocess import DEFAULT_SIZE
 from streamvggt.model.streamvggt import StreamVGGT
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from streamvggt.evaluate.runner import eval_preprocessor, stream_sequence
 from streamvggt.evaluate.tracks import track_sequence
 from streamvggt.geometry import homogeneous_pose, invert_pose
 from streamvggt.io.errors import InputError
-from streamvggt.io.preprocess import DEFAULT_SIZE, Preprocessor
+from streamvggt.io.inputs.preprocess import DEFAULT_SIZE, Preprocessor
 from streamvggt.model.streamvggt import StreamVGGT
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Running a model over one evaluation sequence: the protocols' common input path and output resizing.
 
-Every protocol streams its frames through a model session (:class:`streamvggt.reconstruction.Reconstructor`), so
+Every protocol streams its frames through a model session (:class:`streamvggt.pipeline.reconstructor.Reconstructor`), so
 any cache policy can be evaluated; single-image protocols stream one-frame sequences.
 """
 
@@ -13,10 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from streamvggt.io.preprocess import DEFAULT_SIZE, Preprocessor
-from streamvggt.io.sources import Frame
+from streamvggt.io.inputs.preprocess import DEFAULT_SIZE, Preprocessor
+from streamvggt.io.inputs.sources import Frame
 from streamvggt.model.streamvggt import StreamVGGT
-from streamvggt.reconstruction import FrameResult, Reconstructor
+from streamvggt.pipeline.reconstructor import FrameResult, Reconstructor
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def stream_sequence(
 
     preprocessor: its mode and size are used (default: :func:`eval_preprocessor`); a fresh copy runs each
     sequence, because a preprocessor remembers the first frame's size of its stream. query_points: pixels of the
-    first frame to track, or a function of its size (see :class:`streamvggt.reconstruction.Reconstructor`).
+    first frame to track, or a function of its size (see :class:`streamvggt.pipeline.reconstructor.Reconstructor`).
     Returns one result per frame, at the model's resolution (see :func:`resize_to` for the input's).
     """
     template = preprocessor or eval_preprocessor()

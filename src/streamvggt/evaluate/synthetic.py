@@ -29,7 +29,7 @@ from streamvggt.evaluate.plotting import pyplot, save_figure
 from streamvggt.evaluate.report import write_results
 from streamvggt.evaluate.runner import stream_sequence
 from streamvggt.geometry import homogeneous_pose, invert_pose
-from streamvggt.io.preprocess import Preprocessor
+from streamvggt.io.inputs.preprocess import Preprocessor
 from streamvggt.model.streamvggt import StreamVGGT
 
 log = logging.getLogger(__name__)
@@ -58,11 +58,11 @@ def synthetic_sequence(
     num_frames: int, seed: int = DEMO_SEED, size: tuple[int, int] = SYNTHETIC_SIZE
 ) -> SyntheticSequence:
     """Render ``num_frames`` consecutive frames of the procedural scene drawn from ``seed``."""
-    from streamvggt.train.data.sampling import item_rng
-    from streamvggt.train.data.synthetic import SyntheticScene
+    from streamvggt.scenes.procedural_room import SyntheticScene
 
     width, height = size
-    scene = SyntheticScene(item_rng(seed, 0), num_frames)
+    # Seeded as the training set seeds scene 0 of ``seed`` (train.data.sampling.item_rng).
+    scene = SyntheticScene(np.random.default_rng([int(seed), 0]), num_frames)
     rendered = [scene.render(i, width, height, supersample=2) for i in range(num_frames)]
     first_c2w = scene.cam_to_world[0]
     # camera_i-from-first-camera = inv(c2w_i) @ c2w_0

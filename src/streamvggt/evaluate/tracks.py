@@ -1,7 +1,7 @@
 """Streaming a sequence with point tracks: the cameras and the track-head correspondences bundle adjustment needs.
 
 Query points lie on a regular grid in frame 0 and are followed into each new frame by the session's causal tracker
-(:mod:`streamvggt.stream_tracks`), in the same pass that predicts the cameras, so ``--use-ba`` costs no second
+(:mod:`streamvggt.streaming.tracks`), in the same pass that predicts the cameras, so ``--use-ba`` costs no second
 pass and its plain numbers are those of the run without it.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamvggt.evaluate.runner import stream_sequence
-from streamvggt.io.preprocess import Preprocessor
+from streamvggt.io.inputs.preprocess import Preprocessor
 from streamvggt.model.streamvggt import StreamVGGT
 
 log = logging.getLogger(__name__)

@@ -56,7 +56,7 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, init_value)
         # True: forward runs through torch.compile'd regions that every Block shares (set by
-        # streamvggt.regional_compile.compile_regions; a runtime switch, not saved with the weights).
+        # streamvggt.runtime.regional_compile.compile_regions; a runtime switch, not saved with the weights).
         self.compiled_regions = False
 
     def forward(

@@ -12,12 +12,12 @@ import torch
 from torch import Tensor, nn
 
 from streamvggt.config import ModelConfig
-from streamvggt.device import resolve_precision
 from streamvggt.model.aggregator import Aggregator
-from streamvggt.model.camera_head import CameraHead
-from streamvggt.model.dpt_head import DPTHead
+from streamvggt.model.heads.camera_head import CameraHead
+from streamvggt.model.heads.dpt_head import DPTHead
+from streamvggt.model.heads.track_head import TrackHead
 from streamvggt.model.predictions import Predictions
-from streamvggt.model.track_head import TrackHead
+from streamvggt.runtime.device import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class StreamVGGT(nn.Module):
         )
         self.track_head = TrackHead(dim_in, cfg.patch_size, cfg.track_head, dpt.intermediate_layer_idx)
         # Trunk precision: "auto" picks bf16/fp16 autocast on CUDA and what is fastest and accurate on this CPU
-        # (see streamvggt.device and streamvggt.precision).
+        # (see streamvggt.runtime.device and streamvggt.runtime.precision).
         self.precision = "auto"
         # The mode the trunk's weights were converted for by prepare_precision ("fp32": as built or loaded).
         self.weights_precision = "fp32"
@@ -102,7 +102,7 @@ class StreamVGGT(nn.Module):
         self._check_converted_for(mode)
         if self.training:
             raise ValueError(f"precision '{mode}' converts weights for inference: call model.eval() first")
-        from streamvggt.precision import cast_trunk_linears, quantize_trunk  # model code below; lazy on purpose
+        from streamvggt.runtime.precision import cast_trunk_linears, quantize_trunk  # model code below; lazy on purpose
 
         count = cast_trunk_linears(self, torch.bfloat16) if mode == "bf16" else quantize_trunk(self)
         self.weights_precision = mode
@@ -155,13 +155,13 @@ class StreamVGGT(nn.Module):
         query_points: Tensor | None = None,
         compile: bool | str | Mapping[str, object] = False,
     ):
-        """A streaming session (see :class:`streamvggt.stream.StreamSession`); ``cache`` selects the policy:
+        """A streaming session (see :class:`streamvggt.streaming.session.StreamSession`); ``cache`` selects the policy:
         ``"full"`` (exact), ``"window:K"`` or ``"budget:N"``. ``query_points`` [B, N, 2] are pixels in frame 0.
         ``compile``: True or ``"step"`` runs each step as one ``torch.compile(fullgraph=True)`` graph (see
-        :mod:`streamvggt.compiled_step`); a mapping adds ``torch.compile`` arguments, e.g. ``{"backend": ...}``;
+        :mod:`streamvggt.runtime.compiled_step`); a mapping adds ``torch.compile`` arguments, e.g. ``{"backend": ...}``;
         ``"regions"`` compiles this model's transformer blocks and dense heads instead, for every session and cache
-        policy (see :mod:`streamvggt.regional_compile`)."""
-        from streamvggt.stream import StreamSession
+        policy (see :mod:`streamvggt.runtime.regional_compile`)."""
+        from streamvggt.streaming.session import StreamSession
 
         return StreamSession(self, batch_size=batch_size, cache=cache, query_points=query_points, compile=compile)
 

@@ -2,7 +2,7 @@
 
 from streamvggt.viewer.command import ViewSummary, finish_stream, open_viewer, view
 from streamvggt.viewer.load import is_reconstruction, load_reconstruction
-from streamvggt.viewer.scene import SceneState, Selection, ViewFrame, make_view_frame, view_frame_from_result
+from streamvggt.viewer.scene_state import SceneState, Selection, ViewFrame, make_view_frame, view_frame_from_result
 from streamvggt.viewer.server import LiveViewer
 
 __all__ = [

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from streamvggt.cache import parse_policy
-from streamvggt.device import resolve_precision
-from streamvggt.io.preprocess import DEFAULT_SIZE, Preprocessor
-from streamvggt.io.sources import expected_frames, open_source, read_frames
+from streamvggt.io.inputs.preprocess import DEFAULT_SIZE, Preprocessor
+from streamvggt.io.inputs.sources import expected_frames, open_source, read_frames
 from streamvggt.model.streamvggt import StreamVGGT
-from streamvggt.reconstruction import FrameResult, Reconstructor, checked_device
+from streamvggt.pipeline.reconstructor import FrameResult, Reconstructor, checked_device
+from streamvggt.runtime.device import resolve_precision
+from streamvggt.streaming.cache import parse_policy
 from streamvggt.viewer.load import is_reconstruction, load_reconstruction
-from streamvggt.viewer.scene import MAX_POINTS_PER_FRAME, ViewFrame
+from streamvggt.viewer.scene_state import MAX_POINTS_PER_FRAME, ViewFrame
 from streamvggt.viewer.server import LiveViewer
 from streamvggt.weights import load_model
 

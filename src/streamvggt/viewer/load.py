@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from streamvggt.io.depth import depth_names
 from streamvggt.io.errors import InputError
-from streamvggt.io.output_folder import read_cameras_json, read_frame_array, read_frame_image
-from streamvggt.viewer.scene import MAX_POINTS_PER_FRAME, ViewFrame, make_view_frame
+from streamvggt.io.outputs.depth import depth_names
+from streamvggt.io.outputs.read_back import read_cameras_json, read_frame_array, read_frame_image
+from streamvggt.viewer.scene_state import MAX_POINTS_PER_FRAME, ViewFrame, make_view_frame
 
 log = logging.getLogger(__name__)
 

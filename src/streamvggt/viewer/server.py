@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from streamvggt.extras import require
-from streamvggt.viewer.scene import (
+from streamvggt.viewer.scene_state import (
     CUMULATIVE,
     MAX_POINTS_PER_FRAME,
     SINGLE,
@@ -37,7 +37,7 @@ from streamvggt.viewer.scene import (
 )
 
 if TYPE_CHECKING:
-    from streamvggt.reconstruction import FrameResult
+    from streamvggt.pipeline.reconstructor import FrameResult
 
 viser = require("viser", "viewer")
 vtf = require("viser.transforms", "viewer")
@@ -133,7 +133,7 @@ class LiveViewer:
     # ------------------------------------------------------------------------------------------------ frames in
 
     def add_frame(self, frame: FrameResult | ViewFrame) -> None:
-        """Show the next frame of the stream (a :class:`~streamvggt.reconstruction.FrameResult` or a ViewFrame)."""
+        """Show the next frame of the stream (a :class:`~streamvggt.results.FrameResult` or a ViewFrame)."""
         view = frame if isinstance(frame, ViewFrame) else view_frame_from_result(frame, self.max_points_per_frame)
         with self._lock:
             follow = int(self._slider.value) >= len(self.state) - 1 and not self._playing.is_set()

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from streamvggt.io.errors import InputError
-from streamvggt.io.preprocess import to_rgb
+from streamvggt.io.inputs.preprocess import to_rgb
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from PIL import Image
 
 from streamvggt.extras import require
 from streamvggt.io.errors import InputError
-from streamvggt.io.sources import natural_key
-from streamvggt.train.data.importers.scene import COPIED_SUFFIXES, ImportedFrame, SceneWriter
+from streamvggt.io.inputs.sources import natural_key
+from streamvggt.train.data.importers.scene_writer import COPIED_SUFFIXES, ImportedFrame, SceneWriter
 
 logger = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from streamvggt.io.depth import depth_names
 from streamvggt.io.errors import InputError
-from streamvggt.io.frames import IMAGE_DIR, image_name
-from streamvggt.io.output_folder import read_cameras_json, read_frame_array, read_frame_image
-from streamvggt.train.data.importers.scene import ImportedFrame, SceneWriter
+from streamvggt.io.outputs.depth import depth_names
+from streamvggt.io.outputs.frames import IMAGE_DIR, image_name
+from streamvggt.io.outputs.read_back import read_cameras_json, read_frame_array, read_frame_image
+from streamvggt.train.data.importers.scene_writer import ImportedFrame, SceneWriter
 
 logger = logging.getLogger(__name__)
 

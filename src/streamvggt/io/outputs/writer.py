@@ -3,7 +3,7 @@
 Per frame: depth and confidence files and the processed image, optionally the point map (complete files only:
 each is written under a temporary name, then renamed). At the end (:meth:`ReconstructionWriter.finish`):
 ``points.ply``, ``scene.glb``, ``cameras.json``, ``trajectory.tum`` and the trainer exports (``colmap/``,
-``transforms.json``, see :mod:`streamvggt.io.trainer_exports`). If anything fails, temporary files are removed and
+``transforms.json``, see :mod:`streamvggt.io.outputs.interchange`). If anything fails, temporary files are removed and
 folders this writer created are removed again when empty.
 """
 
@@ -19,15 +19,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from streamvggt.io.atomic import atomic_output, temporary_name
-from streamvggt.io.cameras import CameraRecord, write_cameras_json, write_tum
-from streamvggt.io.depth import DEPTH_DIR, depth_names, write_depth
 from streamvggt.io.errors import OutputError
-from streamvggt.io.frames import IMAGE_DIR, POINTMAP_DIR, image_name, pointmap_names, write_image, write_pointmap
-from streamvggt.io.ply import write_ply
-from streamvggt.io.points import PointSpool, VoxelGrid, confident_points, subsample
-from streamvggt.io.previous_outputs import remove_previous_outputs
-from streamvggt.io.scene import write_glb
-from streamvggt.io.trainer_exports import ExportOptions, SourceFrame, TrainerExports
+from streamvggt.io.outputs.cameras import CameraRecord, write_cameras_json, write_tum
+from streamvggt.io.outputs.depth import DEPTH_DIR, depth_names, write_depth
+from streamvggt.io.outputs.frames import (
+    IMAGE_DIR,
+    POINTMAP_DIR,
+    image_name,
+    pointmap_names,
+    write_image,
+    write_pointmap,
+)
+from streamvggt.io.outputs.glb import write_glb
+from streamvggt.io.outputs.interchange import ExportOptions, SourceFrame, TrainerExports
+from streamvggt.io.outputs.ply import write_ply
+from streamvggt.io.outputs.points import PointSpool, VoxelGrid, confident_points, subsample
+from streamvggt.io.outputs.previous_outputs import remove_previous_outputs
 
 if TYPE_CHECKING:
     from streamvggt.results import FrameResult
@@ -56,7 +63,7 @@ class ReconstructionWriter:
     depth_png: also write a colour image of each depth map.
     pointmaps: also write each frame's point-head output (``pointmap/``), for viewing that source again later.
     exports: the trainer exports (COLMAP format and images, transforms.json depth, RGB-D), see
-    :class:`streamvggt.io.trainer_exports.ExportOptions`.
+    :class:`streamvggt.io.outputs.interchange.ExportOptions`.
     """
 
     def __init__(

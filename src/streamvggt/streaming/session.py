@@ -16,13 +16,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from streamvggt.cache import CachePolicy, LayerCache, parse_policy
-from streamvggt.compiled_step import CompiledStep
-from streamvggt.cpu_allocator import keep_freed_memory
 from streamvggt.model.predictions import Predictions
 from streamvggt.model.streamvggt import StreamVGGT
-from streamvggt.regional_compile import compile_regions
-from streamvggt.stream_tracks import StreamingTracker
+from streamvggt.runtime.compiled_step import CompiledStep
+from streamvggt.runtime.cpu_allocator import keep_freed_memory
+from streamvggt.runtime.regional_compile import compile_regions
+from streamvggt.streaming.cache import CachePolicy, LayerCache, parse_policy
+from streamvggt.streaming.tracks import StreamingTracker
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,9 @@ class StreamSession:
     The B streams are independent: ``reset_slot(b)`` starts a new stream in element b while the others go on, so
     a batch stays full while inputs of different lengths come and go (all frames keep the session's size).
 
-    ``compile``: False (eager); True or ``"step"``: each step as one graph (:mod:`streamvggt.compiled_step`), a
+    ``compile``: False (eager); True or ``"step"``: each step as one graph (:mod:`streamvggt.runtime.compiled_step`), a
     mapping adds ``torch.compile`` arguments; ``"regions"``: the model's transformer blocks and dense heads
-    compiled once for every session and cache policy (:mod:`streamvggt.regional_compile`).
+    compiled once for every session and cache policy (:mod:`streamvggt.runtime.regional_compile`).
     """
 
     def __init__(

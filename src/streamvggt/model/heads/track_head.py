@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from torch import Tensor, nn
 
 from streamvggt.config import TrackHeadConfig
-from streamvggt.model.dpt_head import DPTHead
-from streamvggt.model.tracker import Tracker
+from streamvggt.model.heads.dpt_head import DPTHead
+from streamvggt.model.heads.tracker import Tracker
 
 
 class TrackHead(nn.Module):

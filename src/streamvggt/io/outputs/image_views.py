@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from streamvggt.io.atomic import atomic_output
-from streamvggt.io.frames import IMAGE_DIR, image_name
+from streamvggt.io.outputs.frames import IMAGE_DIR, image_name
 
 IMAGE_CHOICES = ("processed", "original")
 ORIGINAL_DIR = "images_original"
@@ -65,7 +65,7 @@ def original_view(index: int, source_size: tuple[int, int], resized_box: tuple[i
     """The source frame ``index`` of (H, W) ``source_size`` in ``images_original/``.
 
     resized_box: where the whole resized frame lies in the processed frame (top, left, height, width), see
-    :meth:`streamvggt.io.preprocess.Preprocessor.resized_box`.
+    :meth:`streamvggt.io.inputs.preprocess.Preprocessor.resized_box`.
     """
     top, left, height, width = resized_box
     scale = (source_size[1] / width, source_size[0] / height)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamvggt.io.cameras import CameraRecord
-from streamvggt.io.image_views import ImageView
+from streamvggt.io.outputs.cameras import CameraRecord
+from streamvggt.io.outputs.image_views import ImageView
 
 # OpenCV camera axes (x right, y down, z forward) to OpenGL's (x right, y up, z backwards): flip y and z.
 OPENGL_FROM_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])

@@ -30,7 +30,7 @@ def resolve_precision(device: torch.device, precision: str = "auto", dim: int | 
 
     ``auto``: bf16 on CUDA GPUs that support it, fp16 on older ones (the reference's choice); on CPU the fastest
     mode whose accuracy holds on this CPU for a trunk of width ``dim`` on ``tokens``-token frames
-    (:func:`streamvggt.precision.choose_cpu_precision`; fp32 when ``dim`` is not given); fp32 elsewhere.
+    (:func:`streamvggt.runtime.precision.choose_cpu_precision`; fp32 when ``dim`` is not given); fp32 elsewhere.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
@@ -41,7 +41,7 @@ def resolve_precision(device: torch.device, precision: str = "auto", dim: int | 
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type == "cpu" and dim is not None:
-        from streamvggt.precision import choose_cpu_precision  # measures the CPU: only when auto needs it
+        from streamvggt.runtime.precision import choose_cpu_precision  # measures the CPU: only when auto needs it
 
         return choose_cpu_precision(dim, tokens)
     return "fp32"

@@ -1,10 +1,10 @@
 """A COLMAP model (cameras, images, points3D; text, or binary through pycolmap) of a reconstruction.
 
 Image names are file names inside the model's images folder (``images/`` for the processed frames, or
-``images_original/`` for the source frames, see :mod:`streamvggt.io.image_views`), as COLMAP, 3DGS, gsplat and
+``images_original/`` for the source frames, see :mod:`streamvggt.io.outputs.image_views`), as COLMAP, 3DGS, gsplat and
 nerfstudio join them with that folder. Cameras are PINHOLE: one per image (the model predicts intrinsics per frame),
 or one for all when every image shares them (exactly, or averaged with ``shared_camera``). Each 3D point carries the
-track of :mod:`streamvggt.io.colmap_tracks`. COLMAP puts the centre of the top-left pixel at (0.5, 0.5).
+track of :mod:`streamvggt.io.outputs.colmap_tracks`. COLMAP puts the centre of the top-left pixel at (0.5, 0.5).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import torch
 from streamvggt.extras import require
 from streamvggt.geometry import mat_to_quat
 from streamvggt.io.atomic import atomic_output
-from streamvggt.io.cameras import CameraRecord
-from streamvggt.io.colmap_tracks import Observations
-from streamvggt.io.image_views import PIXEL_OFFSET, ImageView
+from streamvggt.io.outputs.cameras import CameraRecord
+from streamvggt.io.outputs.colmap_tracks import Observations
+from streamvggt.io.outputs.image_views import PIXEL_OFFSET, ImageView
 
 __all__ = ["FORMATS", "PIXEL_OFFSET", "camera_ids", "link_sparse_model", "write_colmap"]
 
@@ -45,7 +45,7 @@ def write_colmap(
     file_format: str = "text",
 ) -> list[Path]:
     """Write the model of ``cameras`` (frame i is image i + 1, its file ``views[i]``), point ``records`` (see
-    :mod:`streamvggt.io.points`) and their ``observations`` into ``folder``; returns the files written.
+    :mod:`streamvggt.io.outputs.points`) and their ``observations`` into ``folder``; returns the files written.
 
     A model of the other format left in ``folder`` by an earlier run is removed, so readers find one model.
     """

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamvggt.io.cameras import CameraRecord
+from streamvggt.io.outputs.cameras import CameraRecord
 
 DEPTH_TOLERANCE = 0.02  # |z - depth| / depth below which a frame's depth agrees with a point
 MAX_TRACK_LENGTH = 8  # observations per point, the source frame included
@@ -41,7 +41,7 @@ def multiview_tracks(
     max_length: int = MAX_TRACK_LENGTH,
     seed: int = 0,
 ) -> Observations:
-    """Observations of point ``records`` (see :mod:`streamvggt.io.points`) in the frames of ``cameras``.
+    """Observations of point ``records`` (see :mod:`streamvggt.io.outputs.points`) in the frames of ``cameras``.
 
     trusted_depth(i): frame i's depth [H, W] (z, model units) and a mask [H, W] of pixels whose depth is trusted.
     """

@@ -1,6 +1,6 @@
 """Compiling the model's repeated parts once ("regional compilation", ``compile="regions"``).
 
-Compiling a whole streaming step (:mod:`streamvggt.compiled_step`) inlines all 72 blocks of the 1.2B model into
+Compiling a whole streaming step (:mod:`streamvggt.runtime.compiled_step`) inlines all 72 blocks of the 1.2B model into
 one graph, which takes minutes on a small CPU, and needs a bounded cache to keep its shapes static. Regional
 compilation compiles the transformer block and the DPT head's decoder instead: a handful of graphs (the patch
 embed's block, the trunk's block split around its cache, the camera head's, one per dense head) that every
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from streamvggt.layers import Block
-from streamvggt.model.dpt_head import DPTHead
+from streamvggt.model.heads.dpt_head import DPTHead
 
 log = logging.getLogger(__name__)
 

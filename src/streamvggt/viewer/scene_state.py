@@ -20,11 +20,11 @@ import torch
 
 from streamvggt.geometry import camera_centers, unproject_depth
 from streamvggt.io.atomic import atomic_output
-from streamvggt.io.ply import ply_bytes, write_ply
-from streamvggt.io.points import confident_points
+from streamvggt.io.outputs.ply import ply_bytes, write_ply
+from streamvggt.io.outputs.points import confident_points
 
 if TYPE_CHECKING:
-    from streamvggt.reconstruction import FrameResult
+    from streamvggt.pipeline.reconstructor import FrameResult
 
 # Sampled pixels per frame: 60k keeps 100 frames (3M points after the default confidence filter) drawable in a
 # browser; a 518x392 frame is sampled every 2nd pixel (50,764 points).
@@ -66,7 +66,7 @@ class ViewFrame:
 
     def confident(self, source: str, percentile: float) -> tuple[np.ndarray, np.ndarray]:
         """Points [N, 3] float32 and colours [N, 3] uint8 at or above this frame's ``percentile`` of confidence
-        (taken over its valid sampled pixels, as :func:`streamvggt.io.points.confident_points` does for
+        (taken over its valid sampled pixels, as :func:`streamvggt.io.outputs.points.confident_points` does for
         ``points.ply``)."""
         if source not in self.points:
             raise ValueError(f"frame {self.index} has no '{source}' points")

@@ -1,8 +1,8 @@
 """The outputs the next tool reads as is: the COLMAP model (``colmap/``, linked as ``sparse/0``), nerfstudio's
 ``transforms.json`` and, on request, 16-bit depth PNGs for it and a TUM RGB-D sequence (``rgbd/``).
 
-:class:`TrainerExports` works beside :class:`streamvggt.io.exports.ReconstructionWriter`: per frame it writes what
-needs the frame in memory (source frames, depth PNGs), at the end the models that need every camera.
+:class:`TrainerExports` works beside :class:`~streamvggt.io.outputs.writer.ReconstructionWriter`: per frame it
+writes what needs the frame in memory (source frames, depth PNGs), at the end the models that need every camera.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import numpy as np
 
 from streamvggt.extras import require
 from streamvggt.io.atomic import atomic_output
-from streamvggt.io.cameras import CameraRecord
-from streamvggt.io.colmap import FORMATS, link_sparse_model, write_colmap
-from streamvggt.io.colmap_tracks import DEPTH_TOLERANCE, MAX_TRACK_LENGTH, multiview_tracks
-from streamvggt.io.depth16 import write_depth16
-from streamvggt.io.frames import image_name
-from streamvggt.io.image_views import (
+from streamvggt.io.outputs.cameras import CameraRecord
+from streamvggt.io.outputs.colmap import FORMATS, link_sparse_model, write_colmap
+from streamvggt.io.outputs.colmap_tracks import DEPTH_TOLERANCE, MAX_TRACK_LENGTH, multiview_tracks
+from streamvggt.io.outputs.depth16 import write_depth16
+from streamvggt.io.outputs.frames import image_name
+from streamvggt.io.outputs.image_views import (
     IMAGE_CHOICES,
     ORIGINAL_DIR,
     ImageView,
@@ -29,9 +29,9 @@ from streamvggt.io.image_views import (
     processed_view,
     write_original,
 )
-from streamvggt.io.points import MIN_CONFIDENCE
-from streamvggt.io.rgbd import RGBD_DIR, write_rgbd_frame, write_rgbd_lists
-from streamvggt.io.transforms import DEPTH_UNIT_SCALE, write_transforms
+from streamvggt.io.outputs.points import MIN_CONFIDENCE
+from streamvggt.io.outputs.rgbd import RGBD_DIR, write_rgbd_frame, write_rgbd_lists
+from streamvggt.io.outputs.transforms_json import DEPTH_UNIT_SCALE, write_transforms
 
 if TYPE_CHECKING:
     from streamvggt.results import FrameResult
@@ -47,7 +47,7 @@ class ExportOptions:
     colmap_format: "text" or "bin". colmap_images: "processed" (the frames the model saw) or "original" (the source
     frames at full resolution, written to images_original/). shared_camera: one COLMAP camera with the mean
     intrinsics. transforms_depth: depth PNGs for transforms.json. rgbd: the TUM RGB-D sequence; depth_scale: metres
-    per model unit there. track_tolerance and max_track_length: see :mod:`streamvggt.io.colmap_tracks`.
+    per model unit there. track_tolerance and max_track_length: see :mod:`streamvggt.io.outputs.colmap_tracks`.
     """
 
     colmap_format: str = "text"

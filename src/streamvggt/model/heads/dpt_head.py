@@ -162,7 +162,8 @@ class DPTHead(nn.Module):
             self.scratch.output_conv2 = nn.Sequential(
                 nn.Conv2d(features // 2, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, output_dim, 1)
             )
-        # True: frames decode through a torch.compile'd _decode shared by every DPT head (streamvggt.regional_compile).
+        # True: frames decode through a torch.compile'd _decode shared by every DPT head
+        # (streamvggt.runtime.regional_compile).
         self.compiled_regions = False
         self.use_channels_last()
         self.register_state_dict_post_hook(_contiguous_state)

@@ -11,11 +11,11 @@ import logging
 import re
 from pathlib import Path
 
-from streamvggt.io.depth import DEPTH_DIR
-from streamvggt.io.frames import IMAGE_DIR, POINTMAP_DIR
-from streamvggt.io.image_views import ORIGINAL_DIR
-from streamvggt.io.rgbd import RGBD_DIR
-from streamvggt.io.trainer_exports import COLMAP_DIR, TRANSFORMS_DEPTH_DIR
+from streamvggt.io.outputs.depth import DEPTH_DIR
+from streamvggt.io.outputs.frames import IMAGE_DIR, POINTMAP_DIR
+from streamvggt.io.outputs.image_views import ORIGINAL_DIR
+from streamvggt.io.outputs.interchange import COLMAP_DIR, TRANSFORMS_DEPTH_DIR
+from streamvggt.io.outputs.rgbd import RGBD_DIR
 
 log = logging.getLogger(__name__)
 

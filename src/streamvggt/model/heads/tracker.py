@@ -273,7 +273,7 @@ class Tracker(nn.Module):
         the query point in every frame; the first ``pinned_frames`` frames keep their initial coordinates through
         all iterations. The defaults pin frame 0, the query frame, to the query point; ``initial_coords[:, 0]``
         should be the query point too, since flows are measured from frame 0. Streaming uses both arguments to
-        refine only the newest frame against tracks it has already emitted (``streamvggt.stream_tracks``).
+        refine only the newest frame against tracks it has already emitted (``streamvggt.streaming.tracks``).
 
         Returns the coordinates after each iteration (list of [B, S, N, 2], image pixels), and the
         visibility and confidence [B, S, N] in (0, 1) after the last one (confidence None if not predicted).

@@ -19,9 +19,9 @@ from PIL import Image
 
 from streamvggt.geometry import invert_pose, mat_to_quat
 from streamvggt.io.atomic import atomic_output
-from streamvggt.io.cameras import CameraRecord
-from streamvggt.io.depth16 import write_depth16
-from streamvggt.io.frames import image_name
+from streamvggt.io.outputs.cameras import CameraRecord
+from streamvggt.io.outputs.depth16 import write_depth16
+from streamvggt.io.outputs.frames import image_name
 
 RGBD_DIR = "rgbd"
 TUM_DEPTH_FACTOR = 5000.0  # TUM: a depth PNG value of 5000 is one metre

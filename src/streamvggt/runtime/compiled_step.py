@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from streamvggt.cache import LayerCache
 from streamvggt.model.predictions import Predictions
+from streamvggt.streaming.cache import LayerCache
 
 log = logging.getLogger(__name__)
 

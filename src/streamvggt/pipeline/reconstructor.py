@@ -3,7 +3,7 @@
 :class:`Reconstructor` streams frames through a model session one at a time and yields a
 :class:`~streamvggt.results.FrameResult` per frame (camera, depth, point map, the processed image).
 :func:`reconstruct` runs it on an input (folder, glob, video, camera, stream URL) and writes the outputs (see
-:mod:`streamvggt.io.exports`).
+:mod:`streamvggt.io.outputs.writer`).
 """
 
 from __future__ import annotations
@@ -20,18 +20,18 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from streamvggt.cache import parse_policy
-from streamvggt.device import resolve_precision, select_device
 from streamvggt.geometry import pose_encoding_to_extri_intri
-from streamvggt.io.exports import ReconstructionWriter
-from streamvggt.io.preprocess import DEFAULT_SIZE, Preprocessor
-from streamvggt.io.previous_outputs import check_source_outside_outputs
-from streamvggt.io.sources import Frame, expected_frames, open_source, read_frames
-from streamvggt.io.trainer_exports import ExportOptions, SourceFrame
+from streamvggt.io.inputs.preprocess import DEFAULT_SIZE, Preprocessor
+from streamvggt.io.inputs.sources import Frame, expected_frames, open_source, read_frames
+from streamvggt.io.outputs.interchange import ExportOptions, SourceFrame
+from streamvggt.io.outputs.previous_outputs import check_source_outside_outputs
+from streamvggt.io.outputs.writer import ReconstructionWriter
 from streamvggt.model.predictions import Predictions
 from streamvggt.model.streamvggt import StreamVGGT
-from streamvggt.regional_compile import regions_compiled
 from streamvggt.results import FrameResult
+from streamvggt.runtime.device import resolve_precision, select_device
+from streamvggt.runtime.regional_compile import regions_compiled
+from streamvggt.streaming.cache import parse_policy
 from streamvggt.weights import load_model
 
 # FrameResult lives in streamvggt.results (the writers need it too); importing it from here keeps working.
@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 
 
 class FrameStream(Protocol):
-    """What a :class:`Reconstructor` feeds: a :class:`~streamvggt.stream.StreamSession` of batch size 1, or one
-    slot of a batched session. ``step`` takes a frame [1, 3, H, W] in [0, 1]; ``num_frames`` counts steps."""
+    """What a :class:`Reconstructor` feeds: a :class:`~streamvggt.streaming.session.StreamSession` of batch
+    size 1, or one slot of a batched session. ``step`` takes a frame [1, 3, H, W] in [0, 1]; ``num_frames`` counts
+    steps."""
 
     num_frames: int
 
@@ -53,14 +54,14 @@ class Reconstructor:
     """Streams frames through ``model`` one at a time (a :meth:`StreamVGGT.stream` session); one per stream.
 
     cache: the session's cache policy ("full", "window:K", "budget:N"); bounded policies bound memory.
-    preprocess: "crop" or "pad" (see :class:`streamvggt.io.preprocess.Preprocessor`); size: its target size.
+    preprocess: "crop" or "pad" (see :class:`streamvggt.io.inputs.preprocess.Preprocessor`); size: its target size.
     query_points: pixels (x, y) [N, 2] of the first processed frame to track through the stream, or a function
     of that frame's size (H, W) returning them (the size is known only once the first frame is preprocessed);
     each result then carries ``tracks``, ``track_vis`` and ``track_conf``.
     session: the stream to feed instead of a new session of ``model`` (without query points), such as one slot of
     a batched session (:mod:`streamvggt.collection`).
-    compile: True or "step" runs the session's steps compiled (see :mod:`streamvggt.compiled_step`; not for a given
-    ``session``), "regions" the model's blocks and heads (:mod:`streamvggt.regional_compile`).
+    compile: True or "step" runs the session's steps compiled (see :mod:`streamvggt.runtime.compiled_step`; not for
+    a given ``session``), "regions" the model's blocks and heads (:mod:`streamvggt.runtime.regional_compile`).
     The model is warmed up at the first frame's size before its first step (see :meth:`warm_up`).
     """
 
@@ -209,13 +210,13 @@ def reconstruct(
     source: a folder of images (natural order), a glob, an image or video file, a camera index, or a stream URL.
     model: a loaded StreamVGGT, or a checkpoint source for :func:`streamvggt.load_model` (None: the default model),
     loaded on ``device`` (None or "auto": CUDA, else MPS, else CPU) in ``precision`` (auto, fp32, bf16, fp16, int8:
-    see :mod:`streamvggt.precision`; a loaded model keeps its own ``model.precision``).
-    compile: run the streaming steps compiled (True or "step": :mod:`streamvggt.compiled_step`; "regions":
-    :mod:`streamvggt.regional_compile`); the model is warmed up at the first frame's size before streaming starts
-    (:meth:`Reconstructor.warm_up`).
+    see :mod:`streamvggt.runtime.precision`; a loaded model keeps its own ``model.precision``).
+    compile: run the streaming steps compiled (True or "step": :mod:`streamvggt.runtime.compiled_step`; "regions":
+    :mod:`streamvggt.runtime.regional_compile`); the model is warmed up at the first frame's size before streaming
+    starts (:meth:`Reconstructor.warm_up`).
     stride / fps: keep every stride-th frame, or fps frames per second (default: every image; 1 fps of video).
-    Other options: see :class:`Reconstructor` and :class:`streamvggt.io.exports.ReconstructionWriter`; exports: the
-    COLMAP, transforms.json and RGB-D options (:class:`streamvggt.io.trainer_exports.ExportOptions`).
+    Other options: see :class:`Reconstructor` and :class:`streamvggt.io.outputs.writer.ReconstructionWriter`;
+    exports: the COLMAP, transforms.json and RGB-D options (:class:`streamvggt.io.outputs.interchange.ExportOptions`).
     progress: show a progress bar (tqdm, on stderr) with frames per second.
     on_frame: called with each frame's result once it is written (e.g. a live viewer's ``add_frame``).
     session: the session to feed (see :class:`Reconstructor`; default: a new one); on_stream_end: called after

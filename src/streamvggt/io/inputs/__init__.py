@@ -1,0 +1,1 @@
+"""Reading inputs: image folders, videos, cameras and streams, and preprocessing frames for the model."""

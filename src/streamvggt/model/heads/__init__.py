@@ -1,0 +1,1 @@
+"""The prediction heads: camera (iterative refinement), dense DPT (depth, points) and tracks."""
