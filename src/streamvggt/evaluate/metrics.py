@@ -212,8 +212,8 @@ def reference_scale_shift(
     residual, sign = torch.empty_like(pred), torch.empty_like(pred)
     previous_loss = None
     for _ in range(max_steps):
-        # The loss and its gradient (sign(r) · (p, 1), what autograd gives for |r|) in place: 1.6x faster than
-        # autograd on a million pixels, and the fit makes 1,000 passes.
+        # The loss and its gradient (sign(r) · (p, 1), what autograd gives for |r|) in place rather than by
+        # autograd: the fit makes up to 1,000 passes over every valid pixel (speed: benchmarks/README.md).
         torch.mul(pred, scale, out=residual).add_(shift).sub_(gt)
         torch.sign(residual, out=sign)
         loss = float(residual.abs_().sum())

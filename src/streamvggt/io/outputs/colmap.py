@@ -184,7 +184,8 @@ def _write_text_model(
         for a in range(0, len(records), chunk):
             b = min(a + chunk, len(records))
             first, last = starts[a], starts[b]
-            # Columns as Python lists and one %-format per row: formatting numpy scalars one by one is 20x slower.
+            # Columns as Python lists and one %-format per row: numpy scalars formatted one by one are far slower
+            # (benchmarks/README.md).
             ids = zip((frame[first:last] + 1).tolist(), point2d_index[first:last].tolist(), strict=True)
             elements = list(map("%d %d".__mod__, ids))
             offsets = (starts[a : b + 1] - first).tolist()
