@@ -1,5 +1,5 @@
-"""The package's import structure: every module sits in a rank (DESIGN.md, docs/architecture.md), imports only its
-own rank or lower ones, and no modules import each other, even indirectly.
+"""The package's import structure: every module sits in a rank (docs/architecture.md), imports only its own rank
+or lower ones, and no modules import each other, even indirectly.
 
 Imports are read with ``ast`` from every module under ``src/streamvggt``, wherever they stand: at module level, in a
 class body, under ``if TYPE_CHECKING:`` or inside a function. A lazy import only delays when two modules meet; they
@@ -11,6 +11,7 @@ command line's table of delegated commands).
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ PACKAGE_DIR = Path(streamvggt.__file__).resolve().parent
 PACKAGE = "streamvggt"
 CLI = "streamvggt.cli"
 ENTRY = "streamvggt.__main__"
+ARCHITECTURE_DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 
 # The ranks, low to high, by module or folder below the package (a folder places everything in it). A module may
 # import its own rank and lower ones; inside one rank only circles are forbidden. A new top-level module or folder
@@ -313,6 +315,18 @@ def test_a_module_takes_the_rank_of_its_longest_entry_and_the_empty_entry_is_the
     assert rank_of("pkg.new", ranks, "pkg") is None
 
 
+def documented_ranks(markdown: str) -> dict[str, int]:
+    """The rank table of docs/architecture.md: rows ``| rank | `name` | owns |``; the root is its __init__.py."""
+    rows = re.findall(r"^\| *(\d+) *\| *`([^`]+)` *\|", markdown, re.MULTILINE)
+    return {"" if name == f"{PACKAGE}/__init__.py" else name: int(rank) for rank, name in rows}
+
+
+def test_documented_ranks_are_read_from_the_table_rows_only():
+    markdown = "| rank | x | y |\n|---:|---|---|\n| 0 | `io` | files |\n| 9 | `streamvggt/__init__.py` | names |\n"
+    markdown += "`a` 1\n| text | `b` |\n"
+    assert documented_ranks(markdown) == {"io": 0, "": 9}
+
+
 def test_upward_imports_are_those_to_a_higher_rank_only():
     ranks = [("a", "b"), ("c",)]
     graph = {"pkg.a": {"pkg.b", "pkg.c"}, "pkg.b": {"pkg.a"}, "pkg.c": {"pkg.a"}}
@@ -332,6 +346,11 @@ def test_every_rank_entry_names_a_module_or_a_planned_one():
     entries = {entry for entries in RANKS for entry in entries}
     missing = sorted(entry for entry in entries if entry and f"{PACKAGE}.{entry}" not in modules)
     assert missing == sorted(PLANNED)
+
+
+def test_the_architecture_doc_shows_the_ranks_of_this_test():
+    ranks = {entry: rank for rank, entries in enumerate(RANKS) for entry in entries}
+    assert documented_ranks(ARCHITECTURE_DOC.read_text(encoding="utf-8")) == ranks
 
 
 def test_no_import_circles_counting_lazy_imports():
