@@ -318,7 +318,7 @@ def test_a_folder_input_is_its_file_list_with_sizes(tmp_path, video_and_checkpoi
     _, checkpoint = video_and_checkpoint
     folder = tmp_path / "frames"
     folder.mkdir()
-    for name in ("b.png", "a.png", ".hidden"):
+    for name in ("b.png", "a.png", ".hidden.png", "notes.txt"):
         (folder / name).write_bytes(b"12345")
     record = input_fingerprint(folder)
     assert record == {"kind": "files", "spec": str(folder.resolve()), "files": [["a.png", 5], ["b.png", 5]]}
@@ -329,6 +329,15 @@ def test_a_folder_input_is_its_file_list_with_sizes(tmp_path, video_and_checkpoi
         f"the input {folder.resolve()} changed since the state was saved: files 1 added (c.png...), "
         "1 changed size (a.png...)"
     )
+
+
+def test_a_glob_input_is_the_list_of_the_files_it_matches(tmp_path):
+    for name in ("x/1.png", "y/2.jpg", "y/3.txt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"123")
+    record = input_fingerprint(str(tmp_path / "*" / "*"))
+    assert record["kind"] == "files"
+    assert record["files"] == [[str((tmp_path / "x/1.png").resolve()), 3], [str((tmp_path / "y/2.jpg").resolve()), 3]]
 
 
 def test_a_file_fingerprint_reads_only_the_head_and_tail(tmp_path):

@@ -20,6 +20,7 @@ the precision and every option that changes the result; :func:`fingerprint_diffe
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import logging
@@ -36,6 +37,7 @@ import torch
 
 from streamvggt.config import ModelConfig
 from streamvggt.io.errors import InputError
+from streamvggt.io.inputs.sources import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
@@ -355,11 +357,12 @@ def _fsync_path(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def fsync_files(paths: list[Path]) -> None:
-    """Make ``paths`` and their folders' entries durable (a state must not name files a power cut could lose)."""
+def fsync_files(paths: list[Path], folders: tuple[Path, ...] = ()) -> None:
+    """Make ``paths``, their folders' entries and ``folders`` durable (a state must not name files a power cut
+    could lose)."""
     for path in paths:
         _fsync_path(path)
-    for folder in {p.parent for p in paths}:
+    for folder in {p.parent for p in paths} | set(folders):
         _fsync_dir(folder)
 
 
@@ -400,20 +403,27 @@ def file_fingerprint(path: str | Path) -> dict[str, Any]:
 
 
 def input_fingerprint(spec: str | os.PathLike, files: list[Path] | None = None) -> dict[str, Any]:
-    """The input's identity: a file (see :func:`file_fingerprint`); a folder or glob: the sorted list of its frame
-    files with sizes (``files``, as the source lists them; default every visible file of the folder); a camera or
-    stream: its spec (such inputs are never resumed)."""
+    """The input's identity: a file (see :func:`file_fingerprint`); a folder or glob: the sorted list of its image
+    files with sizes (``files``: the source's own list, ``ImageFiles.paths``; default the folder's or the pattern's
+    image files, as :func:`streamvggt.io.inputs.sources.open_source` finds them); a camera or stream: its spec
+    (such inputs are never resumed)."""
     text = os.fspath(spec)
     path = Path(text).expanduser()
     if path.is_file():
         return file_fingerprint(path)
     if files is None and path.is_dir():
-        files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+        files = [p for p in path.iterdir() if _is_image(p) and not p.name.startswith(".")]
+    elif files is None and not path.exists() and any(c in text for c in "*?["):
+        files = [Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True) if _is_image(Path(p))]
     if files is not None:
         root = path.resolve() if path.is_dir() else None
         names = sorted((_relative(p, root), p.stat().st_size) for p in files)
         return {"kind": "files", "spec": str(root) if root else text, "files": [list(item) for item in names]}
     return {"kind": "stream", "spec": text}
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
 
 
 def _relative(path: Path, root: Path | None) -> str:

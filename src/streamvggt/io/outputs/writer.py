@@ -185,7 +185,7 @@ class ReconstructionWriter:
         the spool stays where it is (only its record count and checksum are saved)."""
         out = self.output_dir
         with _as_output_error(out):
-            fsync_files(self._frame_outputs[self._synced :])
+            fsync_files(self._frame_outputs[self._synced :], (out,))  # out: the frame folders' entries
         self._synced = len(self._frame_outputs)
         exports_meta, exports_arrays = self.exports.state()
         arrays: dict[str, np.ndarray] = {f"exports.{k}": v for k, v in exports_arrays.items()}
