@@ -8,6 +8,7 @@ frames with a warning.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 import math
@@ -44,6 +45,26 @@ class UnreadableFrameError(Exception):
 
 
 @dataclass(frozen=True)
+class ReadPosition:
+    """Where :func:`read_frames` stands just after a kept frame: reading again from here (``resume=``) yields
+    exactly the frames an uninterrupted read yields after it. Saved in a run's state as :meth:`to_dict`."""
+
+    kept: int  # frames yielded so far, this one included
+    source_index: int  # this frame's position in the source before sampling
+    timestamp: float | None  # its time in seconds (video)
+    pts: int | None  # its presentation timestamp in the video stream's time base: where a video seeks to
+    start: float | None  # the first frame's time: the origin of frame-rate sampling
+    last_bin: int  # frame-rate sampling's last kept 1/fps bin
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReadPosition:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True)
 class Frame:
     """A decoded frame and where it came from."""
 
@@ -51,6 +72,9 @@ class Frame:
     name: str = "frame"  # file name relative to the input, or frame_NNNNNN for video
     index: int = 0  # position in the source before sampling (file or decoded-frame number)
     timestamp: float | None = None  # seconds since the start of a video or stream
+    # Where to resume reading after this frame (set by read_frames). It travels with the frame, so a loop that
+    # reads ahead still saves the position of the frame whose outputs it saved.
+    position: ReadPosition | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +85,7 @@ class FrameRef:
     index: int
     timestamp: float | None
     decode: Callable[[], np.ndarray]  # raises UnreadableFrameError
+    pts: int | None = None  # presentation timestamp in the video stream's time base
 
 
 class FrameSource(ABC):
@@ -75,6 +100,11 @@ class FrameSource(ABC):
     @abstractmethod
     def refs(self) -> Iterator[FrameRef]:
         """The source's frames in order, not decoded yet. Can be iterated once."""
+
+    def refs_after(self, index: int, pts: int | None) -> Iterator[FrameRef]:
+        """The frames after frame ``index`` (whose presentation timestamp is ``pts``, for video), as :meth:`refs`
+        would yield them. By default :meth:`refs` skipped up to there (nothing is decoded to RGB)."""
+        return (ref for ref in self.refs() if ref.index > index)
 
     @property
     def frame_count(self) -> int | None:
@@ -150,8 +180,12 @@ class ImageFiles(FrameSource):
         """Nothing to release: each image is opened and closed as it is read."""
 
     def refs(self) -> Iterator[FrameRef]:
-        for index, path in enumerate(self.paths):
-            yield FrameRef(path.relative_to(self.root).as_posix(), index, None, partial(read_image, path))
+        return self.refs_after(-1, None)
+
+    def refs_after(self, index: int, pts: int | None) -> Iterator[FrameRef]:
+        for position in range(index + 1, len(self.paths)):
+            path = self.paths[position]
+            yield FrameRef(path.relative_to(self.root).as_posix(), position, None, partial(read_image, path))
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -175,17 +209,22 @@ class VideoSource(FrameSource):
         self, target: str, description: str, kind: str, container_format: str | None = None, **open_kw: Any
     ) -> None:
         super().__init__()
-        import av
-
         self.description = description
         self.kind = kind
+        self._open_args = (target, container_format, open_kw)
+        self._open()
+
+    def _open(self) -> None:
+        import av
+
+        target, container_format, open_kw = self._open_args
         try:
             self._container = av.open(target, format=container_format, **open_kw)
         except (av.error.FFmpegError, OSError, ValueError) as error:  # ValueError: a format this FFmpeg lacks
-            raise InputError(f"cannot open {description}: {_reason(error)}") from None
+            raise InputError(f"cannot open {self.description}: {_reason(error)}") from None
         if not self._container.streams.video:
             self._container.close()
-            raise InputError(f"{description} has no video stream")
+            raise InputError(f"{self.description} has no video stream")
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"  # decode with frame and slice threads
 
@@ -200,18 +239,66 @@ class VideoSource(FrameSource):
         return self._container.duration / 1e6 if self._container.duration else None
 
     def refs(self) -> Iterator[FrameRef]:
+        return self._refs(self._decoded(), 0)
+
+    def refs_after(self, index: int, pts: int | None) -> Iterator[FrameRef]:
+        """Seeks to the keyframe at or before ``pts``, decodes forward to that frame and goes on after it: the
+        frames equal those of a read from the start, without decoding the video up to there. Falls back to
+        reading from the start when the container cannot seek or the frame is not where its timestamp says."""
+        frames = self._seek_past(pts) if pts is not None and self.kind == "video" else None
+        if frames is None:
+            self._container.close()
+            self._open()
+            return (ref for ref in self.refs() if ref.index > index)
+        return self._refs(frames, index + 1)
+
+    def _seek_past(self, pts: int) -> Iterator[Any] | None:
+        """Decoded frames right after the frame whose timestamp is ``pts``, or None when it cannot be found."""
         import av
 
+        time_base = self._stream.time_base
+        # Seek targets further and further back: a demuxer may land on a keyframe shown after ``pts``.
+        step = int(1 / time_base) if time_base else 0  # one second in the stream's time base
+        for back in (0, step, 4 * step, 16 * step):
+            try:
+                self._container.seek(max(pts - back, 0), stream=self._stream, backward=True, any_frame=False)
+            except (av.error.FFmpegError, OSError, ValueError) as error:
+                log.info("%s: cannot seek (%s), reading from the start", self.description, _reason(error))
+                return None
+            frames = self._decoded()
+            first = next(frames, None)
+            if first is None or first.pts is None:
+                return None
+            if first.pts > pts:
+                continue  # landed after the frame: seek further back
+            frame = first
+            while frame is not None and frame.pts is not None and frame.pts < pts:
+                frame = next(frames, None)
+            # Not there (the frame was dropped, timestamps repeat or are missing): read from the start instead.
+            return frames if frame is not None and frame.pts == pts else None
+        return None
+
+    def _refs(self, frames: Iterator[Any], index: int) -> Iterator[FrameRef]:
+        """Refs of decoded ``frames``, numbered from ``index``."""
         rate = self._stream.average_rate
-        index = 0
+        for frame in frames:
+            timestamp = frame.time if frame.time is not None else (float(index / rate) if rate else None)
+            yield FrameRef(f"frame_{index:06d}", index, timestamp, partial(_upright_rgb, frame), frame.pts)
+            index += 1
+
+    def _decoded(self) -> Iterator[Any]:
+        """The decoded frames from the container's current position; broken packets are skipped with a warning."""
+        import av
+
         packets = self._container.demux(self._stream)
+        count = 0
         while True:
             try:
                 packet = next(packets)
             except StopIteration:
                 return
             except av.error.FFmpegError as error:  # a broken container or a dropped connection ends the stream
-                log.warning("%s: stopped reading after %d frames: %s", self.description, index, _reason(error))
+                log.warning("%s: stopped reading after %d frames: %s", self.description, count, _reason(error))
                 return
             try:
                 decoded = packet.decode()
@@ -221,9 +308,8 @@ class VideoSource(FrameSource):
                 self.skipped.append((where, _reason(error)))
                 continue
             for frame in decoded:
-                timestamp = frame.time if frame.time is not None else (float(index / rate) if rate else None)
-                yield FrameRef(f"frame_{index:06d}", index, timestamp, partial(_upright_rgb, frame))
-                index += 1
+                count += 1
+                yield frame
 
     def close(self) -> None:
         self._container.close()
@@ -302,13 +388,19 @@ def check_sampling(stride: int | None, fps: float | None, max_frames: int | None
 
 
 def read_frames(
-    source: FrameSource, stride: int | None = None, fps: float | None = None, max_frames: int | None = None
+    source: FrameSource,
+    stride: int | None = None,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    resume: ReadPosition | None = None,
 ) -> Iterator[Frame]:
     """Decoded frames of ``source``: every ``stride``-th, or the first of each 1/``fps`` second, at most ``max_frames``.
 
     Without ``stride`` or ``fps``: every image, and DEFAULT_VIDEO_FPS frames per second of video or stream.
     Unreadable frames are skipped with a warning (and listed in ``source.skipped``); raises InputError when
-    no frame at all could be read.
+    no frame at all could be read. Each frame carries its :class:`ReadPosition`; ``resume`` (a frame's position,
+    read with the same sampling) goes on after that frame: image files are skipped unread and a video seeks, and
+    the frames equal those of an uninterrupted read. A camera or live stream cannot be resumed (InputError).
     """
     check_sampling(stride, fps, max_frames)
     if stride is None and fps is None:
@@ -318,7 +410,13 @@ def read_frames(
     produced = 0
     start: float | None = None
     last_bin = -1
-    for ref in source.refs():
+    refs = source.refs()
+    if resume is not None:
+        if source.kind == "stream":
+            raise InputError(f"a camera or live stream cannot be resumed ({source.description}): run without --resume")
+        produced, start, last_bin = resume.kept, resume.start, resume.last_bin
+        refs = source.refs_after(resume.source_index, resume.pts)
+    for ref in refs:
         if max_frames is not None and produced >= max_frames:
             break
         if stride is not None:
@@ -341,7 +439,8 @@ def read_frames(
             source.skipped.append((ref.name, str(error)))
             continue
         produced += 1
-        yield Frame(image, ref.name, ref.index, ref.timestamp)
+        position = ReadPosition(produced, ref.index, ref.timestamp, ref.pts, start, last_bin)
+        yield Frame(image, ref.name, ref.index, ref.timestamp, position)
     if produced == 0:
         if source.skipped:
             name, reason = source.skipped[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -195,6 +195,37 @@ class TrainerExports:
         mask = np.zeros(depth.shape, dtype=bool)
         mask[top : top + height, left : left + width] = True
         return depth, mask & _reliable(depth, conf) & (conf >= trust.floor)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What was kept of the frames so far, for a saved run state: JSON-able metadata and arrays."""
+        meta = {
+            "views": [[v.path, list(v.size), list(v.scale), list(v.origin)] for v in self.views],
+            "depth_pngs": list(self._depth_pngs),
+            "indices": list(self._indices),
+        }
+        arrays = {
+            "trust_floor": np.array([t.floor for t in self._trust], dtype=np.float64),
+            "trust_box": np.array([t.box for t in self._trust], dtype=np.int64).reshape(-1, 4),
+        }
+        return meta, arrays
+
+    def restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Take the frames kept in a saved state (see :meth:`state`), as if they had been added here."""
+        self.views = [
+            ImageView(
+                path, (int(size[0]), int(size[1])), (float(scale[0]), float(scale[1])), (float(o[0]), float(o[1]))
+            )
+            for path, size, scale, o in meta["views"]
+        ]
+        self._depth_pngs = [str(name) for name in meta["depth_pngs"]]
+        self._indices = [int(index) for index in meta["indices"]]
+        floors, boxes = arrays["trust_floor"], arrays["trust_box"]
+        self._trust = [
+            _DepthTrust(float(floor), (int(b[0]), int(b[1]), int(b[2]), int(b[3])))
+            for floor, b in zip(floors, boxes, strict=True)
+        ]
+        if not len(self.views) == len(self._indices) == len(self._trust):
+            raise ValueError("the saved trainer-export state is inconsistent (frame counts differ)")
 
 
 def _reliable(depth: np.ndarray, conf: np.ndarray) -> np.ndarray:

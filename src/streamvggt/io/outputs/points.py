@@ -9,7 +9,10 @@ the number of frames.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -45,28 +48,86 @@ def confident_points(
 
 
 class PointSpool:
-    """Appends records to a hidden temporary file in ``folder``; :meth:`records` maps them back read-only."""
+    """Appends records to a file in ``folder``; :meth:`records` maps them back read-only.
 
-    def __init__(self, folder: Path) -> None:
-        self.path = temporary_name(folder / "points")
-        self._file = open(self.path, "wb")  # noqa: SIM115 (kept open across add() calls; closed in close())
+    By default the file has a hidden temporary name and is deleted by :meth:`close`. With ``path`` (a resumable
+    run) it has that stable name and outlives the object: :meth:`state` makes the records so far durable and
+    returns their count and checksum, and :meth:`restore` continues the file from such a state, dropping records
+    appended after it (by a run killed later).
+    """
+
+    def __init__(self, folder: Path, path: Path | None = None) -> None:
+        self.stable = path is not None
+        self.path = Path(path) if path is not None else temporary_name(folder / "points")
+        self._file: BinaryIO | None = None
+        self._digest = hashlib.sha256()  # of the records so far: a state's checksum costs no re-read
         self.count = 0
 
     def add(self, records: np.ndarray) -> None:
-        records.tofile(self._file)
+        if self._file is None:
+            self._open()
+        data = np.ascontiguousarray(records, dtype=POINT_DTYPE).tobytes()
+        self._file.write(data)
+        self._digest.update(data)
         self.count += len(records)
 
     def records(self) -> np.ndarray:
-        self._file.flush()
+        if self._file is not None:
+            self._file.flush()
         if self.count == 0:
             return np.empty(0, dtype=POINT_DTYPE)
         return np.memmap(self.path, dtype=POINT_DTYPE, mode="r", shape=(self.count,))
 
+    def state(self) -> dict[str, int | str]:
+        """The records so far made durable (flushed and fsynced): their count and SHA-256."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        return {"count": self.count, "sha256": self._digest.hexdigest()}
+
+    def restore(self, state: dict[str, int | str]) -> None:
+        """Continue the stable file from ``state`` (see :meth:`state`): check its first ``count`` records against
+        the checksum, cut what follows, append after them. Raises ValueError (one line) when it cannot."""
+        if not self.stable:
+            raise ValueError("only a spool with a stable path can be restored")
+        count = int(state["count"])
+        length = count * POINT_DTYPE.itemsize
+        if self._file is not None:
+            self._file.close()
+        try:
+            handle = open(self.path, "r+b")  # noqa: SIM115 (kept open across add() calls; closed in close())
+        except FileNotFoundError:
+            if count:
+                raise ValueError(f"the point spool {self.path} is missing") from None
+            handle = open(self.path, "w+b")  # noqa: SIM115
+        digest = hashlib.sha256()
+        remaining = length
+        while remaining:
+            chunk = handle.read(min(remaining, 1 << 22))
+            if not chunk:
+                handle.close()
+                raise ValueError(f"the point spool {self.path} is shorter than the saved state ({count} records)")
+            digest.update(chunk)
+            remaining -= len(chunk)
+        if digest.hexdigest() != state["sha256"]:
+            handle.close()
+            raise ValueError(f"the point spool {self.path} does not match the saved state's checksum")
+        handle.truncate(length)  # records of frames after the state are added again, as in a run never killed
+        handle.seek(length)
+        self._file, self._digest, self.count = handle, digest, count
+
     def close(self) -> None:
-        """Delete the temporary file (the memory map returned by :meth:`records` must be dropped first)."""
-        self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        """Close the file; delete it unless it is stable (the memory map of :meth:`records` must be dropped first)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if not self.stable:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "wb")  # noqa: SIM115 (kept open across add() calls; closed in close())
 
 
 class VoxelGrid:
@@ -103,6 +164,30 @@ class VoxelGrid:
         out["rgb"] = np.round(self._rgb_sum / self._count[:, None])
         return out
 
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything the grid holds, merged and pending, as plain arrays (see :meth:`load_state_arrays`)."""
+        pending = np.concatenate(self._pending) if self._pending else np.empty(0, dtype=POINT_DTYPE)
+        return {
+            "keys": self._keys,
+            "xyz_sum": self._xyz_sum,
+            "rgb_sum": self._rgb_sum,
+            "count": self._count,
+            **records_to_arrays("first", self._first),
+            **records_to_arrays("pending", pending),
+        }
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Take the contents saved by :meth:`state_arrays` (pending records stay pending: merging is batched the
+        same way as in a run never interrupted)."""
+        self._keys = arrays["keys"].astype(np.int64).reshape(-1, 3)
+        self._xyz_sum = arrays["xyz_sum"].astype(np.float64).reshape(-1, 3)
+        self._rgb_sum = arrays["rgb_sum"].astype(np.float64).reshape(-1, 3)
+        self._count = arrays["count"].astype(np.int64).reshape(-1)
+        self._first = records_from_arrays("first", arrays)
+        pending = records_from_arrays("pending", arrays)
+        self._pending = [pending] if len(pending) else []
+        self._pending_count = len(pending)
+
     def _merge(self) -> None:
         if not self._pending:
             return
@@ -121,6 +206,20 @@ class VoxelGrid:
         self._xyz_sum = np.stack([np.bincount(inverse, xyz[:, i], groups) for i in range(3)], axis=-1)
         self._rgb_sum = np.stack([np.bincount(inverse, rgb[:, i], groups) for i in range(3)], axis=-1)
         self._first = first[index]
+
+
+def records_to_arrays(prefix: str, records: np.ndarray) -> dict[str, np.ndarray]:
+    """Point records as one plain array per field (``prefix.xyz``...), for formats without structured dtypes."""
+    return {f"{prefix}.{name}": np.ascontiguousarray(records[name]) for name in POINT_DTYPE.names}
+
+
+def records_from_arrays(prefix: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The records saved by :func:`records_to_arrays`."""
+    count = len(arrays[f"{prefix}.xyz"])
+    records = np.empty(count, dtype=POINT_DTYPE)
+    for name in POINT_DTYPE.names:
+        records[name] = arrays[f"{prefix}.{name}"].reshape(records[name].shape)
+    return records
 
 
 def subsample(records: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:

@@ -10,7 +10,10 @@ folders this writer created are removed again when empty.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +34,11 @@ from streamvggt.io.outputs.frames import (
     write_pointmap,
 )
 from streamvggt.io.outputs.glb import write_glb
-from streamvggt.io.outputs.interchange import ExportOptions, SourceFrame, TrainerExports
+from streamvggt.io.outputs.interchange import COLMAP_DIR, ExportOptions, SourceFrame, TrainerExports
 from streamvggt.io.outputs.ply import write_ply
 from streamvggt.io.outputs.points import PointSpool, VoxelGrid, confident_points, subsample
-from streamvggt.io.outputs.previous_outputs import remove_previous_outputs
+from streamvggt.io.outputs.previous_outputs import FRAME_DIRS, remove_previous_outputs
+from streamvggt.io.run_state import StateError, fsync_files
 
 if TYPE_CHECKING:
     from streamvggt.results import FrameResult
@@ -45,6 +49,15 @@ POINT_SOURCES = ("depth", "pointmap")
 # Points in scene.glb and colmap/points3D.txt (a uniform sample when points.ply has more): both formats hold
 # everything in memory or text, and viewers slow down well before this.
 SCENE_POINTS = 1_000_000
+
+
+@dataclass(frozen=True)
+class WriterState:
+    """A writer's state after some frames (:meth:`ReconstructionWriter.export_state`): JSON-able ``meta`` and
+    numpy ``arrays`` (plain dtypes), to save with :class:`streamvggt.io.run_state.RunStateStore`."""
+
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,8 @@ class ReconstructionWriter:
     pointmaps: also write each frame's point-head output (``pointmap/``), for viewing that source again later.
     exports: the trainer exports (COLMAP format and images, transforms.json depth, RGB-D), see
     :class:`streamvggt.io.outputs.interchange.ExportOptions`.
+    spool_path: a stable file for the point spool (resumable runs: :meth:`export_state` / :meth:`restore_state`);
+    default a hidden temporary file in the output folder, deleted when the writer closes.
     """
 
     def __init__(
@@ -76,6 +91,7 @@ class ReconstructionWriter:
         scene_points: int = SCENE_POINTS,
         pointmaps: bool = False,
         exports: ExportOptions | None = None,
+        spool_path: Path | None = None,
     ) -> None:
         if points not in POINT_SOURCES:
             raise ValueError(f"unknown point source '{points}': use {' or '.join(POINT_SOURCES)}")
@@ -90,7 +106,11 @@ class ReconstructionWriter:
         self.scene_points = scene_points
         self.pointmaps = pointmaps
         self._created = _prepare_folder(self.output_dir)
-        self._accumulator = VoxelGrid(voxel_size) if voxel_size is not None else PointSpool(self.output_dir)
+        self.voxel_size = voxel_size
+        self._accumulator = (
+            VoxelGrid(voxel_size) if voxel_size is not None else PointSpool(self.output_dir, path=spool_path)
+        )
+        self._synced = 0  # per-frame files already made durable by export_state
         self.cameras: list[CameraRecord] = []
         self._frame_files: dict[int, dict[str, str]] = {}
         self._frame_outputs: list[Path] = []
@@ -159,6 +179,102 @@ class ReconstructionWriter:
         with _as_output_error(self.output_dir):
             self._accumulator.add(records)
 
+    def export_state(self) -> WriterState:
+        """Everything needed to go on after the frames added so far, with their files made durable (fsynced): a
+        run state saved with it never names a file that a power cut could lose. Cheap with a bounded accumulator:
+        the spool stays where it is (only its record count and checksum are saved)."""
+        out = self.output_dir
+        with _as_output_error(out):
+            fsync_files(self._frame_outputs[self._synced :], (out,))  # out: the frame folders' entries
+        self._synced = len(self._frame_outputs)
+        exports_meta, exports_arrays = self.exports.state()
+        arrays: dict[str, np.ndarray] = {f"exports.{k}": v for k, v in exports_arrays.items()}
+        if self.cameras:
+            arrays["cameras.extrinsic"] = np.stack([c.extrinsic for c in self.cameras])
+            arrays["cameras.intrinsic"] = np.stack([c.intrinsic for c in self.cameras])
+        meta: dict[str, Any] = {
+            "options": self._options(),
+            "cameras": [
+                {
+                    "index": c.index,
+                    "name": c.name,
+                    "source_index": c.source_index,
+                    "timestamp": c.timestamp,
+                    "image_size": list(c.image_size),
+                }
+                for c in self.cameras
+            ],
+            "frame_files": {str(index): files for index, files in self._frame_files.items()},
+            "frame_outputs": [p.relative_to(out).as_posix() for p in self._frame_outputs],
+            "exports": exports_meta,
+        }
+        if isinstance(self._accumulator, PointSpool):
+            with _as_output_error(self._accumulator.path):
+                meta["spool"] = self._accumulator.state()
+        else:
+            arrays.update({f"voxels.{k}": v for k, v in self._accumulator.state_arrays().items()})
+        return WriterState(meta, arrays)
+
+    def restore_state(self, state: WriterState) -> None:
+        """Continue from ``state`` (of a writer with the same options and output folder), before any :meth:`add`:
+        frames added next give the outputs of a run never interrupted. Raises StateError (one line) when the state
+        does not fit this writer or its files are gone."""
+        meta, arrays = state.meta, state.arrays
+        if self.cameras:
+            raise ValueError("restore_state must come before the first frame is added")
+        saved = meta.get("options")
+        if saved != self._options():
+            raise StateError(f"the saved writer state has other output options ({saved}, now {self._options()})")
+        out = self.output_dir
+        outputs = [out / name for name in meta["frame_outputs"]]
+        missing = next((p for p in outputs if not p.is_file()), None)
+        if missing is not None:
+            raise StateError(f"{missing} of a saved frame is missing: run again without --resume to start over")
+        extrinsics = arrays.get("cameras.extrinsic", np.empty((0, 3, 4)))
+        intrinsics = arrays.get("cameras.intrinsic", np.empty((0, 3, 3)))
+        if not len(extrinsics) == len(intrinsics) == len(meta["cameras"]):
+            raise StateError("the saved writer state is inconsistent: camera counts differ")
+        self.cameras = [
+            CameraRecord(
+                index=int(c["index"]),
+                name=str(c["name"]),
+                source_index=int(c["source_index"]),
+                timestamp=None if c["timestamp"] is None else float(c["timestamp"]),
+                extrinsic=np.array(extrinsic),
+                intrinsic=np.array(intrinsic),
+                image_size=(int(c["image_size"][0]), int(c["image_size"][1])),
+            )
+            for c, extrinsic, intrinsic in zip(meta["cameras"], extrinsics, intrinsics, strict=True)
+        ]
+        _remove_stale_temporaries(out)
+        self._frame_files = {int(index): dict(files) for index, files in meta["frame_files"].items()}
+        self._frame_outputs = outputs
+        self._synced = len(outputs)
+        prefix = "exports."
+        self.exports.restore(meta["exports"], {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)})
+        if isinstance(self._accumulator, PointSpool):
+            try:
+                self._accumulator.restore(meta["spool"])
+            except ValueError as error:
+                raise StateError(f"{error}: run again without --resume to start over") from None
+        else:
+            prefix = "voxels."
+            self._accumulator.load_state_arrays(
+                {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+            )
+
+    def _options(self) -> dict[str, Any]:
+        """The options that shape what a saved state holds (a restore checks them)."""
+        return {
+            "points": self.points,
+            "conf_threshold": self.conf_threshold,
+            "voxel_size": self.voxel_size,
+            "depth_png": self.depth_png,
+            "scene_points": self.scene_points,
+            "pointmaps": self.pointmaps,
+            "exports": json.loads(json.dumps(dataclasses.asdict(self.exports.options))),
+        }
+
     def finish(self, metadata: dict[str, Any] | None = None) -> WrittenOutputs:
         """Write the whole-sequence outputs; ``metadata`` goes into cameras.json. Needs at least one frame."""
         if not self.cameras:
@@ -208,6 +324,23 @@ class ReconstructionWriter:
     def _close_accumulator(self) -> None:
         if isinstance(self._accumulator, PointSpool):
             self._accumulator.close()
+
+
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # io.atomic.temporary_name's names
+
+
+def _remove_stale_temporaries(output_dir: Path) -> None:
+    """Remove the temporary files a killed run left half-written in the output folder and its frame folders
+    (a resumed run writes those files again)."""
+    folders = [output_dir, *(output_dir / name for name in (*FRAME_DIRS, COLMAP_DIR))]
+    for folder in folders:
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        for entry in folder.iterdir():
+            if _TEMPORARY.fullmatch(entry.name) and entry.is_file():
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                    log.debug("removed %s, left by an interrupted run", entry)
 
 
 def _prepare_folder(path: Path) -> list[Path]:
