@@ -3,7 +3,7 @@
 This module builds the parser from :data:`COMMANDS` and holds the error handling every command shares. Exit codes:
 0 success, 1 a fatal error (one line, ``streamvggt COMMAND: error: ...``, says what to do), 2 bad arguments, 130
 interrupted, 141 the reader of our output went away (``streamvggt ... | head -1``: a quiet exit). A command
-module may also set ``REQUIRES``, the (module, extra) pairs it needs before even its arguments parse.
+module may also define ``check_requirements()``, which raises MissingExtraError before even its arguments parse.
 
 Nothing here imports torch at import time: ``streamvggt --help`` answers at once.
 """
@@ -29,7 +29,7 @@ from streamvggt.cli.common import (
     log,
     prog,
 )
-from streamvggt.extras import MissingExtraError, require
+from streamvggt.extras import MissingExtraError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     command = _command(argv)
     args = None
     try:
-        for module, extra in getattr(command, "REQUIRES", ()):
-            require(module, extra)  # before the arguments: even --help needs them
+        if hasattr(command, "check_requirements"):
+            command.check_requirements()  # before the arguments: even --help needs them
         args = build_parser().parse_args(argv)
         code = _run(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit

@@ -7,11 +7,16 @@ import logging
 from typing import Any
 
 from streamvggt.cli.common import fail
+from streamvggt.extras import require
 from streamvggt.train.data import command
 from streamvggt.train.data.importers.command import DataCommandError
 
 NAME = "data"
-REQUIRES = (("yaml", "train"),)  # reader options are YAML values
+
+
+def check_requirements() -> None:
+    """PyYAML, before even the arguments parse (reader options are YAML values)."""
+    require("yaml", "train")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

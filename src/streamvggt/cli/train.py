@@ -7,11 +7,15 @@ import argparse
 from typing import Any
 
 from streamvggt.cli.common import EXIT_USAGE, fail
-from streamvggt.extras import MissingExtraError
+from streamvggt.extras import MissingExtraError, require
 from streamvggt.train import command
 
 NAME = "train"
-REQUIRES = (("yaml", "train"),)  # the config is YAML: say so before anything else
+
+
+def check_requirements() -> None:
+    """PyYAML, before even the arguments parse (the config is YAML)."""
+    require("yaml", "train")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
