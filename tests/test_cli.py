@@ -88,7 +88,7 @@ def assert_clean_failure(code: int, stderr: str, *phrases: str) -> None:
     assert code == 1
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
-    assert lines[0].startswith("streamvggt: error: ")
+    assert lines[0].startswith("streamvggt reconstruct: error: ")
     assert "Traceback" not in stderr
     for phrase in phrases:
         assert phrase in lines[0]
@@ -400,7 +400,7 @@ def test_stride_and_fps_are_exclusive(tmp_path):
 def test_an_option_that_needs_another_is_a_one_line_usage_error(tmp_path, command, option, needed):
     code, _, stderr = run_cli(command, tmp_path, "-o", tmp_path / "out", *option)
     assert code == 2
-    assert stderr.strip() == f"streamvggt: error: {command}: {option[0]} applies only with {needed}" + (
+    assert stderr.strip() == f"streamvggt {command}: error: {option[0]} applies only with {needed}" + (
         " (it scales the RGB-D depth and trajectory)" if needed == "--rgbd" else " (it configures the browser viewer)"
     )
     assert not (tmp_path / "out").exists()

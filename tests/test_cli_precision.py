@@ -151,23 +151,25 @@ def test_an_unknown_precision_is_one_line_and_nothing_is_written(frames, checkpo
     code, stdout, stderr = reconstruct_cli(frames, checkpoint, "--precision", value)
     assert code == 1 and stdout == ""
     assert stderr.strip().splitlines() == [
-        f"streamvggt: error: unknown precision '{value}'; choose one of auto, fp32, bf16, fp16, int8"
+        f"streamvggt reconstruct: error: unknown precision '{value}'; choose one of auto, fp32, bf16, fp16, int8"
     ]
     assert not (frames.parent / "out").exists()
 
 
 def test_int8_on_a_gpu_is_one_line(frames, checkpoint, monkeypatch):
-    monkeypatch.setattr(reconstruction, "checked_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr("streamvggt.pipeline.options.choose_device", lambda name: torch.device("cuda"))
     code, _, stderr = reconstruct_cli(frames, checkpoint, "--precision", "int8", "--device", "cuda")
     assert code == 1
-    assert stderr.strip().splitlines() == ["streamvggt: error: precision 'int8' runs on the CPU only, not on cuda"]
+    assert stderr.strip().splitlines() == [
+        "streamvggt reconstruct: error: precision 'int8' runs on the CPU only, not on cuda"
+    ]
 
 
 def test_view_passes_precision_and_compile_to_the_viewer(monkeypatch, tmp_path):
     given: dict = {}
 
-    def fake_view(source, checkpoint, **options):
-        given.update(options)
+    def fake_view(source, options, **rest):
+        given.update(precision=options.model.precision, compile=options.model.compile)
         raise ValueError("stop here")
 
     monkeypatch.setattr("streamvggt.viewer.view", fake_view)

@@ -13,9 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from streamvggt.train.command import main as train_main
+from streamvggt.cli import main as cli_main
 from streamvggt.train.data.check import reproject
-from streamvggt.train.data.command import main
 from tests.layout_helpers import FRAMES, render_sequence
 from tests.test_data_spring import write_spring
 
@@ -29,7 +28,9 @@ def sequences() -> list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
 
 
 def run_check(root: Path, output: Path, *extra: str) -> tuple[int, dict]:
-    status = main(["check", "--type", "spring", str(root), "--num-views", "3", *SIZE, "--output", str(output), *extra])
+    status = cli_main(
+        ["data", "check", "--type", "spring", str(root), "--num-views", "3", *SIZE, "--output", str(output), *extra]
+    )
     return status, json.loads((output / "report.json").read_text())
 
 
@@ -110,7 +111,7 @@ def test_a_missing_folder_fails_with_a_report(tmp_path: Path) -> None:
 
 
 def test_python_m_runs_the_check(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "streamvggt.train.data", "check", "--type", "spring", str(tmp_path / "absent")]
+    command = [sys.executable, "-m", "streamvggt", "data", "check", "--type", "spring", str(tmp_path / "absent")]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, check=False)
     assert result.returncode == 1 and "cannot open the dataset" in result.stdout
     assert (tmp_path / "data_check_spring" / "report.json").is_file()
@@ -150,14 +151,16 @@ def test_train_check_data_stops_with_the_problems(tmp_path: Path, sequences, mon
     monkeypatch.setattr(streamvggt.train.loop, "train", lambda config, resume: calls.append(config) or tmp_path)
     config = str(Path(__file__).resolve().parents[1] / "configs" / "synthetic_tiny.yaml")
     write_spring(tmp_path / "mm", [[(i, d * 1000.0, p) for i, d, p in frames] for frames in sequences])
-    status = train_main(["--config", config, "--check-data", *write_config_overrides(tmp_path / "mm", tmp_path / "r")])
+    status = cli_main(
+        ["train", "--config", config, "--check-data", *write_config_overrides(tmp_path / "mm", tmp_path / "r")]
+    )
     assert status == 1 and calls == []
     report = json.loads((tmp_path / "r" / "data_check" / "00_spring" / "report.json").read_text())
     assert report["problems"] and report["options"]["num_views"] == 3
 
     write_spring(tmp_path / "good", sequences)
-    status = train_main(
-        ["--config", config, "--check-data", *write_config_overrides(tmp_path / "good", tmp_path / "g")]
+    status = cli_main(
+        ["train", "--config", config, "--check-data", *write_config_overrides(tmp_path / "good", tmp_path / "g")]
     )
     assert status == 0 and len(calls) == 1  # the check passed: training went ahead
     assert json.loads((tmp_path / "g" / "data_check" / "00_spring" / "report.json").read_text())["passed"]

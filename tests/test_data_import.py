@@ -20,9 +20,9 @@ import yaml
 from PIL import Image
 
 from streamvggt import reconstruct
+from streamvggt.cli import main as cli_main
 from streamvggt.io.errors import InputError, OutputError
 from streamvggt.train.config import from_dict
-from streamvggt.train.data.command import main as data_command
 from streamvggt.train.data.importers import import_colmap, import_reconstruction
 from streamvggt.train.data.layouts import GenericDataset
 from streamvggt.train.data.mix import build_reader
@@ -483,10 +483,10 @@ def test_an_output_under_a_file_is_an_error_naming_the_output_not_its_hidden_fol
 
 def import_command(argv: list[str]) -> int:
     """``streamvggt data import ARGV``."""
-    return data_command(["import", *argv])
+    return cli_main(["data", "import", *argv])
 
 
-def test_the_command_imports_and_reports_a_bad_source_in_one_line(tmp_path: Path, capture, caplog, capsys) -> None:
+def test_the_command_imports_and_reports_a_bad_source_in_one_line(tmp_path: Path, capture, capsys) -> None:
     project = colmap_project(tmp_path, capture)
     write_dense_maps(project, capture)
     scene = tmp_path / "data" / "mine"
@@ -496,20 +496,19 @@ def test_the_command_imports_and_reports_a_bad_source_in_one_line(tmp_path: Path
         == f"imported {FRAMES} frames into {scene}: a generic dataset with root {scene.parent}\n"
     )
     assert len(list((scene / "depth").glob("*.npy"))) == FRAMES
-    caplog.clear()
     assert import_command(["--from", "colmap", str(tmp_path / "nowhere"), "-o", str(tmp_path / "other")]) == 1
-    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
-        f"COLMAP folder not found: {tmp_path / 'nowhere'}"
-    ]
+    assert capsys.readouterr().err == (
+        f"streamvggt data import: error: COLMAP folder not found: {tmp_path / 'nowhere'}\n"
+    )
 
 
-def test_without_pycolmap_a_colmap_import_names_the_install(tmp_path: Path, capture, caplog, monkeypatch) -> None:
+def test_without_pycolmap_a_colmap_import_names_the_install(tmp_path: Path, capture, capsys, monkeypatch) -> None:
     project = colmap_project(tmp_path, capture)
     monkeypatch.setitem(sys.modules, "pycolmap", None)  # import pycolmap now fails as if it were not installed
     assert import_command(["--from", "colmap", str(project), "-o", str(tmp_path / "data" / "mine")]) == 1
-    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
-        "importing COLMAP models needs pycolmap: pip install 'streamvggt[train]'"
-    ]
+    assert capsys.readouterr().err == (
+        "streamvggt data import: error: importing COLMAP models needs pycolmap: pip install 'streamvggt[train]'\n"
+    )
 
 
 def test_an_imported_scene_trains_mixed_with_synthetic_scenes(tmp_path: Path, capture) -> None:

@@ -159,7 +159,7 @@ def test_errors_are_one_line(tmp_path, checkpoint, arguments, message):
     message = message.replace("nowhere", str(tmp_path / "nowhere"))
     code, stdout, stderr = run_cli("eval", *arguments, "--checkpoint", checkpoint, "-o", tmp_path / "out")
     assert code == 1 and stdout == ""
-    assert stderr.startswith("streamvggt: error: ") and message in stderr and stderr.count("\n") == 1
+    assert stderr.startswith("streamvggt eval: error: ") and message in stderr and stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize(
@@ -196,7 +196,7 @@ def test_arguments_and_folders_are_checked_before_the_model_loads(tmp_path, argu
     missing = tmp_path / "missing.pt"
     code, stdout, stderr = run_cli("eval", *arguments, "--checkpoint", missing, "-o", tmp_path / "out")
     assert code == 1 and stdout == ""
-    assert stderr.startswith("streamvggt: error: ") and message in stderr and stderr.count("\n") == 1
+    assert stderr.startswith("streamvggt eval: error: ") and message in stderr and stderr.count("\n") == 1
     assert "missing.pt" not in stderr
 
 
@@ -206,7 +206,7 @@ def test_an_output_path_that_is_a_file_fails_before_the_model_loads(tmp_path):
         "eval", "synthetic", "--checkpoint", tmp_path / "missing.pt", "-o", tmp_path / "taken"
     )  # fmt: skip
     assert code == 1
-    assert stderr == f"streamvggt: error: cannot write to {tmp_path / 'taken'}: it is a file, not a folder\n"
+    assert stderr == f"streamvggt eval: error: cannot write to {tmp_path / 'taken'}: it is a file, not a folder\n"
 
 
 def test_synthetic_honours_no_plots(tmp_path, checkpoint):

@@ -125,7 +125,10 @@ def test_binary_format_without_pycolmap_is_one_line_naming_the_extra_before_anyt
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = main(["reconstruct", str(tmp_path), "-o", str(tmp_path / "out"), "--colmap-format", "bin"])
     assert code == 1 and not (tmp_path / "out").exists()
-    assert err.getvalue() == "streamvggt: error: --colmap-format bin needs pycolmap: pip install 'streamvggt[eval]'\n"
+    assert (
+        err.getvalue()
+        == "streamvggt reconstruct: error: --colmap-format bin needs pycolmap: pip install 'streamvggt[eval]'\n"
+    )
 
 
 def test_a_model_of_the_other_format_from_an_earlier_run_is_replaced(tmp_path):

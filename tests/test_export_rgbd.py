@@ -95,4 +95,7 @@ def test_a_depth_scale_that_is_not_positive_is_one_line_naming_the_option(tmp_pa
         code = main(["reconstruct", str(tmp_path), "-o", str(tmp_path / "out"), "--rgbd", "--depth-scale", value])
     assert code == 1
     (line,) = err.getvalue().strip().splitlines()
-    assert line.startswith("streamvggt: error: --depth-scale must be positive") and not (tmp_path / "out").exists()
+    assert (
+        line.startswith("streamvggt reconstruct: error: --depth-scale must be positive")
+        and not (tmp_path / "out").exists()
+    )

@@ -178,7 +178,8 @@ TINY_CONFIG = str(ROOT / "configs" / "synthetic_tiny.yaml")
 )
 def test_command_without_its_extra_says_which_install_fixes_it(tmp_path, missing, argv, message):
     result = run_without(missing, argv, tmp_path)
-    assert (result.returncode, result.stderr, result.stdout) == (1, f"streamvggt: error: {message}\n", "")
+    expected = f"streamvggt {argv[0]}: error: {message}\n"
+    assert (result.returncode, result.stderr, result.stdout) == (1, expected, "")
     assert list(tmp_path.iterdir()) == []  # checked before anything is written
 
 

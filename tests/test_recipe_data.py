@@ -106,7 +106,7 @@ SMALL = [
 # Records which dataset each clip the training run loads comes from, one file per process, then trains.
 RECORDING_TRAINER = """\
 import os, sys
-from streamvggt.train.command import main
+from streamvggt.cli import main
 from streamvggt.train.data.mix import DatasetMix
 
 load = DatasetMix.__getitem__
@@ -118,7 +118,7 @@ def recording(mix, key):
     return clip
 
 DatasetMix.__getitem__ = recording
-sys.exit(main(sys.argv[1:]))
+sys.exit(main(["train", *sys.argv[1:]]))
 """
 
 

@@ -43,7 +43,7 @@ RANKS: list[tuple[str, ...]] = [
     ("__main__", ""),
 ]
 # Ranked names that have no code yet, so that the table can be checked for typos and stale entries.
-PLANNED = {"mapping"}  # DESIGN.md's long-video map: keyframes, revisits, the Sim(3) pose graph
+PLANNED: set[str] = set()  # rank entries named before their package exists (none now)
 # Python runs the package's __init__ before any of its submodules, so a name it defines itself and imports nothing
 # for adds no dependency; importing it from below is not an upward import.
 ROOT_CONSTANTS = {"__version__"}

@@ -85,17 +85,18 @@ def test_override_with_invalid_yaml_names_the_override() -> None:
 
 @pytest.mark.parametrize("under", ["a_file", "a_file/run"])
 def test_train_refuses_an_output_dir_under_a_file_before_loading_anything(
-    tmp_path: Path, under: str, monkeypatch, caplog
+    tmp_path: Path, under: str, monkeypatch, capsys
 ) -> None:
     import streamvggt.train.loop
-    from streamvggt.train.command import main
+    from streamvggt.cli import main
 
     calls = []
     monkeypatch.setattr(streamvggt.train.loop, "train", lambda config, resume: calls.append(config) or tmp_path)
     (tmp_path / "a_file").write_text("", encoding="utf-8")
-    status = main(["--config", str(CONFIGS / "synthetic_tiny.yaml"), f"run.output_dir={tmp_path / under}"])
+    status = main(["train", "--config", str(CONFIGS / "synthetic_tiny.yaml"), f"run.output_dir={tmp_path / under}"])
     assert status == 2 and calls == []
-    assert f"run.output_dir {tmp_path / under} cannot be created: {tmp_path / 'a_file'} is not a folder" in caplog.text
+    message = f"run.output_dir {tmp_path / under} cannot be created: {tmp_path / 'a_file'} is not a folder"
+    assert capsys.readouterr().err == f"streamvggt train: error: {message}\n"
 
 
 @pytest.mark.parametrize(

@@ -314,11 +314,11 @@ def test_an_export_dir_that_cannot_take_files_fails_before_the_model_loads(
 ):
     (tmp_path / "afile").write_text("not a folder")
     write_images(tmp_path / "frames", ["0.png"])
-    monkeypatch.setattr("streamvggt.viewer.command.load_model", pytest.fail)
+    monkeypatch.setattr("streamvggt.pipeline.reconstructor.load_model", pytest.fail)
     code = main(["view", str(tmp_path / "frames"), "--port", "0", "--export-dir", str(tmp_path / export_dir)])
     assert code == 1
     message = f"cannot export to {tmp_path / export_dir}: {why} (--export-dir)"
-    assert capsys.readouterr().err == f"streamvggt: error: {message}\n"
+    assert capsys.readouterr().err == f"streamvggt view: error: {message}\n"
 
 
 def test_confidence_slider_takes_every_accepted_percentile(output_dir, capsys):
@@ -627,7 +627,7 @@ def test_cli_reconstruct_with_view_writes_outputs_and_shows_them(frames_dir, tmp
 def test_cli_view_bad_host_is_one_line(frames_dir, capsys):
     assert main(["view", str(frames_dir), "--host", "203.0.113.7", "--exit-when-done"]) == 1
     stderr = capsys.readouterr().err
-    assert stderr.startswith("streamvggt: error: cannot listen on 203.0.113.7") and stderr.count("\n") == 1
+    assert stderr.startswith("streamvggt view: error: cannot listen on 203.0.113.7") and stderr.count("\n") == 1
 
 
 # --------------------------------------------------------------------------------------------- in the browser

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from streamvggt.config import ModelConfig
     from streamvggt.model.predictions import Predictions
     from streamvggt.model.streamvggt import StreamVGGT
+    from streamvggt.pipeline.options import ReconstructOptions
     from streamvggt.pipeline.reconstructor import ReconstructionSummary, Reconstructor, reconstruct
     from streamvggt.results import FrameResult
     from streamvggt.weights import CheckpointError, load_model
@@ -25,6 +26,7 @@ _PUBLIC = {
     "FrameResult": "streamvggt.results",
     "ModelConfig": "streamvggt.config",
     "Predictions": "streamvggt.model.predictions",
+    "ReconstructOptions": "streamvggt.pipeline.options",
     "ReconstructionSummary": "streamvggt.pipeline.reconstructor",
     "Reconstructor": "streamvggt.pipeline.reconstructor",
     "StreamVGGT": "streamvggt.model.streamvggt",
@@ -36,6 +38,7 @@ __all__ = [
     "FrameResult",
     "ModelConfig",
     "Predictions",
+    "ReconstructOptions",
     "ReconstructionSummary",
     "Reconstructor",
     "StreamVGGT",

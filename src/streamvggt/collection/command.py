@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-import argparse
+import os
 from typing import Any
 
 from streamvggt.collection.runner import CollectionResult, merge_collection, reconstruct_collection
 from streamvggt.collection.sharding import parse_shard
 from streamvggt.collection.summary import FAILED, MISSING, SUMMARY_FILE
+from streamvggt.pipeline.options import ReconstructOptions
 
 
-def run_collection_command(args: argparse.Namespace, options: dict[str, Any]) -> CollectionResult | dict[str, Any]:
-    """Run this process's share (or only merge, with ``--merge``); ``options`` are reconstruct's."""
-    if args.merge:
-        return merge_collection(args.manifest, args.output)
-    return reconstruct_collection(
-        args.manifest,
-        args.output,
-        args.checkpoint,
-        batch_size=args.batch,
-        shard=parse_shard(args.shard) if args.shard else None,
-        device=args.device,
-        progress=not args.no_progress,
-        **options,
-    )
+def run_collection_command(
+    manifest: str | os.PathLike,
+    output_root: str | os.PathLike,
+    options: ReconstructOptions,
+    *,
+    batch_size: int = 1,
+    shard: str | None = None,
+    merge_only: bool = False,
+) -> CollectionResult | dict[str, Any]:
+    """Run this process's share (``shard``: "I/N", or None for all) or, with ``merge_only``, only merge the
+    shards' records; the model is ``options.model.checkpoint``."""
+    if merge_only:
+        return merge_collection(manifest, output_root)
+    share = parse_shard(shard) if shard else None
+    return reconstruct_collection(manifest, output_root, batch_size=batch_size, shard=share, options=options)
 
 
 def succeeded(result: CollectionResult | dict[str, Any]) -> bool:

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -26,13 +27,13 @@ from streamvggt.collection.outputs import OutputRoot
 from streamvggt.collection.sharding import Shard, launcher_process
 from streamvggt.collection.summary import DONE, FAILED, SKIPPED, InputRecord, ShardLog, merge
 from streamvggt.io.errors import OutputError
-from streamvggt.io.inputs.preprocess import DEFAULT_SIZE, Preprocessor
-from streamvggt.io.inputs.sources import check_sampling, is_image_input
-from streamvggt.io.outputs.writer import ReconstructionWriter
+from streamvggt.io.inputs.sources import is_image_input
 from streamvggt.model.streamvggt import StreamVGGT
-from streamvggt.pipeline.reconstructor import checked_device, reconstruct
+from streamvggt.pipeline.options import ReconstructOptions
+from streamvggt.pipeline.reconstructor import reconstruct
+from streamvggt.pipeline.run import FrameCallback
+from streamvggt.results import FrameResult
 from streamvggt.runtime.regional_compile import compile_regions
-from streamvggt.streaming.cache import parse_policy
 from streamvggt.streaming.slots import BatchedStreams, BatchStoppedError, SlotStream
 from streamvggt.weights import load_model
 
@@ -41,8 +42,6 @@ log = logging.getLogger(__name__)
 # Processes that finish their share early wait for the others before rank 0 merges; a share can take days.
 MERGE_WAIT = timedelta(days=7)
 WORKERS_PER_SLOT = 2
-# Options that configure a reconstruct call but are the collection's own business.
-_OWN_OPTIONS = ("progress", "on_frame", "session", "on_stream_end", "device")
 
 
 @dataclass(frozen=True)
@@ -78,34 +77,36 @@ def reconstruct_collection(
     *,
     batch_size: int = 1,
     shard: Shard | None = None,
-    device: str | torch.device | None = None,
-    progress: bool = False,
-    **options: Any,
+    options: ReconstructOptions | None = None,
+    **keywords: Any,
 ) -> CollectionResult:
     """Reconstruct this process's share of ``manifest`` into ``output_root``/NAME, one folder per input.
 
-    model: a loaded StreamVGGT or a checkpoint source (see :func:`streamvggt.reconstruct`), loaded on ``device``
-    (None or "auto": under a launcher, the GPU ``LOCAL_RANK`` names). batch_size: inputs streamed together.
+    model: a loaded StreamVGGT or a checkpoint source (see :func:`streamvggt.reconstruct`), loaded on the options'
+    device (None or "auto": under a launcher, the GPU ``LOCAL_RANK`` names). batch_size: inputs streamed together.
     shard: this job's share (``--shard i/n`` of a SLURM array); a launcher's processes split it further.
-    options: :func:`streamvggt.reconstruct`'s options (stride, fps, max_frames, cache, preprocess, size, ...),
-    the same for every input, except that image inputs ignore fps (their frames have no times); ``compile`` may
-    only be "regions" (the slots' resets keep a batch's steps from compiling whole). Raises
-    InputError/OutputError/ValueError with one line for a bad manifest, output
-    root or option; an unusable input is recorded as failed instead.
+    options: :func:`streamvggt.reconstruct`'s options (or the same as keywords: stride, fps, max_frames, cache,
+    preprocess, size, ...), the same for every input, except that image inputs ignore fps (their frames have no
+    times); ``compile`` may only be "regions" (the slots' resets keep a batch's steps from compiling whole);
+    ``progress`` shows one bar counting the frames of all inputs. Raises InputError/OutputError/ValueError with
+    one line for a bad manifest, output root or option; an unusable input is recorded as failed instead.
     """
     started = time.perf_counter()
+    if options is None:
+        options = ReconstructOptions.from_keywords("reconstruct_collection", **keywords)
+    elif keywords:
+        raise TypeError(f"reconstruct_collection() takes options or keyword options, not both: {', '.join(keywords)}")
     if batch_size < 1:
         raise ValueError(f"--batch must be at least 1, got {batch_size}")
-    given = [name for name in _OWN_OPTIONS if name in options]
-    if given:
-        raise ValueError(f"reconstruct_collection sets {', '.join(given)} itself")
-    if options.get("compile") not in (None, False, "regions"):
-        raise ValueError(f"reconstruct-many compiles regions only, not compile={options['compile']!r}")
+    if options.model.compile not in (False, "regions"):
+        raise ValueError(f"reconstruct-many compiles regions only, not compile={options.model.compile!r}")
+    if options.stream.query_points is not None:
+        raise ValueError("reconstruct-many does not track query points")
+    device = options.check(loads_model=not isinstance(model, StreamVGGT))
     entries = read_manifest(manifest)
     process = launcher_process()
     share = (shard or Shard()).within(process)
     root = OutputRoot(output_root)
-    _check_options(root, options)
     shard_log = ShardLog(root, share)
     mine = share.select(entries)
     todo = [entry for entry in mine if not root.is_complete(entry.name)]
@@ -115,11 +116,12 @@ def reconstruct_collection(
     batch = None
     if todo:
         if not isinstance(model, StreamVGGT):
-            model = load_model(model, device=_process_device(device), precision=options.get("precision", "auto"))
-        if options.get("compile") == "regions":
+            checkpoint = model if model is not None else options.model.checkpoint
+            model = load_model(checkpoint, device=device, precision=options.model.precision)
+        if options.model.compile == "regions":
             compile_regions(model)
-        batch = BatchedStreams(model, min(batch_size, len(todo)), options.get("cache", "full"))
-        _run_slots(batch, deque(todo), root, shard_log, model, options, progress)
+        batch = BatchedStreams(model, min(batch_size, len(todo)), options.stream.cache)
+        _run_slots(batch, deque(todo), root, shard_log, model, options)
     summary = None
     if (shard is None or shard.count == 1) and _all_processes_done(process):
         summary = merge(root, entries, str(manifest))
@@ -138,51 +140,46 @@ def merge_collection(manifest: str | os.PathLike, output_root: str | os.PathLike
     return merge(OutputRoot(root), read_manifest(manifest), str(manifest))
 
 
-def _check_options(root: OutputRoot, options: dict[str, Any]) -> None:
-    """Reject options that would fail every input, before anything slow (ValueError, one line)."""
-    parse_policy(options.get("cache", "full"))
-    Preprocessor(options.get("preprocess", "crop"), options.get("size", DEFAULT_SIZE))
-    check_sampling(options.get("stride"), options.get("fps"), options.get("max_frames"))
-    writer_options = ("points", "conf_threshold", "voxel_size", "depth_png", "pointmaps", "exports")
-    probe = root.state / "options-check"
-    with ReconstructionWriter(probe, **{k: v for k, v in options.items() if k in writer_options}) as writer:
-        writer.abort()
-
-
-def _process_device(device: str | torch.device | None) -> torch.device:
-    """The device to load on; "auto" under a launcher picks this process's GPU (LOCAL_RANK)."""
-    local_rank = os.environ.get("LOCAL_RANK")
-    if device in (None, "auto") and local_rank is not None and torch.cuda.is_available():
-        return torch.device("cuda", int(local_rank) % torch.cuda.device_count())
-    return checked_device(device)
-
-
 def _run_slots(
     batch: BatchedStreams,
     todo: deque[Entry],
     root: OutputRoot,
     shard_log: ShardLog,
     model: StreamVGGT,
-    options: dict[str, Any],
-    progress: bool,
+    options: ReconstructOptions,
 ) -> None:
     """Worker threads take inputs from ``todo`` until none is left; the batched steps run among them. Two per
-    slot: while one writes its input's outputs (its slot already free), another streams the next input."""
+    slot: while one writes its input's outputs (its slot already free), another streams the next input. The
+    progress bar counts frames (an input can take minutes), its postfix the inputs finished."""
     from tqdm.auto import tqdm
 
     lock = threading.Lock()
     errors: list[BaseException] = []
-    bar = tqdm(total=len(todo), unit="input", disable=not progress, dynamic_ncols=True)
+    inputs, finished = len(todo), 0
+    bar = tqdm(unit="frame", disable=not options.progress, dynamic_ncols=True)
+    bar.set_postfix_str(f"0/{inputs} inputs", refresh=False)
 
     def next_entry() -> Entry | None:
         with lock:
             return todo.popleft() if todo else None
 
+    def count_frame(result: object) -> None:
+        with lock:
+            bar.update()
+
+    def input_done() -> None:
+        nonlocal finished
+        with lock:
+            finished += 1
+            bar.set_postfix_str(f"{finished}/{inputs} inputs")
+
+    per_input = options.replace(progress=False)
+
     def work() -> None:
         try:
             while (entry := next_entry()) is not None:
-                shard_log.add(_reconstruct_entry(entry, batch.stream(), root, model, options))
-                bar.update()
+                shard_log.add(_reconstruct_entry(entry, batch.stream(), root, model, per_input, count_frame))
+                input_done()
         except BaseException as error:  # handed to the main thread, which raises it
             errors.append(error)
             batch.stop(f"{type(error).__name__}: {error}")
@@ -206,16 +203,29 @@ def _run_slots(
 
 
 def _reconstruct_entry(
-    entry: Entry, stream: SlotStream, root: OutputRoot, model: StreamVGGT, options: dict[str, Any]
+    entry: Entry,
+    stream: SlotStream,
+    root: OutputRoot,
+    model: StreamVGGT,
+    options: ReconstructOptions,
+    on_frame: Callable[[FrameResult], object],
 ) -> InputRecord:
     """Reconstruct one input through ``stream`` into its staging folder, then publish it; a failure of the
     input itself becomes a failed record, a failure of the batch or of the output root propagates."""
     staging = root.staging(entry.name)
     started = time.perf_counter()
-    if options.get("fps") is not None and is_image_input(entry.input):
-        options = {**options, "fps": None}  # image frames have no times: --fps samples the videos only
+    if options.stream.fps is not None and is_image_input(entry.input):
+        options = options.replace(fps=None)  # image frames have no times: --fps samples the videos only
     try:
-        summary = reconstruct(entry.input, staging, model, session=stream, on_stream_end=stream.end, **options)
+        summary = reconstruct(
+            entry.input,
+            staging,
+            model,
+            options=options,
+            session=stream,
+            on_stream_end=stream.end,
+            consumers=[FrameCallback(on_frame)],
+        )
     except (BatchStoppedError, OutputError, torch.OutOfMemoryError):
         raise
     except Exception as error:  # the input's own problem: recorded, and the collection goes on

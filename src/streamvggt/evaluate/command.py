@@ -4,24 +4,26 @@
 
 Every protocol streams frames through a model session with the chosen cache policy and writes per-sequence and
 averaged results (JSON and a markdown table) and plots into OUTDIR; the averages are printed. This module holds
-the parser, the checks (all made before the model loads) and the run; ``streamvggt.cli`` turns its errors into
-one-line messages.
+the checks (all made before the model loads; the options eval shares with reconstruct through
+:class:`~streamvggt.pipeline.options.ReconstructOptions`) and the run; the parser is ``streamvggt.cli.eval``.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from streamvggt.evaluate.options import CO3D_NUM_FRAMES, DEPTH_ALIGNMENTS, DEPTH_FITS
+from streamvggt.evaluate.options import (
+    CO3D_NUM_FRAMES,
+    DEFAULT_NUM_FRAMES,
+    DEFAULT_SEED,
+    DEFAULT_SEQUENCES,
+)
 from streamvggt.evaluate.report import prepare_output_dir
 from streamvggt.extras import require
 from streamvggt.io.inputs.preprocess import DEFAULT_SIZE
+from streamvggt.pipeline.options import ModelOptions, ReconstructOptions, StreamOptions
 
-PROTOCOLS = ("monodepth", "video-depth", "recon", "pose", "synthetic")
-DEFAULT_NUM_FRAMES = {"pose": CO3D_NUM_FRAMES, "synthetic": 16}
-DEFAULT_SEED, DEFAULT_SEQUENCES = 0, 8
 _PRINTED_METRICS = 6  # averages shown on the terminal; all are in the JSON
 _DEPTH, _ALL_DATASETS = ("monodepth", "video-depth"), ("monodepth", "video-depth", "recon", "pose")
 # Which protocols (and, after a slash, which dataset) use each option; giving one elsewhere is an error, not a
@@ -40,83 +42,10 @@ _OPTION_USERS: dict[str, tuple[str, ...]] = {
 }
 
 
-def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``eval`` command to the CLI's subparsers."""
-    parser = subparsers.add_parser(
-        "eval",
-        help="evaluate a model on a benchmark protocol (depth, reconstruction, pose) or synthetic scenes",
-        description="Run a benchmark protocol of the field on a dataset in its standard preprocessed "
-        "layout, or 'synthetic' on held-out procedural scenes with exact ground truth (no download). Writes "
-        "<protocol>-<dataset>.json and .md and plots/ into OUTDIR. An option that the chosen protocol does not "
-        "use is an error. See docs/evaluation.md.",
-    )
-    parser.add_argument("protocol", choices=PROTOCOLS, help="what to measure")
-    parser.add_argument(
-        "--dataset",
-        metavar="NAME",
-        help="monodepth: sintel, bonn, kitti or nyu; video-depth: sintel, bonn or kitti; recon: 7scenes or "
-        "nrgbd; pose: co3d, tum, scannet or sintel (synthetic takes none)",
-    )
-    parser.add_argument("--root", type=Path, metavar="PATH", help="the dataset folder (see docs/evaluation.md)")
-    parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder (created)")
-    parser.add_argument(
-        "--checkpoint",
-        metavar="SOURCE",
-        help="a .pt/.pth/.safetensors file, a folder, or a Hugging Face repo id (default: the bundled model)",
-    )
-    parser.add_argument(
-        "--cache",
-        default="full",
-        metavar="POLICY",
-        help="key/value cache of the stream: full, window:K or budget:N (default: full)",
-    )
-    parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
-    parser.add_argument(
-        "--max-frames", type=int, metavar="N", help="dataset protocols: use only the first N frames of each sequence"
-    )
-    parser.add_argument(
-        "--align",
-        choices=DEPTH_ALIGNMENTS,
-        help="depth protocols: alignment (default: median per frame for monodepth, one scale per sequence for "
-        "video-depth)",
-    )
-    parser.add_argument(
-        "--fit",
-        choices=DEPTH_FITS,
-        help="depth protocols with --align scale&shift: the solver, 'reference' (the reference's Adam loop, which "
-        "its published tables used; default) or 'exact' (the L1 optimum)",
-    )
-    parser.add_argument(
-        "--size",
-        type=int,
-        metavar="PX",
-        help=f"depth and pose protocols: model input size ({DEFAULT_SIZE}; recon uses the reference's fixed 518x392)",
-    )
-    parser.add_argument("--use-ba", action="store_true", help="pose: also refine cameras by bundle adjustment")
-    parser.add_argument(
-        "--num-frames",
-        type=int,
-        metavar="N",
-        help=f"pose on co3d: frames drawn per sequence ({CO3D_NUM_FRAMES}); synthetic: frames per scene "
-        f"({DEFAULT_NUM_FRAMES['synthetic']})",
-    )
-    parser.add_argument("--seed", type=int, help=f"pose on co3d: seed of the frame draw ({DEFAULT_SEED})")
-    parser.add_argument(
-        "--sequences", type=int, metavar="N", help=f"synthetic: scenes to evaluate ({DEFAULT_SEQUENCES})"
-    )
-    parser.add_argument("--no-plots", action="store_true", help="skip the figures")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details; tracebacks for bugs")
-    return parser
-
-
 def check_eval(args: argparse.Namespace) -> Any:
     """Check the parsed ``eval`` arguments, the dataset folder and the output folder (created) without loading a
     model; returns the torch device. Raises ValueError, InputError, OutputError or MissingExtraError with a one-line
     message."""
-    from streamvggt.pipeline.reconstructor import checked_device
-    from streamvggt.streaming.cache import parse_policy
-
     if args.protocol != "synthetic" and (args.dataset is None or args.root is None):
         raise ValueError(f"eval {args.protocol} needs --dataset NAME and --root PATH")
     for option, users in _OPTION_USERS.items():
@@ -132,8 +61,7 @@ def check_eval(args: argparse.Namespace) -> Any:
             raise ValueError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
     if not args.no_plots:
         require("matplotlib", "eval")  # the figures are drawn last: a missing matplotlib must stop the run first
-    parse_policy(args.cache)
-    device = checked_device(args.device)
+    device = shared_options(args).check()
     if args.protocol in _DEPTH:
         from streamvggt.evaluate.depth import check_depth
 
@@ -154,13 +82,21 @@ def check_eval(args: argparse.Namespace) -> Any:
     return device
 
 
+def shared_options(args: argparse.Namespace) -> ReconstructOptions:
+    """The options eval shares with reconstruct (model, device, precision, cache, size, max frames), checked
+    the same way."""
+    model = ModelOptions(checkpoint=args.checkpoint, device=args.device, precision=args.precision)
+    stream = StreamOptions(cache=args.cache, size=args.size or DEFAULT_SIZE, max_frames=args.max_frames)
+    return ReconstructOptions(model=model, stream=stream, progress=not args.no_progress)
+
+
 def run_eval(args: argparse.Namespace) -> dict[str, float]:
     """Run the parsed ``eval`` command: check everything (:func:`check_eval`), then load the model and run the
     protocol; returns its averaged metrics."""
     from streamvggt.weights import load_model
 
     device = check_eval(args)
-    model = load_model(args.checkpoint, device=device)
+    model = load_model(args.checkpoint, device=device, precision=args.precision)
     meta = {"checkpoint": args.checkpoint or "bundled default model", "device": str(device)}
     plots, size = not args.no_plots, args.size or DEFAULT_SIZE
     if args.protocol in _DEPTH:

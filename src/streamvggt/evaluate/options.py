@@ -9,3 +9,7 @@ DEPTH_ALIGNMENTS = ("median", "scale", "scale&shift", "none")
 # ``exact`` finds the L1 optimum. The other alignments have one solver each.
 DEPTH_FITS = ("reference", "exact")
 CO3D_NUM_FRAMES = 10  # frames drawn per CO3D sequence by the pose protocol
+
+PROTOCOLS = ("monodepth", "video-depth", "recon", "pose", "synthetic")
+DEFAULT_NUM_FRAMES = {"pose": CO3D_NUM_FRAMES, "synthetic": 16}
+DEFAULT_SEED, DEFAULT_SEQUENCES = 0, 8

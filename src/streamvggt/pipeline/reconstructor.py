@@ -8,34 +8,33 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from streamvggt.geometry import pose_encoding_to_extri_intri
 from streamvggt.io.inputs.preprocess import DEFAULT_SIZE, Preprocessor
-from streamvggt.io.inputs.sources import Frame, expected_frames, open_source, read_frames
-from streamvggt.io.outputs.interchange import ExportOptions, SourceFrame
+from streamvggt.io.inputs.sources import Frame
 from streamvggt.io.outputs.previous_outputs import check_source_outside_outputs
 from streamvggt.io.outputs.writer import ReconstructionWriter
 from streamvggt.model.predictions import Predictions
 from streamvggt.model.streamvggt import StreamVGGT
+from streamvggt.pipeline.options import ReconstructOptions
+from streamvggt.pipeline.run import FrameCallback, FrameConsumer, OpenedInput, WriteFrames, open_input, run_frames
 from streamvggt.results import FrameResult
-from streamvggt.runtime.device import resolve_precision, select_device
 from streamvggt.runtime.regional_compile import regions_compiled
 from streamvggt.streaming.cache import parse_policy
 from streamvggt.weights import load_model
 
 # FrameResult lives in streamvggt.results (the writers need it too); importing it from here keeps working.
-__all__ = ["FrameResult", "ReconstructionSummary", "Reconstructor", "checked_device", "reconstruct"]
+__all__ = ["FrameResult", "ReconstructOptions", "ReconstructionSummary", "Reconstructor", "reconstruct"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +82,33 @@ class Reconstructor:
         self.session = session if session is not None else model.stream(batch_size=1, cache=cache, compile=compile)
         self.device = next(model.parameters()).device
         self.warmed = False
+
+    @classmethod
+    def for_input(
+        cls,
+        model: StreamVGGT | str | os.PathLike | None,
+        options: ReconstructOptions,
+        opened: OpenedInput,
+        device: torch.device | None,
+        session: FrameStream | None = None,
+    ) -> Reconstructor:
+        """A reconstructor for an opened input, warmed up at its first frame's size. ``model``: a loaded
+        StreamVGGT, or a checkpoint source (None: ``options.model.checkpoint``) loaded now on ``device`` (from
+        :meth:`ReconstructOptions.check`) in the options' precision."""
+        if not isinstance(model, StreamVGGT):
+            checkpoint = model if model is not None else options.model.checkpoint
+            model = load_model(checkpoint, device=device, precision=options.model.precision)
+        stream = options.stream
+        reconstructor = cls(
+            model,
+            stream.cache,
+            opened.preprocessor,
+            query_points=stream.query_points,
+            session=session,
+            compile=options.model.compile,
+        )
+        reconstructor.warm_up(opened.first_size)
+        return reconstructor
 
     def warm_up(self, size: tuple[int, int]) -> None:
         """Convert the trunk for its precision and make the kernels for frames of ``size`` (H, W), once, so that
@@ -185,25 +211,12 @@ def reconstruct(
     output_dir: str | os.PathLike,
     model: StreamVGGT | str | os.PathLike | None = None,
     *,
-    stride: int | None = None,
-    fps: float | None = None,
-    max_frames: int | None = None,
-    cache: str = "full",
-    conf_threshold: float = 50.0,
-    device: str | torch.device | None = None,
-    precision: str = "auto",
-    compile: bool | str = False,
-    preprocess: str = "crop",
-    size: int = DEFAULT_SIZE,
-    points: str = "depth",
-    voxel_size: float | None = None,
-    depth_png: bool = False,
-    pointmaps: bool = False,
-    exports: ExportOptions | None = None,
-    progress: bool = False,
+    options: ReconstructOptions | None = None,
     on_frame: Callable[[FrameResult], None] | None = None,
     session: FrameStream | None = None,
     on_stream_end: Callable[[], None] | None = None,
+    consumers: Sequence[FrameConsumer] = (),
+    **keywords: Any,
 ) -> ReconstructionSummary:
     """Reconstruct ``source`` into ``output_dir``; returns a summary.
 
@@ -211,106 +224,76 @@ def reconstruct(
     model: a loaded StreamVGGT, or a checkpoint source for :func:`streamvggt.load_model` (None: the default model),
     loaded on ``device`` (None or "auto": CUDA, else MPS, else CPU) in ``precision`` (auto, fp32, bf16, fp16, int8:
     see :mod:`streamvggt.runtime.precision`; a loaded model keeps its own ``model.precision``).
+    options: a :class:`~streamvggt.pipeline.options.ReconstructOptions`, or the same as keywords: stride, fps,
+    max_frames, cache, preprocess, size, query_points (the stream); device, precision, compile (the model); points,
+    conf_threshold, voxel_size, depth_png, pointmaps, exports (the outputs); progress (a tqdm bar on stderr).
     compile: run the streaming steps compiled (True or "step": :mod:`streamvggt.runtime.compiled_step`; "regions":
     :mod:`streamvggt.runtime.regional_compile`); the model is warmed up at the first frame's size before streaming
     starts (:meth:`Reconstructor.warm_up`).
-    stride / fps: keep every stride-th frame, or fps frames per second (default: every image; 1 fps of video).
-    Other options: see :class:`Reconstructor` and :class:`streamvggt.io.outputs.writer.ReconstructionWriter`;
-    exports: the COLMAP, transforms.json and RGB-D options (:class:`streamvggt.io.outputs.interchange.ExportOptions`).
-    progress: show a progress bar (tqdm, on stderr) with frames per second.
-    on_frame: called with each frame's result once it is written (e.g. a live viewer's ``add_frame``).
+    on_frame: called with each frame's result once it is written (e.g. a live viewer's ``add_frame``);
+    consumers: more :class:`~streamvggt.pipeline.run.FrameConsumer` that follow the stream, after the writer.
     session: the session to feed (see :class:`Reconstructor`; default: a new one); on_stream_end: called after
     the last frame, before the outputs are written (a slot of a batched session is free for the next input then).
 
-    Inputs and outputs are checked before the model is loaded. Ctrl-C stops the stream: the outputs are written
-    for the frames so far (``summary.interrupted``). Raises InputError, OutputError, CheckpointError or ValueError
-    with a one-line message; no half-written file stays behind.
+    Options, inputs and outputs are checked before the model is loaded. Ctrl-C stops the stream: the outputs are
+    written for the frames so far (``summary.interrupted``). Raises InputError, OutputError, CheckpointError or
+    ValueError with a one-line message; no half-written file stays behind.
     """
     started = time.perf_counter()
-    parse_policy(cache)  # reject bad settings before anything slow
+    options = _options("reconstruct", options, keywords)
+    device = options.check(loads_model=not isinstance(model, StreamVGGT))
     check_source_outside_outputs(str(source), Path(output_dir))
-    preprocessor = Preprocessor(preprocess, size)
-    if not isinstance(model, StreamVGGT):
-        device = checked_device(device)
-        resolve_precision(device, precision)  # a bad precision fails before the input is read or a folder made
+    output = options.output
     with (
-        open_source(source) as frames_source,
+        open_input(source, options.stream) as opened,
         ReconstructionWriter(
-            output_dir, points, conf_threshold, voxel_size, depth_png, pointmaps=pointmaps, exports=exports
+            output_dir,
+            output.points,
+            output.conf_threshold,
+            output.voxel_size,
+            output.depth_png,
+            pointmaps=output.pointmaps,
+            exports=output.exports,
         ) as writer,
     ):
-        frames = read_frames(frames_source, stride, fps, max_frames)
-        first = next(frames)  # the input's problems surface before the model loads
-        preprocessor.check(first.image.shape[1], first.image.shape[0], first.name)
-        if not isinstance(model, StreamVGGT):
-            model = load_model(model, device=device, precision=precision)
-        reconstructor = Reconstructor(model, cache, preprocessor, session=session, compile=compile)
-        reconstructor.warm_up(preprocessor(first.image, first.name).image.shape[:2])
-        total = expected_frames(frames_source, stride, fps, max_frames)
-        stream_started = time.perf_counter()
-        count, interrupted = _stream(reconstructor, itertools.chain([first], frames), writer, total, progress, on_frame)
-        stream_seconds = time.perf_counter() - stream_started
+        reconstructor = Reconstructor.for_input(model, options, opened, device, session=session)
+        followers = [WriteFrames(writer, reconstructor.preprocessor), *consumers]
+        if on_frame is not None:
+            followers.append(FrameCallback(on_frame))
+        loop = run_frames(reconstructor, opened.frames, followers, total=opened.total, progress=options.progress)
         if on_stream_end is not None:
             on_stream_end()
+        preprocessor = reconstructor.preprocessor
         metadata = {
-            "source": frames_source.description,
+            "source": opened.source.description,
             "preprocess": {
                 "mode": preprocessor.mode,
                 "size": preprocessor.size,
                 "content_box": list(preprocessor.content_box),  # top, left, height, width: the image, not padding
             },
-            "cache": str(parse_policy(cache)),
+            "cache": str(parse_policy(options.stream.cache)),
         }
         written = writer.finish(metadata)
     summary = ReconstructionSummary(
         output_dir=Path(output_dir),
-        frames=count,
+        frames=loop.frames,
         seconds=time.perf_counter() - started,
-        stream_seconds=stream_seconds,
+        stream_seconds=loop.seconds,
         points=written.points,
         scene_points=written.scene_points,
         files=written.files,
-        skipped=list(frames_source.skipped),
-        interrupted=interrupted,
-        live=frames_source.kind == "stream",
+        skipped=list(opened.source.skipped),
+        interrupted=loop.interrupted,
+        live=opened.source.kind == "stream",
     )
-    log.info("reconstructed %d frames into %s (%d points)", count, output_dir, written.points)
+    log.info("reconstructed %d frames into %s (%d points)", loop.frames, output_dir, written.points)
     return summary
 
 
-def checked_device(name: str | torch.device | None) -> torch.device:
-    """The device to load on; ValueError for a name torch does not know or a device that is not there."""
-    try:
-        return select_device(name)
-    except RuntimeError as error:  # torch.device("gpu") raises RuntimeError listing the known types
-        raise ValueError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps") from error
-
-
-def _stream(
-    reconstructor: Reconstructor,
-    frames: Iterable[Frame],
-    writer: ReconstructionWriter,
-    total: int | None,
-    progress: bool,
-    on_frame: Callable[[FrameResult], None] | None = None,
-) -> tuple[int, bool]:
-    """Feed frames to the writer; returns (frames processed, whether Ctrl-C stopped it)."""
-    from tqdm.auto import tqdm
-
-    with tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
-        try:
-            for frame in frames:
-                result = reconstructor.step(frame)
-                source = None
-                if writer.exports.needs_source:  # the trainer exports use the frames at full resolution
-                    source = SourceFrame(frame.image, reconstructor.preprocessor.resized_box())
-                writer.add(result, source)
-                if on_frame is not None:
-                    on_frame(result)
-                bar.update()
-        except KeyboardInterrupt:
-            if not writer.cameras:
-                raise
-            log.warning("interrupted: writing the outputs of the first %d frames", len(writer.cameras))
-            return len(writer.cameras), True
-    return len(writer.cameras), False
+def _options(function: str, options: ReconstructOptions | None, keywords: dict[str, Any]) -> ReconstructOptions:
+    """``options``, or the options the flat ``keywords`` name (not both)."""
+    if options is None:
+        return ReconstructOptions.from_keywords(function, **keywords)
+    if keywords:
+        raise TypeError(f"{function}() takes options or keyword options, not both: {', '.join(keywords)}")
+    return options

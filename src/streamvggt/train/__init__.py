@@ -1,7 +1,7 @@
 """Training StreamVGGT: distillation from VGGT and ground-truth fine-tuning, on Accelerate.
 
-``python -m streamvggt.train --config FILE [section.key=value ...] [--resume]`` (also under ``torchrun`` or
-``accelerate launch``); :func:`main` is that command, :func:`train` the same from Python.
+``streamvggt train --config FILE [section.key=value ...] [--resume]`` (also under ``torchrun`` or
+``accelerate launch``: ``-m streamvggt train``); :func:`train` runs the same from Python.
 
 The names below load on first use (PEP 562): modules that only borrow training data (the synthetic scenes of
 ``streamvggt demo``) import this package without the ``train`` extra (Accelerate, TensorBoard, PyYAML).
@@ -13,7 +13,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from streamvggt.train.command import main
     from streamvggt.train.config import TrainConfig, load_config
     from streamvggt.train.loop import train
 
@@ -21,10 +20,9 @@ if TYPE_CHECKING:
 _PUBLIC = {
     "TrainConfig": "streamvggt.train.config",
     "load_config": "streamvggt.train.config",
-    "main": "streamvggt.train.command",
     "train": "streamvggt.train.loop",
 }
-__all__ = ["TrainConfig", "load_config", "main", "train"]
+__all__ = ["TrainConfig", "load_config", "train"]
 
 
 def __getattr__(name: str) -> Any:

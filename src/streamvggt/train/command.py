@@ -1,4 +1,8 @@
-"""The ``streamvggt train`` command line (also ``python -m streamvggt.train``, under torchrun or accelerate)."""
+"""What ``streamvggt train`` does (its parser: :func:`add_arguments`; the command: ``streamvggt.cli.train``), also
+under torchrun or accelerate launch (``-m streamvggt train``).
+
+This module imports neither PyYAML nor torch at import time: the command line lists its arguments in ``--help``.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +11,30 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from streamvggt.extras import MissingExtraError, require
-from streamvggt.train.config import TrainConfig, load_config
+from streamvggt.extras import require
 
-yaml = require("yaml", "train")
+if TYPE_CHECKING:
+    from streamvggt.train.config import TrainConfig
+
 logger = logging.getLogger("streamvggt.train")
 
+DESCRIPTION = "Train StreamVGGT: distillation from VGGT or ground-truth supervision (see configs/)."
 EPILOG = """\
 examples:
-  python -m streamvggt.train --config configs/synthetic_tiny.yaml run.output_dir=outputs/tiny
-  python -m streamvggt.train --config configs/synthetic_tiny.yaml run.output_dir=outputs/tiny --resume
-  torchrun --nproc_per_node 2 -m streamvggt.train --config configs/synthetic_tiny.yaml   (2 CPU processes)
-  accelerate launch --multi_gpu --num_processes 4 -m streamvggt.train --config configs/distill_reference.yaml
+  streamvggt train --config configs/synthetic_tiny.yaml run.output_dir=outputs/tiny
+  streamvggt train --config configs/synthetic_tiny.yaml run.output_dir=outputs/tiny --resume
+  torchrun --nproc_per_node 2 -m streamvggt train --config configs/synthetic_tiny.yaml   (2 CPU processes)
+  accelerate launch --multi_gpu --num_processes 4 -m streamvggt train --config configs/distill_reference.yaml
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="streamvggt train",
-        description="Train StreamVGGT: distillation from VGGT or ground-truth supervision (see configs/).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The training command's arguments on ``parser``."""
+    parser.description = DESCRIPTION
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--config", required=True, help="YAML training config")
     parser.add_argument(
         "overrides", nargs="*", metavar="section.key=value", help="config changes, values in YAML (optim.lr=1e-4)"
@@ -44,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="first check every dataset of the config (streamvggt data check; reports in "
         "run.output_dir/data_check) and stop with the problems found instead of training",
     )
-    return parser
 
 
 def check_training_data(config: TrainConfig, write: bool = True) -> list[str]:
@@ -88,37 +92,36 @@ def check_output_folder(folder: str) -> None:
         raise ValueError(f"run.output_dir {folder} cannot be created: {existing} is not writable")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command; returns the exit status (2 for a bad config or missing data, 1 when --check-data finds
-    problems)."""
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command; returns the exit status (1 when --check-data finds problems). A bad config or
+    missing data raises ValueError, FileNotFoundError, FileExistsError or MissingExtraError (one line), before
+    any model loads."""
+    from streamvggt.train.config import load_config
+
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
         format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s",
     )
-    try:
-        config = load_config(args.config, args.overrides)
-        if args.print_config:
-            sys.stdout.write(yaml.safe_dump(config.to_dict(), sort_keys=False))
-            return 0
-        check_output_folder(config.run.output_dir)
-        if args.check_data:
-            problems = check_training_data(config, write=rank == 0)
-            if problems:
-                logger.error("data check: %d problem(s); not training:\n  - %s", len(problems), "\n  - ".join(problems))
-                return 1
-            logger.info("data check: no problem found")
-        # Checked before the run: TensorBoard logs from the first step, the loss curve is drawn at the end.
-        require("accelerate", "train")
-        require("tensorboard", "train")
-        if config.run.plot:
-            require("matplotlib", "train")
-        from streamvggt.train.loop import train  # heavy imports only when training
+    config = load_config(args.config, args.overrides)
+    if args.print_config:
+        yaml = require("yaml", "train")
+        sys.stdout.write(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        return 0
+    check_output_folder(config.run.output_dir)
+    if args.check_data:
+        problems = check_training_data(config, write=rank == 0)
+        if problems:
+            logger.error("data check: %d problem(s); not training:\n  - %s", len(problems), "\n  - ".join(problems))
+            return 1
+        logger.info("data check: no problem found")
+    # Checked before the run: TensorBoard logs from the first step, the loss curve is drawn at the end.
+    require("accelerate", "train")
+    require("tensorboard", "train")
+    if config.run.plot:
+        require("matplotlib", "train")
+    from streamvggt.train.loop import train  # heavy imports only when training
 
-        folder = train(config, resume=args.resume)
-    except (ValueError, FileNotFoundError, FileExistsError, MissingExtraError) as error:
-        logger.error("%s", error)
-        return 2
+    folder = train(config, resume=args.resume)
     logger.info("done: %s", folder)
     return 0

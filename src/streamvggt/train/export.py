@@ -1,4 +1,4 @@
-"""Export trained weights: ``python -m streamvggt.train.export SOURCE FOLDER``.
+"""Export trained weights: ``streamvggt export SOURCE FOLDER`` (the command: ``streamvggt.cli.export``).
 
 SOURCE is a training output folder (its latest checkpoint is taken), a checkpoint folder, or any checkpoint
 ``load_model`` reads (a reference ``checkpoint-*.pth`` with a ``module.`` prefix included). FOLDER receives
@@ -7,9 +7,7 @@ SOURCE is a training output folder (its latest checkpoint is taken), a checkpoin
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from pathlib import Path
 
 import torch
@@ -19,7 +17,7 @@ from streamvggt.weights import CheckpointError, load_model, save_pretrained
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def export(source: str | Path, folder: str | Path, dtype: str = "fp32") -> Path:
@@ -33,25 +31,6 @@ def export(source: str | Path, folder: str | Path, dtype: str = "fp32") -> Path:
         path = found
     model = load_model(path, device="cpu")
     if dtype != "fp32":
-        model = model.to(_DTYPES[dtype])
+        model = model.to(DTYPES[dtype])
     logger.info("exporting %s", path)
     return save_pretrained(model, folder)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamvggt.train.export", description=__doc__.splitlines()[0])
-    parser.add_argument("source", help="training output folder, checkpoint folder or checkpoint file")
-    parser.add_argument("folder", help="where to write config.json and model.safetensors")
-    parser.add_argument("--dtype", choices=sorted(_DTYPES), default="fp32")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        export(args.source, args.folder, args.dtype)
-    except (CheckpointError, FileNotFoundError) as error:
-        logger.error("%s", error)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,20 +8,16 @@ import os
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-import torch
-from tqdm.auto import tqdm
-
-from streamvggt.io.inputs.preprocess import DEFAULT_SIZE, Preprocessor
-from streamvggt.io.inputs.sources import expected_frames, open_source, read_frames
 from streamvggt.model.streamvggt import StreamVGGT
-from streamvggt.pipeline.reconstructor import FrameResult, Reconstructor, checked_device
-from streamvggt.runtime.device import resolve_precision
-from streamvggt.streaming.cache import parse_policy
+from streamvggt.pipeline.options import ReconstructOptions
+from streamvggt.pipeline.reconstructor import Reconstructor
+from streamvggt.pipeline.run import FrameCallback, open_input, run_frames
+from streamvggt.results import FrameResult
 from streamvggt.viewer.load import is_reconstruction, load_reconstruction
 from streamvggt.viewer.scene_state import MAX_POINTS_PER_FRAME, ViewFrame
 from streamvggt.viewer.server import LiveViewer
-from streamvggt.weights import load_model
 
 log = logging.getLogger(__name__)
 
@@ -41,75 +37,70 @@ def view(
     source: str | os.PathLike,
     model: StreamVGGT | str | os.PathLike | None = None,
     *,
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    cache: str = "full",
-    device: str | torch.device | None = None,
-    precision: str = "auto",
-    compile: bool | str = False,
-    preprocess: str = "crop",
-    size: int = DEFAULT_SIZE,
-    stride: int | None = None,
-    fps: float | None = None,
-    max_frames: int | None = None,
-    percentile: float = 50.0,
-    points: str = "depth",
-    export_dir: str | os.PathLike | None = None,
-    allow_remote_export: bool = False,
-    max_points_per_frame: int = MAX_POINTS_PER_FRAME,
-    progress: bool = False,
-    wait: bool = True,
+    options: ReconstructOptions | None = None,
     announce: Callable[[str], None] = log.info,
+    **keywords: Any,
 ) -> ViewSummary:
     """Show ``source`` in a browser viewer at http://host:port as it is processed; returns once the stream has
     ended and, with ``wait``, Ctrl-C was pressed.
 
-    source: anything :func:`streamvggt.reconstruct` reads (streamed through ``model``, see its options), or an
-    output folder of ``streamvggt reconstruct`` (reopened from its files; the model options are ignored).
-    precision, compile: the trunk precision the model loads in and whether steps run compiled (see
-    :func:`streamvggt.reconstruct`).
-    percentile, points: the controls' initial confidence percentile and point source.
+    source: anything :func:`streamvggt.reconstruct` reads (streamed through ``model`` by the same frame loop,
+    without a writer), or an output folder of ``streamvggt reconstruct`` (reopened from its files; the model and
+    stream options are ignored).
+    options: a :class:`~streamvggt.pipeline.options.ReconstructOptions`, or the same as keywords (those of
+    :func:`streamvggt.reconstruct`, plus the viewer's host, port, wait, allow_remote_export, export_dir,
+    max_points_per_frame). conf_threshold and points are the controls' initial percentile and point source;
     export_dir: an existing folder where "Export PLY" writes (default: the reopened folder, else the working
-    folder); checked before anything loads.
-    allow_remote_export: keep "Export PLY" on when ``host`` is not loopback (see :class:`LiveViewer`).
-    announce: called with the lines a user needs (the URL; how to stop), e.g. ``print``.
-    Raises InputError, CheckpointError or ValueError with a one-line message.
+    folder). announce: called with the lines a user needs (the URL; how to stop), e.g. ``print``.
+    Raises InputError, CheckpointError or ValueError with a one-line message, all before the model loads.
     """
-    if export_dir is not None:
-        check_export_dir(export_dir)  # at start-up: Export PLY would only fail at the click
-    options = {
-        "percentile": percentile,
-        "points": points,
-        "max_points_per_frame": max_points_per_frame,
-        "allow_remote_export": allow_remote_export,
-    }
+    if options is None:
+        options = ReconstructOptions.from_keywords("view", **keywords)
+    elif keywords:
+        raise TypeError(f"view() takes options or keyword options, not both: {', '.join(keywords)}")
+    server = options.viewer
     if is_reconstruction(source):
-        frames = load_reconstruction(source, max_points_per_frame)
+        options.check_viewer()
+        frames = load_reconstruction(source, _points_per_frame(options))
         first = next(frames)  # the folder's problems surface before the server starts
-        with open_viewer(host, port, export_dir=export_dir or source, announce=announce, **options) as viewer:
+        with open_viewer_for(options, server.export_dir or source, announce) as viewer:
             count, interrupted = _show(viewer, itertools.chain([first], frames))
-            finish_stream(viewer, interrupted, wait, announce)
+            finish_stream(viewer, interrupted, server.wait, announce)
         return ViewSummary(viewer.url, count, reopened=True, interrupted=interrupted)
 
-    parse_policy(cache)  # reject bad settings before anything slow
-    preprocessor = Preprocessor(preprocess, size)
-    if not isinstance(model, StreamVGGT):
-        device = checked_device(device)
-        resolve_precision(device, precision)  # a bad precision fails before the viewer starts
-    with open_source(source) as frames_source:
-        frames = read_frames(frames_source, stride, fps, max_frames)
-        first_frame = next(frames)
-        preprocessor.check(first_frame.image.shape[1], first_frame.image.shape[0], first_frame.name)
-        with open_viewer(host, port, export_dir=export_dir or ".", announce=announce, **options) as viewer:
-            if not isinstance(model, StreamVGGT):
-                model = load_model(model, device=device, precision=precision)
-            reconstructor = Reconstructor(model, cache, preprocessor, compile=compile)
-            results = reconstructor.run(itertools.chain([first_frame], frames))
-            total = expected_frames(frames_source, stride, fps, max_frames)
-            bar = tqdm(results, total=total, unit="frame", disable=not progress, dynamic_ncols=True)
-            count, interrupted = _show(viewer, bar)
-            finish_stream(viewer, interrupted, wait, announce)
-    return ViewSummary(viewer.url, count, False, interrupted, list(frames_source.skipped))
+    device = options.check(loads_model=not isinstance(model, StreamVGGT), viewer=True)
+    with (
+        open_input(source, options.stream) as opened,
+        open_viewer_for(options, server.export_dir or ".", announce) as viewer,
+    ):
+        reconstructor = Reconstructor.for_input(model, options, opened, device)
+        consumers = [FrameCallback(viewer.add_frame)]
+        loop = run_frames(reconstructor, opened.frames, consumers, total=opened.total, progress=options.progress)
+        finish_stream(viewer, loop.interrupted, server.wait, announce)
+    return ViewSummary(viewer.url, loop.frames, False, loop.interrupted, list(opened.source.skipped))
+
+
+def open_viewer_for(
+    options: ReconstructOptions, export_dir: str | os.PathLike, announce: Callable[[str], None]
+) -> LiveViewer:
+    """:func:`open_viewer` with the viewer section of ``options`` and its initial controls (conf_threshold,
+    points)."""
+    server = options.viewer
+    return open_viewer(
+        server.host,
+        server.port,
+        export_dir=export_dir,
+        allow_remote_export=server.allow_remote_export,
+        percentile=options.output.conf_threshold,
+        points=options.output.points,
+        max_points_per_frame=_points_per_frame(options),
+        announce=announce,
+    )
+
+
+def _points_per_frame(options: ReconstructOptions) -> int:
+    given = options.viewer.max_points_per_frame
+    return MAX_POINTS_PER_FRAME if given is None else given
 
 
 def open_viewer(
@@ -157,15 +148,6 @@ def finish_stream(viewer: LiveViewer, interrupted: bool, wait: bool, announce: C
     if wait:
         announce(f"{len(viewer.state)} frames at {viewer.url}; press Ctrl-C to stop the viewer")
         viewer.serve_forever()
-
-
-def check_export_dir(path: str | os.PathLike) -> None:
-    """ValueError with one line unless ``path`` is a folder this process can write to (Export PLY's target)."""
-    if not os.path.isdir(path):
-        why = "it is not a folder" if os.path.exists(path) else "no such folder"
-        raise ValueError(f"cannot export to {path}: {why} (--export-dir)")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot export to {path}: the folder is not writable (--export-dir)")
 
 
 def check_host(host: str, port: int) -> None:

@@ -67,6 +67,16 @@ class WrittenOutputs:
     scene_points: int  # points in scene.glb and the COLMAP model
 
 
+def check_writer_options(points: str, conf_threshold: float, voxel_size: float | None) -> None:
+    """ValueError with one line for a point source, confidence percentile or voxel size the writer cannot use."""
+    if points not in POINT_SOURCES:
+        raise ValueError(f"unknown point source '{points}': use {' or '.join(POINT_SOURCES)}")
+    if not 0 <= conf_threshold < 100:
+        raise ValueError(f"the confidence threshold is a percentile in [0, 100), got {conf_threshold}")
+    if voxel_size is not None and not voxel_size > 0:
+        raise ValueError(f"voxel size must be positive, got {voxel_size}")
+
+
 class ReconstructionWriter:
     """Writes frames' outputs into ``output_dir`` (created; must be writable, else OutputError at once).
 
@@ -93,12 +103,7 @@ class ReconstructionWriter:
         exports: ExportOptions | None = None,
         spool_path: Path | None = None,
     ) -> None:
-        if points not in POINT_SOURCES:
-            raise ValueError(f"unknown point source '{points}': use {' or '.join(POINT_SOURCES)}")
-        if not 0 <= conf_threshold < 100:
-            raise ValueError(f"the confidence threshold is a percentile in [0, 100), got {conf_threshold}")
-        if voxel_size is not None and not voxel_size > 0:
-            raise ValueError(f"voxel size must be positive, got {voxel_size}")
+        check_writer_options(points, conf_threshold, voxel_size)
         self.output_dir = Path(output_dir)
         self.points = points
         self.conf_threshold = conf_threshold

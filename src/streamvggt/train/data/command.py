@@ -1,12 +1,13 @@
-"""The ``streamvggt data`` command line (also ``python -m streamvggt.train.data``): tools for dataset folders.
+"""What ``streamvggt data`` does: tools for dataset folders (the command: ``streamvggt.cli.data``).
 
-Subcommands live in :data:`SUBCOMMANDS` (name -> arguments and handler), so a new one is one entry.
+Subcommands live in :data:`SUBCOMMANDS` (name -> arguments and handler), so a new one is one entry. A handler
+returns its exit status, or raises :class:`DataCommandError` with a one-line message. This module imports
+neither PyYAML nor torch at import time (``streamvggt --help`` lists these commands).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,18 +16,17 @@ from typing import TYPE_CHECKING, TextIO
 
 from streamvggt.extras import MissingExtraError, require
 from streamvggt.train.data import importers
+from streamvggt.train.data.importers.command import DataCommandError
 from streamvggt.train.data.reader_types import READER_TYPES
 
 if TYPE_CHECKING:
     from streamvggt.train.data.check import DatasetReport
 
-yaml = require("yaml", "train")
-
 CHECK_EPILOG = """\
 examples:
-  python -m streamvggt.train.data check --type spring ../data/train/spring
-  python -m streamvggt.train.data check --type pointodyssey ../data/train/point_odyssey --split train --clips 16
-  python -m streamvggt.train.data check --type generic my_scans --option "sampling={max_interval: 4}"
+  streamvggt data check --type spring ../data/train/spring
+  streamvggt data check --type pointodyssey ../data/train/point_odyssey --split train --clips 16
+  streamvggt data check --type generic my_scans --option "sampling={max_interval: 4}"
 exit status: 0 when no problem was found, 1 with the problems listed, 2 for bad arguments.
 """
 
@@ -51,6 +51,7 @@ def _positive(text: str) -> int:
 
 def _option(text: str) -> tuple[str, object]:
     """``KEY=VALUE`` with a YAML value (``max_interval=4``, ``sampling={video_prob: 1.0}``)."""
+    yaml = require("yaml", "train")
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{text}'")
@@ -108,11 +109,9 @@ def _run_check(args: argparse.Namespace) -> int:
             output=output,
         )
     except MissingExtraError as error:
-        sys.stderr.write(f"streamvggt data check: {error}\n")
-        return 2
+        raise DataCommandError(str(error), 2) from None
     except OSError as error:  # the report folder cannot be written
-        sys.stderr.write(f"streamvggt data check: cannot write {output}: {error}\n")
-        return 2
+        raise DataCommandError(f"cannot write {output}: {error}", 2) from None
     write_summary(report, sys.stdout)
     sys.stdout.write(f"report: {output / 'report.json'}\n")
     return 0 if report.passed else 1
@@ -160,9 +159,10 @@ def write_summary(report: DatasetReport, stream: TextIO) -> None:
         stream.write(f"  - {problem}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamvggt data", description="Tools for training dataset folders.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """The data subcommands on ``parser`` (``args.data_command`` names the one given; ``args.prog`` its name)."""
+    parser.description = "Tools for training dataset folders."
+    commands = parser.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     for name, command in SUBCOMMANDS.items():
         sub = commands.add_parser(
             name,
@@ -172,11 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         command.add_arguments(sub)
-    return parser
+        sub.set_defaults(prog=sub.prog)
+    return commands
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run a ``streamvggt data`` subcommand; returns its exit status."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    return SUBCOMMANDS[args.command].run(args)
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed ``streamvggt data`` subcommand; returns its exit status (DataCommandError: see above)."""
+    return SUBCOMMANDS[args.data_command].run(args)

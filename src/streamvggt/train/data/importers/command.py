@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from streamvggt.extras import MissingExtraError
@@ -11,7 +10,14 @@ from streamvggt.io.errors import InputError, OutputError
 from streamvggt.train.data.importers.colmap import DEPTH_SOURCES, import_colmap
 from streamvggt.train.data.importers.reconstruction import import_reconstruction
 
-logger = logging.getLogger("streamvggt.data.import")
+
+class DataCommandError(Exception):
+    """A data command that cannot run: a one-line message and the exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 SOURCES = ("colmap", "reconstruct")
 
@@ -63,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Import as ``args`` say; 0 on success, 1 with one line on the log when the input or output is unusable."""
+    """Import as ``args`` say; 0 on success. DataCommandError (status 1) when the input or output is unusable."""
     try:
         if args.source_kind == "colmap":
             scene = import_colmap(
@@ -72,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             scene = import_reconstruction(args.source, args.output, args.min_conf_percentile, args.overwrite)
     except (InputError, OutputError, MissingExtraError) as error:
-        logger.error("%s", error)
-        return 1
+        raise DataCommandError(str(error), 1) from None
     frames = len(list((scene / "rgb").iterdir()))
     sys.stdout.write(f"imported {frames} frames into {scene}: a generic dataset with root {scene.parent}\n")
     return 0
