@@ -286,7 +286,8 @@ def _hub_error_message(
         if offline:
             return f"{where} is not in the Hugging Face cache and offline mode is on: unset HF_HUB_OFFLINE, {fallback}"
         return (
-            f"cannot download {where} (no connection?) and it is not in the Hugging Face cache: retry online, {fallback}"
+            f"cannot download {where} (no connection?) and it is not in the Hugging Face cache: "
+            f"retry online, {fallback}"
         )
     if isinstance(error, errors.EntryNotFoundError):
         return f"cannot get {where}: the repo has no such file (expected {CONFIG_NAME} + {WEIGHTS_NAME})"
