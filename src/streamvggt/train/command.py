@@ -55,7 +55,7 @@ def check_training_data(config: TrainConfig, write: bool = True) -> list[str]:
     data, problems = config.data, []
     for number, entry in enumerate(data.datasets):
         arguments = {
-            "root": entry.root,
+            **({} if entry.root is None else {"root": entry.root}),  # generated datasets take no root
             "split": entry.split,
             "num_views": data.num_views,
             "aug_crop": data.aug_crop,
@@ -63,7 +63,15 @@ def check_training_data(config: TrainConfig, write: bool = True) -> list[str]:
             "color_jitter": False,  # the contact sheet shows the stored colours
         }
         output = Path(config.run.output_dir) / "data_check" / f"{number:02d}_{entry.type}" if write else None
-        report = check_dataset(entry.type, arguments, size=tuple(data.resolutions[0]), output=output)
+        thresholds = {} if entry.min_consistency is None else {"min_consistency": entry.min_consistency}
+        report = check_dataset(
+            entry.type,
+            arguments,
+            size=tuple(data.resolutions[0]),
+            output=output,
+            lower_threshold=f"data.datasets.{number}.min_consistency={{value}} (in the config or on the command line)",
+            **thresholds,
+        )
         logger.info(
             "data check %s (%s): %s scenes, %s frames, %s clips, %d problem(s)",
             entry.type,

@@ -7,6 +7,7 @@ Values are data only: YAML is read with ``safe_load`` and checked field by field
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -52,6 +53,9 @@ class DatasetEntry:
     root: str | None = None
     split: str = "train"
     options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the reader
+    # The data check's lowest accepted reprojection consistency for this dataset (None: the check's 0.5). Lower it
+    # to accept weaker labels knowingly (a model's pseudo-labels, sparse COLMAP depth); the check's report records it.
+    min_consistency: float | None = None
 
 
 @dataclass
@@ -133,6 +137,11 @@ class TrainConfig:
             raise ValueError("data.resolution_weights needs one weight per resolution")
         if data.num_views < 1 or data.batch_size < 1 or optim.accumulation_steps < 1:
             raise ValueError("data.num_views, data.batch_size and optim.accumulation_steps must be positive")
+        for number, entry in enumerate(data.datasets):
+            if entry.min_consistency is not None and not 0.0 <= entry.min_consistency <= 1.0:
+                raise ValueError(
+                    f"data.datasets.{number}.min_consistency must be in [0, 1], got {entry.min_consistency}"
+                )
         if self.run.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"run.mixed_precision must be auto, no, bf16 or fp16, got '{self.run.mixed_precision}'")
         if self.run.max_steps is not None and self.run.max_steps < 1:
@@ -178,20 +187,50 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
-    """Set ``a.b.c=value`` in nested ``data``; the value is parsed as YAML (``1e-4``, ``[70, 56]``, ``null``)."""
+    """Set ``a.b.c=value`` in nested ``data``; the value is parsed as YAML (``1e-4``, ``[70, 56]``, ``null``).
+
+    A number picks a list entry (``data.datasets.0.root=/data/own``, or ``data.datasets[0].root``), as in
+    OmegaConf's dot lists; it must name an existing entry.
+    """
     key, sep, text = item.partition("=")
-    if not sep or not key:
+    if not sep or not key.strip():
         raise ValueError(f"override '{item}' is not of the form section.key=value")
-    *parents, leaf = key.strip().split(".")
-    node = data
+    parts = re.sub(r"\[(\d+)\]", r".\1", key.strip()).split(".")
+    if not all(parts):
+        raise ValueError(f"override '{item}': empty key part in '{key.strip()}'")
+    *parents, leaf = parts
+    node: Any = data
+    where = []
     for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"override '{item}': '{part}' is not a section")
+        node = _child(node, part, item, ".".join(where), create=True)
+        where.append(part)
+        if not isinstance(node, (dict, list)):
+            raise ValueError(f"override '{item}': '{'.'.join(where)}' is not a section or a list")
     try:
-        node[leaf] = yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ValueError(f"override '{item}': the value is not valid YAML: {_one_line(error)}") from None
+    if isinstance(node, list):
+        node[_list_index(node, leaf, item, ".".join(where))] = value
+    else:
+        node[leaf] = value
+
+
+def _child(node: dict | list, part: str, item: str, where: str, create: bool) -> Any:
+    """``node[part]``: a list entry by number, or a section (created when missing and ``create``)."""
+    if isinstance(node, list):
+        return node[_list_index(node, part, item, where)]
+    if create:
+        return node.setdefault(part, {})
+    return node[part]
+
+
+def _list_index(node: list, part: str, item: str, where: str) -> int:
+    if not part.isdigit():
+        raise ValueError(f"override '{item}': '{where}' is a list: pick an entry by number ({where}.0...)")
+    if int(part) >= len(node):
+        raise ValueError(f"override '{item}': '{where}' has {len(node)} entries (0 to {len(node) - 1})")
+    return int(part)
 
 
 def _one_line(error: Exception) -> str:
