@@ -233,12 +233,15 @@ def write_pseudo_labels(root: Path, sequences, amplitude: float = 0.06) -> None:
         (root / scene / "import.json").write_text(json.dumps({"source": "reconstruct", "depth": "predicted"}))
 
 
+def check_generic(root: Path, *extra: str) -> int:
+    """``data check --type generic`` of ``root`` (2 clips of 3 views) into ``root.parent / "out"``."""
+    command = ["check", "--type", "generic", str(root), "--num-views", "3", *SIZE, "--clips", "2", *extra]
+    return main([*command, "--output", str(root.parent / "out")])
+
+
 def test_weak_pseudo_labels_get_an_honest_hint_not_a_conversion_bug(tmp_path: Path, sequences) -> None:
     write_pseudo_labels(tmp_path / "own", sequences)
-    status = main(
-        ["check", "--type", "generic", str(tmp_path / "own"), "--num-views", "3", *SIZE, "--clips", "2"]
-        + ["--option", "static=true", "--option", "is_metric=false", "--output", str(tmp_path / "out")]
-    )
+    status = check_generic(tmp_path / "own", "--option", "static=true", "--option", "is_metric=false")
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert status == 1 and report["label_sources"] == ["reconstruct"]
     consistency = [p for p in report["problems"] if "reprojection consistency" in p]
@@ -254,10 +257,7 @@ def test_weaker_labels_are_accepted_knowingly_with_a_lower_threshold_recorded_in
     tmp_path: Path, sequences, capsys
 ) -> None:
     write_pseudo_labels(tmp_path / "own", sequences)
-    status = main(
-        ["check", "--type", "generic", str(tmp_path / "own"), "--num-views", "3", *SIZE, "--clips", "2"]
-        + ["--option", "static=true", "--min-consistency", "0.05", "--output", str(tmp_path / "out")]
-    )
+    status = check_generic(tmp_path / "own", "--option", "static=true", "--min-consistency", "0.05")
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert status == 0 and report["passed"]
     assert report["min_consistency"] == 0.05 and report["weaker_labels_accepted"] is True
