@@ -6,10 +6,10 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
 from streamvggt.extras import MissingExtraError, require
-from streamvggt.train.config import TrainConfig, load_config
+from streamvggt.train.config import load_config
+from streamvggt.train.preflight import check_output_folder, check_run, check_training_data
 
 yaml = require("yaml", "train")
 logger = logging.getLogger("streamvggt.train")
@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument(
+        "--check-only",
+        action="store_true",
+        help="check the config, the output folder, the extras, the starting weights and every dataset "
+        "(reports in run.output_dir/data_check), then exit without training: 0 when all is ready, 1 otherwise",
+    )
+    parser.add_argument(
         "--check-data",
         action="store_true",
         help="first check every dataset of the config (streamvggt data check; reports in "
@@ -47,59 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_training_data(config: TrainConfig, write: bool = True) -> list[str]:
-    """Check every dataset of ``config`` as it will be read (its reader options, the first resolution) and
-    return the problems found, each naming its dataset. ``write``: reports under run.output_dir/data_check."""
-    from streamvggt.train.data.check import check_dataset
-
-    data, problems = config.data, []
-    for number, entry in enumerate(data.datasets):
-        arguments = {
-            **({} if entry.root is None else {"root": entry.root}),  # generated datasets take no root
-            "split": entry.split,
-            "num_views": data.num_views,
-            "aug_crop": data.aug_crop,
-            **entry.options,
-            "color_jitter": False,  # the contact sheet shows the stored colours
-        }
-        output = Path(config.run.output_dir) / "data_check" / f"{number:02d}_{entry.type}" if write else None
-        thresholds = {} if entry.min_consistency is None else {"min_consistency": entry.min_consistency}
-        report = check_dataset(
-            entry.type,
-            arguments,
-            size=tuple(data.resolutions[0]),
-            output=output,
-            lower_threshold=f"data.datasets.{number}.min_consistency={{value}} (in the config or on the command line)",
-            **thresholds,
-        )
-        logger.info(
-            "data check %s (%s): %s scenes, %s frames, %s clips, %d problem(s)",
-            entry.type,
-            entry.root,
-            report.scenes,
-            report.frames,
-            report.clips,
-            len(report.problems),
-        )
-        problems.extend(f"{entry.type} ({entry.root}): {problem}" for problem in report.problems)
-    return problems
-
-
-def check_output_folder(folder: str) -> None:
-    """Fail before any data or model is loaded when ``run.output_dir`` cannot be created (e.g. under a file)."""
-    existing = Path(folder).absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"run.output_dir {folder} cannot be created: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"run.output_dir {folder} cannot be created: {existing} is not writable")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status (2 for a bad config or missing data, 1 when --check-data finds
     problems)."""
-    args = build_parser().parse_args(argv)
+    # Intermixed: overrides may stand on both sides of a flag (--config F a=1 --resume b=2).
+    args = build_parser().parse_intermixed_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
@@ -109,6 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, args.overrides)
         if args.print_config:
             sys.stdout.write(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            return 0
+        if args.check_only:
+            outcome = check_run(config, write=rank == 0)
+            for note in outcome.notes:
+                logger.info("%s", note)
+            if not outcome.passed:
+                logger.error("check: %d problem(s):\n  - %s", len(outcome.problems), "\n  - ".join(outcome.problems))
+                return 1
+            logger.info("check: ready to train (nothing was trained)")
             return 0
         check_output_folder(config.run.output_dir)
         if args.check_data:

@@ -1,5 +1,8 @@
 """The training configuration: dataclasses read from YAML, with ``section.key=value`` overrides.
 
+Relative paths in a config file (weights, dataset roots, the output folder) are relative to the file's folder, so a
+config means the same from any working directory; overrides on the command line are relative to the shell's.
+
 Values are data only: YAML is read with ``safe_load`` and checked field by field against the dataclasses
 (unknown keys and wrong types are errors that name the key). Dataset mixes are lists of entries, not expressions.
 """
@@ -7,6 +10,7 @@ Values are data only: YAML is read with ``safe_load`` and checked field by field
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -101,7 +105,7 @@ class OptimSection:
 
 @dataclass
 class RunSection:
-    output_dir: str = "outputs/train"
+    output_dir: str = "outputs/train"  # in a config file: relative to its folder; the default: to the working directory
     seed: int = 0
     mixed_precision: str = "auto"  # auto (bf16 on GPUs that support it, else fp16 on GPU, none on CPU), no, bf16, fp16
     cpu: bool = False  # train on the CPU even if a GPU is present
@@ -169,9 +173,47 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ValueError(f"{path}: not valid YAML: {_one_line(error)}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: the config must be a mapping of sections")
+    resolve_relative_paths(data, Path(path).resolve().parent)
     for item in overrides:
         apply_override(data, item)
     return from_dict(data)
+
+
+# Hugging Face repo ids look like relative paths (owner/name): one with no such path beside the config stays an id.
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".json")
+
+
+def resolve_relative_paths(data: dict[str, Any], base: Path) -> None:
+    """Make the relative paths of a config file's ``data`` relative to ``base`` (the file's folder), in place.
+
+    A config then means the same from any working directory, as a compose file or a CMake list does:
+    ``model.init``, ``model.teacher``, ``data.datasets[].root`` and ``run.output_dir``. Overrides given on the
+    command line are not changed: they are typed in the shell, relative to its directory. ``~`` is expanded.
+    """
+
+    def resolved(value: Any, weights: bool = False) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        path = Path(value).expanduser()
+        if path.is_absolute():
+            return str(path)
+        candidate = Path(os.path.normpath(base / path))
+        if weights and not candidate.exists() and _REPO_ID.fullmatch(value) and not value.endswith(_WEIGHT_SUFFIXES):
+            return value  # a Hugging Face repo id
+        return str(candidate)
+
+    model, section, run = data.get("model"), data.get("data"), data.get("run")
+    if isinstance(model, dict):
+        for key in ("init", "teacher"):
+            if key in model:
+                model[key] = resolved(model[key], weights=True)
+    if isinstance(section, dict) and isinstance(section.get("datasets"), list):
+        for entry in section["datasets"]:
+            if isinstance(entry, dict) and "root" in entry:
+                entry["root"] = resolved(entry["root"])
+    if isinstance(run, dict) and "output_dir" in run:
+        run["output_dir"] = resolved(run["output_dir"])
 
 
 def from_dict(data: dict[str, Any]) -> TrainConfig:
