@@ -268,7 +268,7 @@ def reconstruct(
             },
             "cache": str(parse_policy(cache)),
         }
-        written = writer.finish(metadata)
+        written = writer.finish(metadata, progress=progress)
     summary = ReconstructionSummary(
         output_dir=Path(output_dir),
         frames=count,
