@@ -41,10 +41,12 @@ def check_run(config: TrainConfig, check_data: bool = True, write: bool = True) 
         check_output_folder(config.run.output_dir)
     except ValueError as error:
         result.problems.append(str(error))
-    extras = ["accelerate", "tensorboard"] + (["matplotlib"] if config.run.plot else [])
-    for name in extras:
+    extras = [lambda: require("accelerate", "train"), lambda: require("tensorboard", "train")]
+    if config.run.plot:
+        extras.append(lambda: require("matplotlib", "train"))
+    for check in extras:
         try:
-            require(name, "train")
+            check()
         except MissingExtraError as error:
             result.problems.append(str(error))
     for key, source in (("model.init", config.model.init), ("model.teacher", config.model.teacher)):
