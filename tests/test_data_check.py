@@ -102,18 +102,34 @@ def test_damaged_files_and_empty_depth_are_listed_by_clip(tmp_path: Path, sequen
     assert any("view 0 has no valid depth" in p for p in report["problems"])
 
 
-def test_a_missing_folder_fails_with_a_report(tmp_path: Path) -> None:
-    status, report = run_check(tmp_path / "absent", tmp_path / "out")
-    assert status == 1 and report["problems"] == [
-        f"cannot open the dataset: spring dataset folder not found: {tmp_path / 'absent'}"
+def test_a_missing_folder_is_a_usage_error_that_writes_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    earlier = tmp_path / "data_check_spring" / "report.json"
+    earlier.parent.mkdir()
+    earlier.write_text("{}")
+    status = cli_main(["data", "check", "--type", "spring", str(tmp_path / "absent")])
+    assert status == 2
+    assert capsys.readouterr().err == f"streamvggt data check: error: dataset folder not found: {tmp_path / 'absent'}\n"
+    assert earlier.read_text() == "{}" and sorted(p.name for p in tmp_path.rglob("*")) == [
+        "data_check_spring",
+        "report.json",
     ]
-    assert not (tmp_path / "out" / "contact_sheet.png").exists()
 
 
-def test_python_m_runs_the_check(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "streamvggt", "data", "check", "--type", "spring", str(tmp_path / "absent")]
+def test_the_library_reports_a_folder_it_cannot_open_without_writing(tmp_path: Path) -> None:
+    from streamvggt.train.data.check import check_dataset
+
+    report = check_dataset("spring", {"root": str(tmp_path / "absent"), "num_views": 3}, output=tmp_path / "out")
+    assert report.problems == [f"cannot open the dataset: spring dataset folder not found: {tmp_path / 'absent'}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_python_m_runs_the_check(tmp_path: Path, sequences) -> None:
+    write_spring(tmp_path / "spring", sequences)
+    command = [sys.executable, "-m", "streamvggt", "data", "check", "--type", "spring", "spring"]
+    command += ["--num-views", "3", *SIZE, "--clips", "1"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, check=False)
-    assert result.returncode == 1 and "cannot open the dataset" in result.stdout
+    assert result.returncode == 0 and "passed" in result.stdout
     assert (tmp_path / "data_check_spring" / "report.json").is_file()
 
 
@@ -164,3 +180,129 @@ def test_train_check_data_stops_with_the_problems(tmp_path: Path, sequences, mon
     )
     assert status == 0 and len(calls) == 1  # the check passed: training went ahead
     assert json.loads((tmp_path / "g" / "data_check" / "00_spring" / "report.json").read_text())["passed"]
+
+
+def test_the_synthetic_dataset_is_checked_without_a_root(tmp_path: Path, capsys) -> None:
+    output = tmp_path / "out"
+    status = cli_main(
+        ["data", "check", "--type", "synthetic", "--num-views", "3", *SIZE, "--clips", "2", "--output", str(output)]
+    )
+    report = json.loads((output / "report.json").read_text())
+    assert status == 0 and report["passed"] and report["root"] is None and len(report["sampled"]) == 2
+    assert all(clip["score"] > 0.9 for clip in report["sampled"])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--type", "synthetic", "somewhere"], "the synthetic dataset is generated: give no ROOT folder"),
+        (["--type", "spring"], "--type spring needs the dataset folder (ROOT)"),
+    ],
+)
+def test_a_root_given_to_the_synthetic_type_or_missing_for_another_is_one_line(
+    tmp_path: Path, monkeypatch, capsys, arguments, message
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["data", "check", *arguments]) == 2
+    assert capsys.readouterr().err == f"streamvggt data check: error: {message}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("under_a_file", [False, True])
+def test_an_unwritable_report_folder_is_one_line_before_anything_is_read(
+    tmp_path: Path, sequences, monkeypatch, capsys, under_a_file
+) -> None:
+    import streamvggt.train.data.check
+
+    write_spring(tmp_path / "spring", sequences)
+    (tmp_path / "file").write_text("")
+    output = tmp_path / "file" / "report" if under_a_file else tmp_path / "file"
+    monkeypatch.setattr(streamvggt.train.data.check, "check_dataset", lambda *a, **k: pytest.fail("data was read"))
+    assert cli_main(["data", "check", "--type", "spring", str(tmp_path / "spring"), "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"streamvggt data check: error: cannot write the report into {output}: ")
+    assert err.endswith("is a file, not a folder\n") and err.count("\n") == 1
+
+
+def write_pseudo_labels(root: Path, sequences, amplitude: float = 0.06) -> None:
+    """A generic dataset as ``data import --from reconstruct`` leaves it, as weak as a model's predictions: each
+    frame's depth off by a smooth wave of its own (up to ``amplitude``), so neighbouring views agree only in part."""
+
+    def weak(depth: np.ndarray, frame: int) -> np.ndarray:
+        columns = np.arange(depth.shape[1])
+        return depth * (1 + amplitude * np.sin(columns / 5 + 2.1 * frame))[None, :]
+
+    noisy = [[(i, weak(d, n), p) for n, (i, d, p) in enumerate(frames)] for frames in sequences]
+    write_spring(root, noisy)
+    for scene in ("0001", "0002"):
+        (root / scene / "import.json").write_text(json.dumps({"source": "reconstruct", "depth": "predicted"}))
+
+
+def check_generic(root: Path, *extra: str) -> int:
+    """``data check --type generic`` of ``root`` (2 clips of 3 views) into ``root.parent / "out"``."""
+    command = ["check", "--type", "generic", str(root), "--num-views", "3", *SIZE, "--clips", "2", *extra]
+    return cli_main(["data", *command, "--output", str(root.parent / "out")])
+
+
+def test_weak_pseudo_labels_get_an_honest_hint_not_a_conversion_bug(tmp_path: Path, sequences) -> None:
+    write_pseudo_labels(tmp_path / "own", sequences)
+    status = check_generic(tmp_path / "own", "--option", "static=true", "--option", "is_metric=false")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert status == 1 and report["label_sources"] == ["reconstruct"]
+    consistency = [p for p in report["problems"] if "reprojection consistency" in p]
+    assert len(consistency) == 2
+    for problem, clip in zip(consistency, report["sampled"], strict=True):
+        assert f"only {100 * clip['score']:.0f} % of view 0's depth" in problem
+        assert "a model's predictions" in problem and "not a conversion bug" in problem
+        assert "wrong?" not in problem and "\n" not in problem
+        assert f"--min-consistency {np.floor(clip['score'] * 20) / 20:g}" in problem
+
+
+def test_weaker_labels_are_accepted_knowingly_with_a_lower_threshold_recorded_in_the_report(
+    tmp_path: Path, sequences, capsys
+) -> None:
+    write_pseudo_labels(tmp_path / "own", sequences)
+    status = check_generic(tmp_path / "own", "--option", "static=true", "--min-consistency", "0.05")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert status == 0 and report["passed"]
+    assert report["min_consistency"] == 0.05 and report["weaker_labels_accepted"] is True
+    assert (
+        "weaker labels accepted knowingly: clips held to consistency >= 0.05 (default 0.5)" in capsys.readouterr().out
+    )
+
+
+def test_converted_ground_truth_that_disagrees_is_told_what_to_check(tmp_path: Path, sequences) -> None:
+    write_pseudo_labels(tmp_path / "gt", sequences)
+    for record in (tmp_path / "gt").glob("*/import.json"):
+        record.unlink()
+    status, report = run_check(tmp_path / "gt", tmp_path / "out", "--clips", "1")
+    assert status == 1 and report["label_sources"] == []
+    (problem,) = [p for p in report["problems"] if "reprojection consistency" in p]
+    assert "check the depth units, the pose convention (camera-to-world, OpenCV axes) and the intrinsics" in problem
+    assert "--min-consistency" in problem
+
+
+def test_the_check_command_and_library_share_the_default_threshold() -> None:
+    from streamvggt.train.data import check, command
+
+    assert command.DEFAULT_MIN_CONSISTENCY == check.DEFAULT_MIN_CONSISTENCY
+
+
+def test_train_check_data_accepts_weaker_labels_set_in_the_config(tmp_path: Path, sequences, monkeypatch) -> None:
+    import streamvggt.train.loop
+
+    calls = []
+    monkeypatch.setattr(streamvggt.train.loop, "train", lambda config, resume: calls.append(config) or tmp_path)
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "synthetic_tiny.yaml")
+    write_pseudo_labels(tmp_path / "own", sequences)
+    overrides = write_config_overrides(tmp_path / "own", tmp_path / "r")
+    overrides[overrides.index("data.datasets=[{type: spring, root: '" + str(tmp_path / "own") + "', samples: 4}]")] = (
+        "data.datasets=[{type: generic, root: '" + str(tmp_path / "own") + "', samples: 4, options: {static: true}}]"
+    )
+    assert cli_main(["train", "--config", config, "--check-data", *overrides]) == 1 and calls == []
+    report = json.loads((tmp_path / "r" / "data_check" / "00_generic" / "report.json").read_text())
+    assert any("data.datasets.0.min_consistency=" in p for p in report["problems"])
+    status = cli_main(["train", "--config", config, "--check-data", *overrides, "data.datasets.0.min_consistency=0.05"])
+    assert status == 0 and len(calls) == 1
+    report = json.loads((tmp_path / "r" / "data_check" / "00_generic" / "report.json").read_text())
+    assert report["passed"] and report["min_consistency"] == 0.05 and report["weaker_labels_accepted"]

@@ -185,3 +185,48 @@ def test_original_images_carry_intrinsics_rescaled_to_the_source_with_the_crop_u
         difference = np.abs(sources[image.image_id - 1][v, u] - colours).mean()
         shifted = np.abs(sources[image.image_id - 1][np.clip(v + 7, 0, SOURCE_H - 1), u] - colours).mean()
         assert difference < 6 and shifted > 3 * difference
+
+
+def test_the_colmap_model_holds_a_uniform_sample_of_the_points_by_default_and_all_on_request(tmp_path):
+    from streamvggt.io.outputs.interchange import COLMAP_POINTS
+
+    assert ExportOptions().colmap_points == COLMAP_POINTS == 200_000  # about 60 MB of text model, however long
+    everything = FRAMES * 24 * 32
+    capped = write_scene(tmp_path / "capped", ExportOptions(colmap_points=1000))
+    assert len(pycolmap.Reconstruction(str(capped / "colmap")).points3D) == 1000
+    header = (capped / "points.ply").read_bytes()[:300].decode("ascii", "replace")
+    assert f"element vertex {everything}\n" in header  # points.ply keeps every point
+    every = write_scene(tmp_path / "all", ExportOptions(colmap_points=None))
+    assert len(pycolmap.Reconstruction(str(every / "colmap")).points3D) == everything
+
+
+@pytest.mark.parametrize("limit", [0, -5, True])
+def test_a_colmap_point_limit_below_one_is_refused(limit):
+    with pytest.raises(ValueError, match="the COLMAP point limit must be at least 1"):
+        ExportOptions(colmap_points=limit)
+
+
+@pytest.mark.parametrize("file_format", ["text", "bin"])
+def test_writing_the_outputs_reports_progress_step_by_step_to_its_total(tmp_path, monkeypatch, file_format):
+    import tqdm.auto
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, total=None, disable=False, **kwargs):
+            self.total, self.done, self.disable, self.desc = total, 0, disable, kwargs.get("desc")
+            bars.append(self)
+
+        def update(self, n=1):
+            self.done += n
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    write_scene(tmp_path / "out", ExportOptions(colmap_format=file_format))
+    (bar,) = bars
+    assert bar.desc == "writing outputs" and bar.done == bar.total == 4 + FRAMES + 1 + 2 + (file_format == "bin")

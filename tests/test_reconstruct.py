@@ -13,7 +13,12 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 import streamvggt
-from streamvggt.geometry import pose_encoding_to_extri_intri, unproject_depth
+from streamvggt.geometry import (
+    pose_encoding_to_extri_intri,
+    relative_to_first_camera,
+    transform_points,
+    unproject_depth,
+)
 from streamvggt.io import InputError, open_source, read_frames
 from streamvggt.io.outputs.interchange import ExportOptions
 from streamvggt.io.outputs.writer import ReconstructionWriter
@@ -53,7 +58,13 @@ def test_reconstructor_yields_one_result_per_frame_matching_the_session(model, f
         out = session.step(torch.tensor(frame.image).permute(2, 0, 1)[None].float() / 255)
         np.testing.assert_allclose(result.depth, out["depth"][0, ..., 0].numpy(), rtol=1e-5, atol=1e-6)
         extrinsic, intrinsic = pose_encoding_to_extri_intri(out["pose_enc"][0].double(), (HEIGHT, WIDTH))
-        np.testing.assert_allclose(result.extrinsic, extrinsic.numpy(), rtol=1e-5, atol=1e-6)
+        # Results are relative to frame 0's predicted camera: the world is exactly the first camera.
+        if result.index == 0:
+            first = extrinsic
+        expected = relative_to_first_camera(extrinsic, first)
+        np.testing.assert_allclose(result.extrinsic, expected.numpy(), rtol=1e-5, atol=1e-6)
+        points = transform_points(out["world_points"][0].double(), first)
+        np.testing.assert_allclose(result.world_points, points.numpy(), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(result.intrinsic, intrinsic.numpy(), rtol=1e-5)
 
 

@@ -34,7 +34,8 @@ def test_reference_recipe_matches_the_published_numbers() -> None:
     config = load_config(CONFIGS / "distill_reference.yaml")
     model, data, loss, optim = config.model, config.data, config.loss, config.optim
     assert model.preset == "streamvggt-1b" and model.causal
-    assert model.init == model.teacher == "../ckpt/model.pt"
+    # The reference's paths, relative to the config's folder: ckpt/ beside configs/, from any working directory.
+    assert model.init == model.teacher == str(CONFIGS.parent / "ckpt" / "model.pt")
     assert model.freeze == ["aggregator.patch_embed", "aggregator.camera_token", "aggregator.register_token"]
     assert data.num_views == 10 and data.batch_size == 1 and data.aug_crop == 16
     assert data.resolutions == [
@@ -194,3 +195,101 @@ def test_activation_checkpointing_keeps_outputs_gradients_and_names(tiny: Stream
     assert list(tiny.state_dict()) == names
     assert plain.keys() == checkpointed.keys()
     assert all(torch.allclose(plain[n], checkpointed[n], atol=1e-6) for n in plain)
+
+
+REPOSITORY = CONFIGS.parent
+
+
+def test_the_own_capture_config_resolves_its_paths_against_its_folder_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(CONFIGS / "finetune_own_capture.yaml")
+    assert config.model.init == str(REPOSITORY / "src" / "streamvggt" / "assets" / "default_model")
+    assert (Path(config.model.init) / "model.safetensors").is_file()
+    assert config.data.datasets[0].root == str(REPOSITORY / "data" / "own")
+    assert config.run.output_dir == str(REPOSITORY / "outputs" / "finetune_own_capture")
+
+
+def test_relative_paths_in_a_config_file_are_relative_to_it_and_overrides_to_the_shell(tmp_path, monkeypatch):
+    import yaml
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "weights").mkdir()
+    own = {"type": "generic", "root": "../data/own", "samples": 2}
+    generated = {"type": "synthetic", "samples": 2}
+    data = minimal(
+        model={"init": "weights", "teacher": "someone/some-model"},
+        data={"datasets": [own, generated]},
+        run={"output_dir": "~/runs/x"},
+    )
+    (folder / "c.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = load_config(Path("configs") / "c.yaml")
+    assert config.model.init == str(folder / "weights")
+    assert config.model.teacher == "someone/some-model"  # a Hugging Face repo id: no such path beside the config
+    assert [d.root for d in config.data.datasets] == [str(tmp_path / "data" / "own"), None]
+    assert config.run.output_dir == str(tmp_path / "home" / "runs" / "x")
+    changed = load_config(Path("configs") / "c.yaml", ["data.datasets.0.root=elsewhere", "data.datasets[1].samples=5"])
+    assert changed.data.datasets[0].root == "elsewhere" and changed.data.datasets[1].samples == 5
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.datasets.3.root=x", r"'data.datasets' has 1 entries \(0 to 0\)"),
+        ("data.datasets.first.root=x", r"'data.datasets' is a list: pick an entry by number"),
+        ("data..root=x", "empty key part"),
+    ],
+)
+def test_a_list_override_that_names_no_entry_is_one_line(tmp_path, override, message):
+    import yaml
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(minimal()))
+    with pytest.raises(ValueError, match=message):
+        load_config(tmp_path / "c.yaml", [override])
+
+
+def test_overrides_stand_on_both_sides_of_a_flag(tmp_path, capsys):
+    import yaml
+
+    from streamvggt.cli import main
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(minimal()))
+    status = main(["train", "--config", str(tmp_path / "c.yaml"), "optim.lr=0.5", "--print-config", "data.num_views=3"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert status == 0 and printed["optim"]["lr"] == 0.5 and printed["data"]["num_views"] == 3
+
+
+def test_check_only_checks_the_config_and_data_and_never_trains(tmp_path, monkeypatch, caplog):
+    import json
+    import logging
+
+    import streamvggt.train.loop
+    from streamvggt.cli import main
+
+    monkeypatch.setattr(streamvggt.train.loop, "train", lambda *a, **k: pytest.fail("check-only trained"))
+    small = ["data.num_views=3", "data.resolutions=[[56, 42]]", f"run.output_dir={tmp_path / 'run'}"]
+    caplog.set_level(logging.INFO, logger="streamvggt.train")
+    assert main(["train", "--config", str(CONFIGS / "synthetic_tiny.yaml"), "--check-only", *small]) == 0
+    report = json.loads((tmp_path / "run" / "data_check" / "00_synthetic" / "report.json").read_text())
+    assert report["passed"] and "nothing was trained" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["data_check"]
+
+
+def test_check_only_lists_every_problem_and_fails(tmp_path, monkeypatch, caplog):
+    from streamvggt.cli import main
+    from streamvggt.train.config import load_config
+    from streamvggt.train.preflight import check_run
+
+    overrides = [
+        f"model.init={tmp_path / 'no_such_model'}",
+        f"data.datasets=[{{type: spring, root: '{tmp_path / 'absent'}', samples: 2}}]",
+        f"run.output_dir={tmp_path / 'run'}",
+    ]
+    outcome = check_run(load_config(CONFIGS / "synthetic_tiny.yaml", overrides))
+    assert not outcome.passed
+    assert outcome.problems[0] == f"model.init: checkpoint not found: {tmp_path / 'no_such_model'}"
+    assert "cannot open the dataset" in outcome.problems[1] and len(outcome.problems) == 2
+    assert main(["train", "--config", str(CONFIGS / "synthetic_tiny.yaml"), "--check-only", *overrides]) == 1
+    assert "check: 2 problem(s)" in caplog.text

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from streamvggt import load_model
-from streamvggt.train import main
+from streamvggt.cli import main
 from streamvggt.train.checkpoint import latest_checkpoint, list_checkpoints, weights_fingerprint
 from streamvggt.train.config import from_dict
 from streamvggt.train.export import export
@@ -147,9 +147,9 @@ def test_a_diverging_run_stops_with_an_error(tmp_path: Path) -> None:
 def test_command_line_prints_the_config_and_reports_bad_configs(tmp_path: Path, capsys) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config_dict(tmp_path / "run")), encoding="utf-8")
-    assert main(["--config", str(path), "--print-config", "optim.lr=2e-3"]) == 0
+    assert main(["train", "--config", str(path), "--print-config", "optim.lr=2e-3"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["optim"]["lr"] == 2e-3
-    assert main(["--config", str(path), "optim.lr=fast"]) == 2
+    assert main(["train", "--config", str(path), "optim.lr=fast"]) == 2
 
 
 def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
@@ -157,7 +157,7 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path: Pa
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config_dict(output, samples=200, threads=1, keep_checkpoints=50)), encoding="utf-8")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "streamvggt.train", "--config", str(path)]
+    command = [sys.executable, "-m", "streamvggt", "train", "--config", str(path)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120

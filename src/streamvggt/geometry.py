@@ -113,6 +113,24 @@ def invert_pose(pose: Tensor) -> Tensor:
     return inverse
 
 
+def relative_to_first_camera(extrinsic: Tensor, first: Tensor) -> Tensor:
+    """Camera-from-world extrinsics [..., 3, 4] re-expressed with the world at the first camera, whose
+    camera-from-world in the same world is ``first`` [3, 4]: ``E first^-1``. Where ``extrinsic`` is ``first``
+    itself the result is exactly the identity (the product is only within rounding of it)."""
+    relative = extrinsic[..., :3, :3] @ first[:3, :3].transpose(-1, -2)
+    translation = extrinsic[..., :3, 3:] - relative @ first[:3, 3:]
+    result = torch.cat((relative, translation), dim=-1)
+    same = (extrinsic[..., :3, :] == first[:3, :]).flatten(-2).all(-1)
+    identity = torch.eye(3, 4, dtype=result.dtype, device=result.device).expand_as(result)
+    return torch.where(same[..., None, None], identity, result)
+
+
+def transform_points(points: Tensor, pose: Tensor) -> Tensor:
+    """Points [..., 3] moved by a rigid transform [3, 4] (``R p + t``): e.g. world points into the frame of the
+    camera whose camera-from-world ``pose`` is."""
+    return points @ pose[:3, :3].transpose(-1, -2) + pose[:3, 3]
+
+
 def homogeneous_pose(pose: Tensor) -> Tensor:
     """Rigid transforms [..., 3, 4] as [..., 4, 4] with the bottom row (0, 0, 0, 1); [..., 4, 4] unchanged."""
     if pose.shape[-2:] == (4, 4):

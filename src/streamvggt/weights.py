@@ -225,11 +225,48 @@ def _hub_file(repo_id: str, filename: str, hint: str) -> Path:
             f"Hugging Face downloads need a newer huggingface_hub ({_one_line(error)}): pip install -U huggingface_hub"
         ) from None
     try:
+        # The cache first, without a request: a cached file loads offline with no wait.
+        return Path(hf_hub_download(repo_id, filename, library_name="streamvggt", local_files_only=True))
+    except errors.LocalEntryNotFoundError:
+        pass
+    except Exception as error:  # a cache entry that cannot be read: the download below replaces it
+        logger.debug("hf_hub_download(%s, %s, local_files_only=True) failed: %s", repo_id, filename, error)
+    offline = constants.HF_HUB_OFFLINE
+    if not offline and not _hub_reachable(constants.ENDPOINT):
+        # huggingface_hub retries an unreachable host for about 25 s before giving up: fail at once instead.
+        where = f"'{filename}' from Hugging Face repo {repo_id}"
+        raise CheckpointError(
+            f"cannot download {where}: {constants.ENDPOINT} cannot be reached and the file is not in the Hugging Face "
+            f"cache; connect to the internet and retry, or {hint}"
+        )
+    try:
         return Path(hf_hub_download(repo_id, filename, library_name="streamvggt"))
     except Exception as error:  # the hub raises many types (HTTP, OS, validation); each becomes one line
         logger.debug("hf_hub_download(%s, %s) failed", repo_id, filename, exc_info=True)
-        message = _hub_error_message(repo_id, filename, error, hint, errors, offline=constants.HF_HUB_OFFLINE)
+        message = _hub_error_message(repo_id, filename, error, hint, errors, offline=offline)
         raise CheckpointError(message) from None
+
+
+# Proxy settings that route Hub requests through another host: a direct probe would say nothing about them.
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``endpoint``'s host opens within ``timeout`` s (True behind a proxy: untested)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return True
+    url = urlsplit(endpoint)
+    if not url.hostname:
+        return True
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _hub_error_message(
@@ -248,7 +285,10 @@ def _hub_error_message(
     if isinstance(error, errors.LocalEntryNotFoundError):
         if offline:
             return f"{where} is not in the Hugging Face cache and offline mode is on: unset HF_HUB_OFFLINE, {fallback}"
-        return f"cannot download {where} (no connection?) and it is not in the Hugging Face cache: {fallback}"
+        return (
+            f"cannot download {where} (no connection?) and it is not in the Hugging Face cache: "
+            f"retry online, {fallback}"
+        )
     if isinstance(error, errors.EntryNotFoundError):
         return f"cannot get {where}: the repo has no such file (expected {CONFIG_NAME} + {WEIGHTS_NAME})"
     return f"cannot get {where}: {_one_line(error)}; {fallback}"
@@ -313,8 +353,24 @@ def _read_torch(path: Path) -> Any:
                 "torch.save(torch.load(path, weights_only=False)['model'], 'weights.pth')"
             ) from None
         raise CheckpointError(
-            f"cannot read {path}: not a PyTorch checkpoint, or truncated ({_one_line(error)})"
+            f"cannot read {path}: not a PyTorch checkpoint, or truncated ({_torch_load_reason(error)})"
         ) from None
+
+
+def _torch_load_reason(error: BaseException) -> str:
+    """The part of a ``torch.load`` error that says what is wrong with the file.
+
+    A file the safe unpickler rejects comes with PyTorch's advice to retry with ``weights_only=False``, which would
+    run whatever code a hostile file holds: only the unpickler's own finding is kept.
+    """
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        finding = next((line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()), "")
+        return f"the safe loader rejected it: {finding}" if finding else "the safe loader rejected it"
+    if "weights_only" in text:
+        return f"the safe loader rejected it ({type(error).__name__})"
+    return _one_line(error)
 
 
 def _torch_load(path: Path) -> Any:

@@ -55,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if hasattr(command, "check_requirements"):
             command.check_requirements()  # before the arguments: even --help needs them
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        take_extra = getattr(command, "take_extra_arguments", None)
+        if extra and (take_extra is None or not take_extra(args, extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         code = _run(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return code

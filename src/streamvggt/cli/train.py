@@ -24,6 +24,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def take_extra_arguments(args: argparse.Namespace, extra: list[str]) -> bool:
+    """Overrides after a flag (``--config F a=1 --resume b=2``): argparse reads one run of positionals, the rest
+    arrive here in order. False when any of them is not an override (the caller reports it as unrecognised)."""
+    if not all("=" in item and not item.startswith("-") for item in extra):
+        return False
+    args.overrides = [*args.overrides, *extra]
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit status 2 for a bad config or missing data (before anything loads), 1 when --check-data finds
     problems."""

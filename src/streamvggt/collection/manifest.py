@@ -66,12 +66,27 @@ def _file_entries(manifest: Path) -> list[Entry]:
         if not text or text.startswith("#"):
             continue
         where = f"{manifest} line {number}"
-        spec, _, name = (part.strip() for part in text.partition("\t"))
+        spec, sep, name = (part.strip() for part in text.partition("\t"))
         if not spec:
             raise InputError(f"{where}: no input before the tab")
         source = _resolved(spec, manifest.parent)
+        if not sep:
+            _check_spaces_for_a_tab(spec, source, manifest.parent, where)
         entries.append(Entry(len(entries), source, _checked_name(name or _default_name(spec, where), where), where))
     return entries
+
+
+def _check_spaces_for_a_tab(spec: str, source: str, base: Path, where: str) -> None:
+    """InputError when a line reads as "input<spaces>name": the whole line is no path, but the text before its last
+    spaces is one (an editor that turns tabs into spaces makes this; paths with spaces still work)."""
+    head, space, tail = spec.rpartition(" ")
+    head = head.rstrip()
+    if not space or not head or _URL.match(spec) or Path(source).exists() or any(c in spec for c in "*?["):
+        return
+    if Path(_resolved(head, base)).exists():
+        raise InputError(
+            f"{where}: '{spec}' is no input, but '{head}' is: separate the output name '{tail}' with a tab, not spaces"
+        )
 
 
 def _folder_entries(folder: Path) -> list[Entry]:

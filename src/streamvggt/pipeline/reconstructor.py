@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from streamvggt.geometry import pose_encoding_to_extri_intri
+from streamvggt.geometry import pose_encoding_to_extri_intri, relative_to_first_camera, transform_points
 from streamvggt.io.inputs.preprocess import DEFAULT_SIZE, Preprocessor
 from streamvggt.io.inputs.sources import Frame
 from streamvggt.io.outputs.previous_outputs import check_source_outside_outputs
@@ -82,6 +82,9 @@ class Reconstructor:
         self.session = session if session is not None else model.stream(batch_size=1, cache=cache, compile=compile)
         self.device = next(model.parameters()).device
         self.warmed = False
+        # Frame 0's camera in the model's own world (close to, not exactly, frame 0's camera): every result is
+        # re-expressed relative to it, so the world is exactly the first camera. One per stream, as the session.
+        self.first_extrinsic: torch.Tensor | None = None
 
     @classmethod
     def for_input(
@@ -139,6 +142,10 @@ class Reconstructor:
         out = self.session.step(image[None])
         # Cameras in float64 on the CPU (MPS has no float64): they go into text files and invert cleanly.
         extrinsic, intrinsic = pose_encoding_to_extri_intri(out.pose_enc[0].cpu().double(), size)
+        if self.session.num_frames == 1 or self.first_extrinsic is None:
+            self.first_extrinsic = extrinsic
+        world_points = transform_points(out.world_points[0].cpu().double(), self.first_extrinsic)
+        extrinsic = relative_to_first_camera(extrinsic, self.first_extrinsic)
         valid = np.zeros(size, dtype=bool)
         top, left, height, width = prepared.valid
         valid[top : top + height, left : left + width] = True
@@ -157,7 +164,7 @@ class Reconstructor:
             intrinsic=intrinsic.numpy(),
             depth=cpu(out.depth)[..., 0],
             depth_conf=cpu(out.depth_conf),
-            world_points=cpu(out.world_points),
+            world_points=world_points.float().numpy(),
             world_points_conf=cpu(out.world_points_conf),
             **self._tracks(out),
         )
@@ -273,7 +280,7 @@ def reconstruct(
             },
             "cache": str(parse_policy(options.stream.cache)),
         }
-        written = writer.finish(metadata)
+        written = writer.finish(metadata, progress=options.progress)
     summary = ReconstructionSummary(
         output_dir=Path(output_dir),
         frames=loop.frames,

@@ -10,13 +10,12 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streamvggt.extras import require
 
 if TYPE_CHECKING:
-    from streamvggt.train.config import TrainConfig
+    pass
 
 logger = logging.getLogger("streamvggt.train")
 
@@ -44,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument(
+        "--check-only",
+        action="store_true",
+        help="check the config, the output folder, the extras, the starting weights and every dataset "
+        "(reports in run.output_dir/data_check), then exit without training: 0 when all is ready, 1 otherwise",
+    )
+    parser.add_argument(
         "--check-data",
         action="store_true",
         help="first check every dataset of the config (streamvggt data check; reports in "
@@ -51,52 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_training_data(config: TrainConfig, write: bool = True) -> list[str]:
-    """Check every dataset of ``config`` as it will be read (its reader options, the first resolution) and
-    return the problems found, each naming its dataset. ``write``: reports under run.output_dir/data_check."""
-    from streamvggt.train.data.check import check_dataset
-
-    data, problems = config.data, []
-    for number, entry in enumerate(data.datasets):
-        arguments = {
-            "root": entry.root,
-            "split": entry.split,
-            "num_views": data.num_views,
-            "aug_crop": data.aug_crop,
-            **entry.options,
-            "color_jitter": False,  # the contact sheet shows the stored colours
-        }
-        output = Path(config.run.output_dir) / "data_check" / f"{number:02d}_{entry.type}" if write else None
-        report = check_dataset(entry.type, arguments, size=tuple(data.resolutions[0]), output=output)
-        logger.info(
-            "data check %s (%s): %s scenes, %s frames, %s clips, %d problem(s)",
-            entry.type,
-            entry.root,
-            report.scenes,
-            report.frames,
-            report.clips,
-            len(report.problems),
-        )
-        problems.extend(f"{entry.type} ({entry.root}): {problem}" for problem in report.problems)
-    return problems
-
-
-def check_output_folder(folder: str) -> None:
-    """Fail before any data or model is loaded when ``run.output_dir`` cannot be created (e.g. under a file)."""
-    existing = Path(folder).absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"run.output_dir {folder} cannot be created: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"run.output_dir {folder} cannot be created: {existing} is not writable")
-
-
 def run(args: argparse.Namespace) -> int:
-    """Run the parsed command; returns the exit status (1 when --check-data finds problems). A bad config or
-    missing data raises ValueError, FileNotFoundError, FileExistsError or MissingExtraError (one line), before
-    any model loads."""
+    """Run the parsed command; returns the exit status (1 when --check-data or --check-only finds problems). A bad
+    config or missing data raises ValueError, FileNotFoundError, FileExistsError or MissingExtraError (one line),
+    before any model loads."""
     from streamvggt.train.config import load_config
+    from streamvggt.train.preflight import check_output_folder, check_run, check_training_data
 
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
@@ -107,6 +72,15 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         yaml = require("yaml", "train")
         sys.stdout.write(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        return 0
+    if args.check_only:
+        outcome = check_run(config, write=rank == 0)
+        for note in outcome.notes:
+            logger.info("%s", note)
+        if not outcome.passed:
+            logger.error("check: %d problem(s):\n  - %s", len(outcome.problems), "\n  - ".join(outcome.problems))
+            return 1
+        logger.info("check: ready to train (nothing was trained)")
         return 0
     check_output_folder(config.run.output_dir)
     if args.check_data:

@@ -1,5 +1,8 @@
 """The training configuration: dataclasses read from YAML, with ``section.key=value`` overrides.
 
+Relative paths in a config file (weights, dataset roots, the output folder) are relative to the file's folder, so a
+config means the same from any working directory; overrides on the command line are relative to the shell's.
+
 Values are data only: YAML is read with ``safe_load`` and checked field by field against the dataclasses
 (unknown keys and wrong types are errors that name the key). Dataset mixes are lists of entries, not expressions.
 """
@@ -7,6 +10,8 @@ Values are data only: YAML is read with ``safe_load`` and checked field by field
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -52,6 +57,9 @@ class DatasetEntry:
     root: str | None = None
     split: str = "train"
     options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the reader
+    # The data check's lowest accepted reprojection consistency for this dataset (None: the check's 0.5). Lower it
+    # to accept weaker labels knowingly (a model's pseudo-labels, sparse COLMAP depth); the check's report records it.
+    min_consistency: float | None = None
 
 
 @dataclass
@@ -97,7 +105,7 @@ class OptimSection:
 
 @dataclass
 class RunSection:
-    output_dir: str = "outputs/train"
+    output_dir: str = "outputs/train"  # in a config file: relative to its folder; the default: to the working directory
     seed: int = 0
     mixed_precision: str = "auto"  # auto (bf16 on GPUs that support it, else fp16 on GPU, none on CPU), no, bf16, fp16
     cpu: bool = False  # train on the CPU even if a GPU is present
@@ -133,6 +141,11 @@ class TrainConfig:
             raise ValueError("data.resolution_weights needs one weight per resolution")
         if data.num_views < 1 or data.batch_size < 1 or optim.accumulation_steps < 1:
             raise ValueError("data.num_views, data.batch_size and optim.accumulation_steps must be positive")
+        for number, entry in enumerate(data.datasets):
+            if entry.min_consistency is not None and not 0.0 <= entry.min_consistency <= 1.0:
+                raise ValueError(
+                    f"data.datasets.{number}.min_consistency must be in [0, 1], got {entry.min_consistency}"
+                )
         if self.run.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"run.mixed_precision must be auto, no, bf16 or fp16, got '{self.run.mixed_precision}'")
         if self.run.max_steps is not None and self.run.max_steps < 1:
@@ -160,9 +173,47 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ValueError(f"{path}: not valid YAML: {_one_line(error)}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: the config must be a mapping of sections")
+    resolve_relative_paths(data, Path(path).resolve().parent)
     for item in overrides:
         apply_override(data, item)
     return from_dict(data)
+
+
+# Hugging Face repo ids look like relative paths (owner/name): one with no such path beside the config stays an id.
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".json")
+
+
+def resolve_relative_paths(data: dict[str, Any], base: Path) -> None:
+    """Make the relative paths of a config file's ``data`` relative to ``base`` (the file's folder), in place.
+
+    A config then means the same from any working directory, as a compose file or a CMake list does:
+    ``model.init``, ``model.teacher``, ``data.datasets[].root`` and ``run.output_dir``. Overrides given on the
+    command line are not changed: they are typed in the shell, relative to its directory. ``~`` is expanded.
+    """
+
+    def resolved(value: Any, weights: bool = False) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        path = Path(value).expanduser()
+        if path.is_absolute():
+            return str(path)
+        candidate = Path(os.path.normpath(base / path))
+        if weights and not candidate.exists() and _REPO_ID.fullmatch(value) and not value.endswith(_WEIGHT_SUFFIXES):
+            return value  # a Hugging Face repo id
+        return str(candidate)
+
+    model, section, run = data.get("model"), data.get("data"), data.get("run")
+    if isinstance(model, dict):
+        for key in ("init", "teacher"):
+            if key in model:
+                model[key] = resolved(model[key], weights=True)
+    if isinstance(section, dict) and isinstance(section.get("datasets"), list):
+        for entry in section["datasets"]:
+            if isinstance(entry, dict) and "root" in entry:
+                entry["root"] = resolved(entry["root"])
+    if isinstance(run, dict) and "output_dir" in run:
+        run["output_dir"] = resolved(run["output_dir"])
 
 
 def from_dict(data: dict[str, Any]) -> TrainConfig:
@@ -178,20 +229,50 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
-    """Set ``a.b.c=value`` in nested ``data``; the value is parsed as YAML (``1e-4``, ``[70, 56]``, ``null``)."""
+    """Set ``a.b.c=value`` in nested ``data``; the value is parsed as YAML (``1e-4``, ``[70, 56]``, ``null``).
+
+    A number picks a list entry (``data.datasets.0.root=/data/own``, or ``data.datasets[0].root``), as in
+    OmegaConf's dot lists; it must name an existing entry.
+    """
     key, sep, text = item.partition("=")
-    if not sep or not key:
+    if not sep or not key.strip():
         raise ValueError(f"override '{item}' is not of the form section.key=value")
-    *parents, leaf = key.strip().split(".")
-    node = data
+    parts = re.sub(r"\[(\d+)\]", r".\1", key.strip()).split(".")
+    if not all(parts):
+        raise ValueError(f"override '{item}': empty key part in '{key.strip()}'")
+    *parents, leaf = parts
+    node: Any = data
+    where = []
     for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"override '{item}': '{part}' is not a section")
+        node = _child(node, part, item, ".".join(where), create=True)
+        where.append(part)
+        if not isinstance(node, (dict, list)):
+            raise ValueError(f"override '{item}': '{'.'.join(where)}' is not a section or a list")
     try:
-        node[leaf] = yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ValueError(f"override '{item}': the value is not valid YAML: {_one_line(error)}") from None
+    if isinstance(node, list):
+        node[_list_index(node, leaf, item, ".".join(where))] = value
+    else:
+        node[leaf] = value
+
+
+def _child(node: dict | list, part: str, item: str, where: str, create: bool) -> Any:
+    """``node[part]``: a list entry by number, or a section (created when missing and ``create``)."""
+    if isinstance(node, list):
+        return node[_list_index(node, part, item, where)]
+    if create:
+        return node.setdefault(part, {})
+    return node[part]
+
+
+def _list_index(node: list, part: str, item: str, where: str) -> int:
+    if not part.isdigit():
+        raise ValueError(f"override '{item}': '{where}' is a list: pick an entry by number ({where}.0...)")
+    if int(part) >= len(node):
+        raise ValueError(f"override '{item}': '{where}' has {len(node)} entries (0 to {len(node) - 1})")
+    return int(part)
 
 
 def _one_line(error: Exception) -> str:

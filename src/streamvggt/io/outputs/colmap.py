@@ -14,6 +14,7 @@ import itertools
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,18 +44,22 @@ def write_colmap(
     observations: Observations,
     shared_camera: bool = False,
     file_format: str = "text",
+    chunk: int = 100_000,
+    advance: Callable[[int], object] | None = None,
 ) -> list[Path]:
     """Write the model of ``cameras`` (frame i is image i + 1, its file ``views[i]``), point ``records`` (see
     :mod:`streamvggt.io.outputs.points`) and their ``observations`` into ``folder``; returns the files written.
 
     A model of the other format left in ``folder`` by an earlier run is removed, so readers find one model.
+    advance(n): progress, one step for images.txt, one per ``chunk`` points and one for the binary conversion.
     """
     if file_format not in FORMATS:
         raise ValueError(f"unknown COLMAP format '{file_format}': use text or bin")
     if file_format == "bin":
         pycolmap = require("pycolmap", "eval", purpose="--colmap-format bin")
     folder.mkdir(exist_ok=True)
-    model = (cameras, views, records, observations, shared_camera)
+    step = advance or (lambda n: None)
+    model = (cameras, views, records, observations, shared_camera, chunk, step)
     if file_format == "text":
         with contextlib.ExitStack() as stack:
             temporaries = [stack.enter_context(atomic_output(folder / name)) for name in _TEXT_FILES]
@@ -67,6 +72,7 @@ def write_colmap(
             binary_dir.mkdir()
             _write_text_model(*(text_dir / name for name in _TEXT_FILES), *model)
             pycolmap.Reconstruction(str(text_dir)).write_binary(str(binary_dir))
+            step(1)
             written = []
             for path in sorted(binary_dir.iterdir()):
                 os.replace(path, folder / path.name)
@@ -130,6 +136,7 @@ def _write_text_model(
     observations: Observations,
     shared_camera: bool,
     chunk: int = 100_000,
+    advance: Callable[[int], object] = lambda n: None,
 ) -> None:
     """Write cameras.txt, images.txt and points3D.txt; points go out ``chunk`` at a time, so memory stays near the
     observation arrays rather than their text."""
@@ -168,6 +175,7 @@ def _write_text_model(
             u, v = pixels.T.tolist()
             keypoints = " ".join(map("%.4f %.4f %d".__mod__, zip(u, v, (point[members] + 1).tolist(), strict=True)))
             f.write(f"{i + 1} {pose} {image_camera[i]} {view.name}\n{keypoints}\n")
+    advance(1)
 
     # COLMAP's ERROR: the mean over the track, -1 (unknown) where a projection is not finite.
     finite = np.isfinite(distance)
@@ -194,6 +202,7 @@ def _write_text_model(
             columns = (range(a + 1, b + 1), *xyz_rows, *rgb_rows, errors[a:b].tolist(), tracks)
             rows = map("%d %.7g %.7g %.7g %d %d %d %.4g %s".__mod__, zip(*columns, strict=True))
             f.write("\n".join(rows) + "\n")
+            advance(1)
 
 
 def _project(xyz: np.ndarray, camera: CameraRecord) -> np.ndarray:

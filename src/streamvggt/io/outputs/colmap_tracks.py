@@ -40,10 +40,12 @@ def multiview_tracks(
     tolerance: float = DEPTH_TOLERANCE,
     max_length: int = MAX_TRACK_LENGTH,
     seed: int = 0,
+    on_frame: Callable[[], object] | None = None,
 ) -> Observations:
     """Observations of point ``records`` (see :mod:`streamvggt.io.outputs.points`) in the frames of ``cameras``.
 
     trusted_depth(i): frame i's depth [H, W] (z, model units) and a mask [H, W] of pixels whose depth is trusted.
+    on_frame: called once per camera (a progress bar's step), also for frames skipped once every track is full.
     """
     if not tolerance > 0:
         raise ValueError(f"the depth tolerance must be positive, got {tolerance}")
@@ -58,9 +60,11 @@ def multiview_tracks(
     active = np.arange(count) if slots else np.arange(0)  # points with a free slot
     # Frames in a random order, each point taking the first agreeing ones: a uniform sample of the frames that see
     # it, and a point whose track is full is never projected again.
+    done = (lambda: None) if on_frame is None else on_frame
     for i in np.random.default_rng(seed).permutation(len(cameras)):
+        done()
         if not len(active):
-            break
+            continue
         depth, trusted = trusted_depth(int(i))
         for start in range(0, len(active), _CHUNK):
             candidates = active[start : start + _CHUNK]

@@ -29,7 +29,7 @@ from streamvggt.io.outputs.image_views import (
     processed_view,
     write_original,
 )
-from streamvggt.io.outputs.points import MIN_CONFIDENCE
+from streamvggt.io.outputs.points import MIN_CONFIDENCE, subsample
 from streamvggt.io.outputs.rgbd import RGBD_DIR, write_rgbd_frame, write_rgbd_lists
 from streamvggt.io.outputs.transforms_json import DEPTH_UNIT_SCALE, write_transforms
 
@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 
 COLMAP_DIR = "colmap"
 TRANSFORMS_DEPTH_DIR = "depth_png16"
+# Points in the COLMAP model by default (a uniform sample of points.ply): about 310 bytes each in the text model
+# with full tracks (measured), so about 60 MB however long the run; sparse COLMAP models of a few hundred images hold
+# this order of points, and 3DGS / splatfacto start from them well. ExportOptions(colmap_points=None) keeps all.
+COLMAP_POINTS = 200_000
+POINT_CHUNK = 100_000  # points3D.txt rows formatted at a time (one progress step each)
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,9 @@ class ExportOptions:
     frames at full resolution, written to images_original/). shared_camera: one COLMAP camera with the mean
     intrinsics. transforms_depth: depth PNGs for transforms.json. rgbd: the TUM RGB-D sequence; depth_scale: metres
     per model unit there. track_tolerance and max_track_length: see :mod:`streamvggt.io.outputs.colmap_tracks`.
+    colmap_points: points in the COLMAP model, a uniform sample of points.ply (``COLMAP_POINTS``, which keeps a
+    300-frame run's model near 60 MB); None: every point (``--voxel-size`` merges them first; several GB for long
+    runs at full resolution).
     """
 
     colmap_format: str = "text"
@@ -58,6 +66,7 @@ class ExportOptions:
     depth_scale: float = 1.0
     track_tolerance: float = DEPTH_TOLERANCE
     max_track_length: int = MAX_TRACK_LENGTH
+    colmap_points: int | None = COLMAP_POINTS
 
     def __post_init__(self) -> None:
         if self.colmap_format not in FORMATS:
@@ -72,6 +81,8 @@ class ExportOptions:
             raise ValueError(f"the track depth tolerance must be positive, got {self.track_tolerance}")
         if self.max_track_length < 1:
             raise ValueError(f"the track length limit must be at least 1, got {self.max_track_length}")
+        if self.colmap_points is not None and (isinstance(self.colmap_points, bool) or self.colmap_points < 1):
+            raise ValueError(f"the COLMAP point limit must be at least 1 (None: every point), got {self.colmap_points}")
 
 
 @dataclass(frozen=True)
@@ -155,10 +166,38 @@ class TrainerExports:
             written += write_rgbd_frame(folder, frame.index, frame.image, frame.depth, valid, self.options.depth_scale)
         return written
 
-    def finish(self, cameras: list[CameraRecord], records: np.ndarray, ply_file: str, source: str) -> list[Path]:
-        """Write the COLMAP model of ``cameras`` and point ``records``, transforms.json and the RGB-D lists."""
+    def colmap_sample(self, count: int) -> int:
+        """Points the COLMAP model gets out of ``count`` collected points."""
+        return count if self.options.colmap_points is None else min(count, self.options.colmap_points)
+
+    def finish_steps(self, frames: int, points: int) -> int:
+        """Progress steps :meth:`finish` reports for ``frames`` cameras and ``points`` collected points."""
+        chunks = -(-self.colmap_sample(points) // POINT_CHUNK)
+        return frames + chunks + 2 + (self.options.colmap_format == "bin")
+
+    def finish(
+        self,
+        cameras: list[CameraRecord],
+        records: np.ndarray,
+        ply_file: str,
+        source: str,
+        advance: Callable[[int], object] | None = None,
+    ) -> list[Path]:
+        """Write the COLMAP model of ``cameras`` and point ``records`` (all collected points: the model gets a
+        uniform sample of ``options.colmap_points``), transforms.json and the RGB-D lists.
+
+        advance(n): called as the work goes, :meth:`finish_steps` in all (a progress bar's ``update``).
+        """
+        step = advance or (lambda n: None)
+        limit = len(records) if self.options.colmap_points is None else self.options.colmap_points
+        records = subsample(records, limit)
         observations = multiview_tracks(
-            cameras, records, self._trusted_depth, self.options.track_tolerance, self.options.max_track_length
+            cameras,
+            records,
+            self._trusted_depth,
+            self.options.track_tolerance,
+            self.options.max_track_length,
+            on_frame=lambda: step(1),
         )
         model_dir = self.output_dir / COLMAP_DIR
         written = write_colmap(
@@ -169,6 +208,8 @@ class TrainerExports:
             observations,
             self.options.shared_camera,
             self.options.colmap_format,
+            chunk=POINT_CHUNK,
+            advance=step,
         )
         link_sparse_model(self.output_dir, model_dir)
         transforms = self.output_dir / "transforms.json"
@@ -178,6 +219,7 @@ class TrainerExports:
         written.append(transforms)
         if self.options.rgbd:
             written += write_rgbd_lists(self.output_dir / RGBD_DIR, cameras, self.options.depth_scale, source)
+        step(1)
         return written
 
     def _plain_folder(self, name: str) -> Path:

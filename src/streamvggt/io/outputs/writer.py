@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POINT_SOURCES = ("depth", "pointmap")
-# Points in scene.glb and colmap/points3D.txt (a uniform sample when points.ply has more): both formats hold
-# everything in memory or text, and viewers slow down well before this.
+# Points in scene.glb (a uniform sample when points.ply has more): the format holds everything in memory, and
+# viewers slow down well before this. The COLMAP model has its own limit (ExportOptions.colmap_points).
 SCENE_POINTS = 1_000_000
 
 
@@ -64,7 +64,8 @@ class WriterState:
 class WrittenOutputs:
     files: list[Path]  # every file written, per-frame files (depth, images, point maps) included
     points: int  # points in points.ply
-    scene_points: int  # points in scene.glb and the COLMAP model
+    scene_points: int  # points in scene.glb
+    colmap_points: int = 0  # points in the COLMAP model (ExportOptions.colmap_points of points.ply)
 
 
 def check_writer_options(points: str, conf_threshold: float, voxel_size: float | None) -> None:
@@ -280,8 +281,13 @@ class ReconstructionWriter:
             "exports": json.loads(json.dumps(dataclasses.asdict(self.exports.options))),
         }
 
-    def finish(self, metadata: dict[str, Any] | None = None) -> WrittenOutputs:
-        """Write the whole-sequence outputs; ``metadata`` goes into cameras.json. Needs at least one frame."""
+    def finish(self, metadata: dict[str, Any] | None = None, progress: bool = False) -> WrittenOutputs:
+        """Write the whole-sequence outputs; ``metadata`` goes into cameras.json. Needs at least one frame.
+
+        progress: a progress bar (tqdm, on stderr) over the writing, shown once it takes more than a second.
+        """
+        from tqdm.auto import tqdm
+
         if not self.cameras:
             raise ValueError("no frame was added: nothing to write")
         out = self.output_dir
@@ -293,24 +299,34 @@ class ReconstructionWriter:
         extra = {"points": {"source": self.points, "conf_threshold_percentile": self.conf_threshold}}
         extra.update(metadata or {})
         files = []
-        with _as_output_error(out / "points.ply"), atomic_output(out / "points.ply") as tmp:
-            write_ply(tmp, records["xyz"], records["rgb"])
-        files.append(out / "points.ply")
-        with _as_output_error(out / "scene.glb"), atomic_output(out / "scene.glb") as tmp:
-            write_glb(tmp, scene["xyz"], scene["rgb"], extrinsics, intrinsics, image_size)
-        files.append(out / "scene.glb")
-        with _as_output_error(out):
-            files += self.exports.finish(self.cameras, scene, "points.ply", str(extra.get("source", "")))
-        with _as_output_error(out / "cameras.json"), atomic_output(out / "cameras.json") as tmp:
-            write_cameras_json(tmp, self.cameras, extra, self._frame_files)
-        files.append(out / "cameras.json")
-        with _as_output_error(out / "trajectory.tum"), atomic_output(out / "trajectory.tum") as tmp:
-            write_tum(tmp, self.cameras)
-        files.append(out / "trajectory.tum")
+        steps = 4 + self.exports.finish_steps(len(self.cameras), len(records))
+        with tqdm(
+            total=steps, desc="writing outputs", unit="step", disable=not progress, delay=1.0, dynamic_ncols=True
+        ) as bar:
+            with _as_output_error(out / "points.ply"), atomic_output(out / "points.ply") as tmp:
+                write_ply(tmp, records["xyz"], records["rgb"])
+            files.append(out / "points.ply")
+            bar.update()
+            with _as_output_error(out / "scene.glb"), atomic_output(out / "scene.glb") as tmp:
+                write_glb(tmp, scene["xyz"], scene["rgb"], extrinsics, intrinsics, image_size)
+            files.append(out / "scene.glb")
+            bar.update()
+            with _as_output_error(out):
+                source = str(extra.get("source", ""))
+                files += self.exports.finish(self.cameras, records, "points.ply", source, advance=bar.update)
+            with _as_output_error(out / "cameras.json"), atomic_output(out / "cameras.json") as tmp:
+                write_cameras_json(tmp, self.cameras, extra, self._frame_files)
+            files.append(out / "cameras.json")
+            bar.update()
+            with _as_output_error(out / "trajectory.tum"), atomic_output(out / "trajectory.tum") as tmp:
+                write_tum(tmp, self.cameras)
+            files.append(out / "trajectory.tum")
+            bar.update()
         count = len(records)
+        colmap = self.exports.colmap_sample(count)
         del records  # drop the memory map before the spool file is deleted
         self._close_accumulator()
-        return WrittenOutputs(files + self._frame_outputs, count, len(scene))
+        return WrittenOutputs(files + self._frame_outputs, count, len(scene), colmap)
 
     def abort(self) -> None:
         """Remove temporary files, and the folders this writer created if they are empty."""

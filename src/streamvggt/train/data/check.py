@@ -3,8 +3,10 @@
 A clip is consistent when view 0's depth, moved into each other view with the clip's extrinsics and
 intrinsics, lands on that view's own depth (:func:`reproject`). A wrong depth unit, pose convention or
 intrinsics update breaks this; so does a scene that moves (dynamic datasets score lower, but their static
-background still agrees). The check reports counts, per-clip depth statistics and consistency scores, draws a
-contact sheet of one clip and lists the problems found.
+background still agrees), and so do labels that are merely weak: a model's predicted depth and cameras
+(``data import --from reconstruct``) or sparse COLMAP depth agree less than converted ground truth. The check
+reports counts, per-clip depth statistics and consistency scores, draws a contact sheet of one clip and lists the
+problems found; a lower ``min_consistency`` accepts weaker labels knowingly (the report records it).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 REPORT_NAME = "report.json"
 SHEET_NAME = "contact_sheet.png"
+DEFAULT_MIN_CONSISTENCY = 0.5  # converted ground truth agrees far better; pseudo-labels may not reach it
+IMPORT_RECORD = "import.json"  # written by ``streamvggt data import`` into each scene it makes
 
 
 @dataclass
@@ -153,6 +157,9 @@ class DatasetReport:
     type: str
     root: str | None
     options: dict[str, Any]
+    min_consistency: float = DEFAULT_MIN_CONSISTENCY  # the threshold the clips were held to
+    tolerance: float = 0.03  # relative depth difference that still counts as agreeing
+    label_sources: list[str] = field(default_factory=list)  # "reconstruct", "colmap": what import.json files say
     scenes: int | None = None
     frames: int | None = None
     clips: int | None = None
@@ -164,8 +171,13 @@ class DatasetReport:
     def passed(self) -> bool:
         return not self.problems
 
+    @property
+    def weaker_labels_accepted(self) -> bool:
+        """Whether the clips were held to a lower consistency than the default (a knowing choice)."""
+        return self.min_consistency < DEFAULT_MIN_CONSISTENCY
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "passed": self.passed}
+        return {**asdict(self), "weaker_labels_accepted": self.weaker_labels_accepted, "passed": self.passed}
 
 
 def count_scenes_and_frames(dataset: MultiViewDataset) -> tuple[int | None, int | None]:
@@ -202,7 +214,17 @@ def summarise_clip(index: int, clip: dict, tolerance: float) -> tuple[ClipReport
     return report, views
 
 
-def clip_problems(report: ClipReport, clip: dict, min_consistency: float) -> list[str]:
+def clip_problems(
+    report: ClipReport,
+    clip: dict,
+    min_consistency: float,
+    tolerance: float = 0.03,
+    label_sources: list[str] | tuple[str, ...] = (),
+    lower_threshold: str = "--min-consistency {value}",
+) -> list[str]:
+    """The problems of one sampled clip, each one line. ``label_sources``: where the labels came from (see
+    :func:`label_sources`); ``lower_threshold``: how the caller's user lowers the threshold (``{value}``: a value
+    that this clip would pass)."""
     problems = []
     has_depth = clip["valid_mask"].flatten(1).any(1)
     for view in torch.nonzero(~has_depth).flatten().tolist():
@@ -220,10 +242,48 @@ def clip_problems(report: ClipReport, clip: dict, min_consistency: float) -> lis
         problems.append(f"clip {report.index}: view 0's depth lands in none of the other views (pose units?)")
     elif report.score < min_consistency:
         problems.append(
-            f"clip {report.index}: reprojection consistency {report.score:.2f} < {min_consistency} "
-            "(depth units, pose convention or intrinsics wrong?)"
+            f"clip {report.index}: reprojection consistency {report.score:.2f} < {min_consistency:g}: "
+            + consistency_hint(report.score, tolerance, label_sources, lower_threshold)
         )
     return problems
+
+
+def consistency_hint(
+    score: float, tolerance: float, label_sources: list[str] | tuple[str, ...], lower_threshold: str
+) -> str:
+    """What a low consistency means and what to do, honest about labels that are merely weak."""
+    meaning = (
+        f"only {100 * score:.0f} % of view 0's depth, moved into the other views, lands within {100 * tolerance:g} % "
+        "of their own depth"
+    )
+    accept = lower_threshold.format(value=f"{max(0.0, np.floor(score * 20) / 20):g}")
+    if "reconstruct" in label_sources:
+        return (
+            f"{meaning}; these labels are a model's predictions (imported from reconstruct), whose depth and cameras "
+            f"need not agree: not a conversion bug. Look at the contact sheet; to train on them anyway, accept weaker "
+            f"labels knowingly with {accept}, or import a COLMAP dense reconstruction instead"
+        )
+    return (
+        f"{meaning}. Converted ground truth agrees far better: check the depth units, the pose convention "
+        "(camera-to-world, OpenCV axes) and the intrinsics (the contact sheet shows where views disagree); labels "
+        f"known to be weaker (a model's predictions, sparse COLMAP depth) can be accepted knowingly with {accept}"
+    )
+
+
+def label_sources(root: str | Path | None) -> list[str]:
+    """Where the labels under ``root`` came from, as ``import.json`` files of ``streamvggt data import`` say
+    (``root`` itself or its scene folders): e.g. ["reconstruct"]; empty for datasets that were not imported."""
+    if root is None or not Path(root).is_dir():
+        return []
+    found = set()
+    for record in [Path(root) / IMPORT_RECORD, *sorted(Path(root).glob(f"*/{IMPORT_RECORD}"))]:
+        try:
+            source = json.loads(record.read_text(encoding="utf-8")).get("source")
+        except (OSError, ValueError, AttributeError):
+            continue  # absent or not ours: nothing to say about the labels
+        if isinstance(source, str):
+            found.add(source)
+    return sorted(found)
 
 
 def check_dataset(
@@ -232,18 +292,35 @@ def check_dataset(
     clips: int = 8,
     size: tuple[int, int] = (518, 392),
     seed: int = 0,
-    min_consistency: float = 0.5,
+    min_consistency: float = DEFAULT_MIN_CONSISTENCY,
     tolerance: float = 0.03,
     output: Path | None = None,
+    lower_threshold: str = "--min-consistency {value}",
 ) -> DatasetReport:
     """Open dataset ``kind`` with reader ``arguments``, read ``clips`` clips (chosen by ``seed``) at ``size``
-    (W, H) and report them. With ``output``, write ``report.json`` and a contact sheet of the first clip read."""
-    report = DatasetReport(type=kind, root=arguments.get("root"), options=_plain(arguments))
+    (W, H) and report them. With ``output``, write ``report.json`` and a contact sheet of the first clip read (not
+    when the dataset cannot be opened: nothing was read, and an earlier report stays).
+
+    min_consistency: the lowest accepted mean reprojection consistency of a clip; below the default it accepts
+    weaker labels knowingly (recorded in the report). lower_threshold: how the caller lowers it, for the hint.
+    """
+    root = arguments.get("root")
+    report = DatasetReport(
+        type=kind,
+        root=None if root is None else str(root),
+        options=_plain(arguments),
+        min_consistency=min_consistency,
+        tolerance=tolerance,
+        label_sources=label_sources(root),
+    )
+    if report.weaker_labels_accepted:
+        logger.info(
+            "%s: accepting clips down to consistency %g (default %g)", kind, min_consistency, DEFAULT_MIN_CONSISTENCY
+        )
     try:
         dataset = build_reader(kind, **arguments)
     except Exception as error:  # whatever a reader raises on a bad folder is the finding to report
         report.problems.append(f"cannot open the dataset: {error}")
-        _write_outputs(report, None, output)
         return report
     report.scenes, report.frames = count_scenes_and_frames(dataset)
     report.clips = len(dataset)
@@ -257,7 +334,9 @@ def check_dataset(
             continue
         summary, views = summarise_clip(index, clip, tolerance)
         report.sampled.append(summary)
-        report.problems.extend(clip_problems(summary, clip, min_consistency))
+        report.problems.extend(
+            clip_problems(summary, clip, min_consistency, tolerance, report.label_sources, lower_threshold)
+        )
         if sheet is None:
             sheet = (clip, summary, views)
     _write_outputs(report, sheet, output)

@@ -8,6 +8,7 @@ neither PyYAML nor torch at import time (``streamvggt --help`` lists these comma
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,8 +28,13 @@ examples:
   streamvggt data check --type spring ../data/train/spring
   streamvggt data check --type pointodyssey ../data/train/point_odyssey --split train --clips 16
   streamvggt data check --type generic my_scans --option "sampling={max_interval: 4}"
+  streamvggt data check --type synthetic --num-views 4 --size 70 56     (generated: no ROOT)
+  streamvggt data check --type generic data/own --min-consistency 0.3   (accept weaker labels)
 exit status: 0 when no problem was found, 1 with the problems listed, 2 for bad arguments.
 """
+
+# The check's default threshold; the library's default too (kept equal by the tests).
+DEFAULT_MIN_CONSISTENCY = 0.5
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,20 @@ def _option(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"option {key}: not a YAML value ({error})") from None
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got '{text}'")
+    return value
+
+
 def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", help="the dataset folder (as the reader's root)")
+    parser.add_argument(
+        "root", nargs="?", help="the dataset folder (as the reader's root); none for --type synthetic (generated)"
+    )
     parser.add_argument(
         "--type",
         required=True,
@@ -81,23 +99,34 @@ def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="which clips are read (0)")
     parser.add_argument(
-        "--min-consistency", type=float, default=0.5, help="lowest accepted reprojection consistency of a clip (0.5)"
+        "--min-consistency",
+        type=_fraction,
+        default=DEFAULT_MIN_CONSISTENCY,
+        metavar="F",
+        help=f"lowest accepted reprojection consistency of a clip ({DEFAULT_MIN_CONSISTENCY}); lower it to accept "
+        "weaker labels (pseudo-labels of a model, sparse COLMAP depth) knowingly: the report records it",
     )
     parser.add_argument("--output", type=Path, metavar="DIR", help="report folder (default: data_check_TYPE)")
 
 
 def _run_check(args: argparse.Namespace) -> int:
     arguments = {
-        "root": args.root,
         "split": args.split,
         "num_views": args.num_views,
         "aug_crop": 0,
         "color_jitter": False,
         **dict(args.option),
     }
+    output = args.output or Path(f"data_check_{args.type}")
+    # Usage problems are found before anything is read or written: a mistyped root must not replace an earlier
+    # report, and an unwritable report folder must not cost a whole read first.
+    problem = _check_root(args.type, args.root) or _check_output(output)
+    if problem:
+        raise DataCommandError(problem, 2)
+    if args.root is not None:
+        arguments["root"] = args.root
     from streamvggt.train.data.check import check_dataset  # the readers import torch: not for --help
 
-    output = args.output or Path(f"data_check_{args.type}")
     try:
         report = check_dataset(
             args.type,
@@ -110,11 +139,39 @@ def _run_check(args: argparse.Namespace) -> int:
         )
     except MissingExtraError as error:
         raise DataCommandError(str(error), 2) from None
-    except OSError as error:  # the report folder cannot be written
-        raise DataCommandError(f"cannot write {output}: {error}", 2) from None
+    except OSError as error:  # the report folder cannot be written after all (full disk, removed meanwhile)
+        raise DataCommandError(f"cannot write {output}: {error.strerror or error}", 2) from None
     write_summary(report, sys.stdout)
-    sys.stdout.write(f"report: {output / 'report.json'}\n")
+    if report.contact_sheet is not None or (output / "report.json").is_file():
+        sys.stdout.write(f"report: {output / 'report.json'}\n")
     return 0 if report.passed else 1
+
+
+def _check_root(kind: str, root: str | None) -> str | None:
+    """Why ``root`` cannot serve dataset type ``kind`` (one line), or None."""
+    if kind == "synthetic":
+        return "the synthetic dataset is generated: give no ROOT folder" if root is not None else None
+    if root is None:
+        return f"--type {kind} needs the dataset folder (ROOT)"
+    if not Path(root).exists():
+        return f"dataset folder not found: {root}"
+    if not Path(root).is_dir():
+        return f"the dataset ROOT must be a folder: {root} is a file"
+    return None
+
+
+def _check_output(output: Path) -> str | None:
+    """Why the report folder ``output`` cannot be written (one line), or None; creates nothing."""
+    existing = output.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == output.absolute() and not existing.is_dir():
+        return f"cannot write the report into {output}: it is a file, not a folder"
+    if not existing.is_dir():
+        return f"cannot write the report into {output}: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write the report into {output}: {existing} is not writable"
+    return None
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
@@ -150,6 +207,11 @@ def write_summary(report: DatasetReport, stream: TextIO) -> None:
         stream.write(
             f"  clip {clip.index}: {depth}, invalid {100 * clip.invalid_fraction:.1f} %, "
             f"sky {100 * clip.sky_fraction:.1f} %, {score}\n"
+        )
+    if report.min_consistency < DEFAULT_MIN_CONSISTENCY:
+        stream.write(
+            f"weaker labels accepted knowingly: clips held to consistency >= {report.min_consistency:g} "
+            f"(default {DEFAULT_MIN_CONSISTENCY:g})\n"
         )
     if report.passed:
         stream.write("passed: no problem found\n")
