@@ -529,10 +529,10 @@ def _first_line(text: str) -> str:
 
 
 def _describe(summary: ReconstructionSummary) -> str:
-    """The end-of-run summary: frames, time, rate, points, files."""
+    """The end-of-run summary: frames, time, rate, precision, points, files."""
     lines = [
-        f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.frames_per_second:.2f} frames/s streaming), "
-        f"{summary.points:,} points"
+        f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.frames_per_second:.2f} frames/s streaming, "
+        f"precision {summary.precision.describe()}), {summary.points:,} points"
     ]
     if summary.scene_points < summary.points:
         lines.append(f"scene.glb and colmap/ hold a uniform sample of {summary.scene_points:,} points")

@@ -30,7 +30,8 @@ from streamvggt.io.inputs.preprocess import DEFAULT_SIZE, Preprocessor
 from streamvggt.io.inputs.sources import check_sampling, is_image_input
 from streamvggt.io.outputs.writer import ReconstructionWriter
 from streamvggt.model.streamvggt import StreamVGGT
-from streamvggt.pipeline.reconstructor import checked_device, reconstruct
+from streamvggt.pipeline.reconstructor import reconstruct
+from streamvggt.runtime.device import select_device
 from streamvggt.runtime.regional_compile import compile_regions
 from streamvggt.streaming.cache import parse_policy
 from streamvggt.streaming.slots import BatchedStreams, BatchStoppedError, SlotStream
@@ -115,7 +116,7 @@ def reconstruct_collection(
     batch = None
     if todo:
         if not isinstance(model, StreamVGGT):
-            model = load_model(model, device=_process_device(device), precision=options.get("precision", "auto"))
+            model = load_model(model, device=select_device(device), precision=options.get("precision", "auto"))
         if options.get("compile") == "regions":
             compile_regions(model)
         batch = BatchedStreams(model, min(batch_size, len(todo)), options.get("cache", "full"))
@@ -147,14 +148,6 @@ def _check_options(root: OutputRoot, options: dict[str, Any]) -> None:
     probe = root.state / "options-check"
     with ReconstructionWriter(probe, **{k: v for k, v in options.items() if k in writer_options}) as writer:
         writer.abort()
-
-
-def _process_device(device: str | torch.device | None) -> torch.device:
-    """The device to load on; "auto" under a launcher picks this process's GPU (LOCAL_RANK)."""
-    local_rank = os.environ.get("LOCAL_RANK")
-    if device in (None, "auto") and local_rank is not None and torch.cuda.is_available():
-        return torch.device("cuda", int(local_rank) % torch.cuda.device_count())
-    return checked_device(device)
 
 
 def _run_slots(
@@ -229,7 +222,8 @@ def _reconstruct_entry(
         return InputRecord(entry.name, entry.input, FAILED, error=reason)
     finally:
         stream.end()
-    record = InputRecord(entry.name, entry.input, DONE, summary.frames, round(time.perf_counter() - started, 3))
+    seconds = round(time.perf_counter() - started, 3)
+    record = InputRecord(entry.name, entry.input, DONE, summary.frames, seconds, precision=summary.precision.to_json())
     root.publish(entry.name, staging, {**record.to_json(), "finished": time.time()})
     log.info("%s: %d frames in %.1f s", entry.name, summary.frames, record.seconds)
     return record

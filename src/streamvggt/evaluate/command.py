@@ -20,6 +20,8 @@ from streamvggt.extras import require
 from streamvggt.io.inputs.preprocess import DEFAULT_SIZE
 
 PROTOCOLS = ("monodepth", "video-depth", "recon", "pose", "synthetic")
+# eval's default precision: what reproduces the published numbers on any machine (not auto's CPU measurement).
+REFERENCE_PRECISION = "reference"
 DEFAULT_NUM_FRAMES = {"pose": CO3D_NUM_FRAMES, "synthetic": 16}
 DEFAULT_SEED, DEFAULT_SEQUENCES = 0, 8
 _PRINTED_METRICS = 6  # averages shown on the terminal; all are in the JSON
@@ -72,6 +74,14 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     parser.add_argument(
+        "--precision",
+        default=REFERENCE_PRECISION,
+        metavar="P",
+        help="trunk precision: reference (the mode the published numbers were made in: bf16 autocast on CUDA, fp16 "
+        "where the GPU has no bf16, fp32 elsewhere), auto, fp32, bf16, fp16 (GPU) or int8 (CPU); recorded in the "
+        "results (default: reference)",
+    )
+    parser.add_argument(
         "--max-frames", type=int, metavar="N", help="dataset protocols: use only the first N frames of each sequence"
     )
     parser.add_argument(
@@ -110,11 +120,28 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def eval_precision(precision: str, device: Any) -> str:
+    """The precision ``load_model`` gets for eval's ``--precision`` on ``device``: ``reference`` is ``auto`` on CUDA
+    (bf16 autocast, fp16 without bf16 support, as the reference evaluation ran) and ``fp32`` elsewhere; other
+    values are checked (ValueError, one line) and passed on."""
+    from streamvggt.runtime.precision import resolve_precision
+
+    if precision == REFERENCE_PRECISION:
+        return "auto" if device.type == "cuda" else "fp32"
+    try:
+        resolve_precision(device, precision)
+    except ValueError as error:
+        if not str(error).startswith("unknown precision"):
+            raise
+        raise ValueError(f"{error}, or {REFERENCE_PRECISION}") from None
+    return precision
+
+
 def check_eval(args: argparse.Namespace) -> Any:
     """Check the parsed ``eval`` arguments, the dataset folder and the output folder (created) without loading a
     model; returns the torch device. Raises ValueError, InputError, OutputError or MissingExtraError with a one-line
     message."""
-    from streamvggt.pipeline.reconstructor import checked_device
+    from streamvggt.runtime.device import select_device
     from streamvggt.streaming.cache import parse_policy
 
     if args.protocol != "synthetic" and (args.dataset is None or args.root is None):
@@ -133,7 +160,8 @@ def check_eval(args: argparse.Namespace) -> Any:
     if not args.no_plots:
         require("matplotlib", "eval")  # the figures are drawn last: a missing matplotlib must stop the run first
     parse_policy(args.cache)
-    device = checked_device(args.device)
+    device = select_device(args.device)
+    eval_precision(args.precision, device)
     if args.protocol in _DEPTH:
         from streamvggt.evaluate.depth import check_depth
 
@@ -160,7 +188,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
     from streamvggt.weights import load_model
 
     device = check_eval(args)
-    model = load_model(args.checkpoint, device=device)
+    model = load_model(args.checkpoint, device=device, precision=eval_precision(args.precision, device))
     meta = {"checkpoint": args.checkpoint or "bundled default model", "device": str(device)}
     plots, size = not args.no_plots, args.size or DEFAULT_SIZE
     if args.protocol in _DEPTH:

@@ -15,8 +15,9 @@ from tqdm.auto import tqdm
 from streamvggt.io.inputs.preprocess import DEFAULT_SIZE, Preprocessor
 from streamvggt.io.inputs.sources import expected_frames, open_source, read_frames
 from streamvggt.model.streamvggt import StreamVGGT
-from streamvggt.pipeline.reconstructor import FrameResult, Reconstructor, checked_device
-from streamvggt.runtime.device import resolve_precision
+from streamvggt.pipeline.reconstructor import FrameResult, Reconstructor
+from streamvggt.runtime.device import select_device
+from streamvggt.runtime.precision import resolve_precision
 from streamvggt.streaming.cache import parse_policy
 from streamvggt.viewer.load import is_reconstruction, load_reconstruction
 from streamvggt.viewer.scene_state import MAX_POINTS_PER_FRAME, ViewFrame
@@ -94,7 +95,7 @@ def view(
     parse_policy(cache)  # reject bad settings before anything slow
     preprocessor = Preprocessor(preprocess, size)
     if not isinstance(model, StreamVGGT):
-        device = checked_device(device)
+        device = select_device(device)
         resolve_precision(device, precision)  # a bad precision fails before the viewer starts
     with open_source(source) as frames_source:
         frames = read_frames(frames_source, stride, fps, max_frames)
