@@ -3,9 +3,10 @@
 Speed: a random-weights checkpoint of ``--preset`` is written once as safetensors; for every mode a fresh process
 loads it with ``precision=mode`` (timed), warms its kernels for the frame size (timed, with
 ``streamvggt.pipeline.warm_up.warm_up`` as the reconstructor does), then streams ``--frames`` frames with the
-``--cache`` policy (full). Each process reports its own peak RSS, so modes do not share one high-water mark. ``--repeats`` runs the modes round robin. A mode with
-``+regions`` (e.g. ``auto+regions``) also compiles the model's blocks and dense heads (``compile="regions"``),
-starting from an empty inductor cache: the first repeat's warm-up is a first run's, later ones reuse its graphs.
+``--cache`` policy (full). Each process reports its own peak RSS, so modes do not share one high-water mark.
+``--repeats`` runs the modes round robin. A mode with ``+regions`` (e.g. ``auto+regions``) also compiles the
+model's blocks and dense heads (``compile="regions"``), starting from an empty inductor cache: the first repeat's
+warm-up is a first run's, later ones reuse its graphs.
 
 Accuracy: the bundled model (the only trained weights available offline) streams the demo sequence and
 ``--sequences`` held-out synthetic sequences in every mode; depth relative error (mean |d - d_fp32| / d_fp32)
