@@ -262,3 +262,31 @@ def test_fp32_runs_every_head_in_fp32() -> None:
     with torch.no_grad():
         model(frames())
     assert seen == [torch.float32]
+
+
+def test_training_loads_its_models_in_fp32_where_auto_would_quantise(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Training converts nothing: a student initialised from a checkpoint and the teacher keep fp32 weights and the
+    default record, on a CPU where load_model's auto would pick int8."""
+    from streamvggt.train.config import ModelSection
+    from streamvggt.train.loop import build_models
+
+    monkeypatch.setattr(precision_module, "choose_cpu_precision", lambda dim, tokens: "int8")
+    tiny_model().save_pretrained(tmp_path / "init")
+    section = ModelSection(preset="tiny", init=str(tmp_path / "init"), teacher=str(tmp_path / "init"))
+    student, teacher = build_models(section, distill=True, seed=0)
+    for model in (student, teacher):
+        assert converted_for(model) == "fp32"
+        assert model.execution.to_json() == {"requested": "fp32", "resolved": "fp32"}
+    assert student.training
+
+
+def test_training_resolves_its_autocast_with_the_runtime_resolver() -> None:
+    from streamvggt.train.config import TrainConfig
+    from streamvggt.train.loop import training_precision
+
+    config = TrainConfig()
+    for wanted, expected in (("auto", "fp32"), ("no", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")):
+        config.run.mixed_precision = wanted
+        assert training_precision(config, CPU) == expected
