@@ -7,11 +7,13 @@ import json
 import math
 import platform
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamvggt.io.atomic import atomic_output
 from streamvggt.io.errors import OutputError
-from streamvggt.model.execution import ExecutionPrecision
+
+if TYPE_CHECKING:  # the eval command's parser imports this module, and --help must not load torch
+    from streamvggt.model.execution import ExecutionPrecision
 
 
 def write_results(
