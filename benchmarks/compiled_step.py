@@ -29,6 +29,7 @@ from torch._dynamo.utils import counters
 
 from streamvggt import ModelConfig, StreamVGGT
 from streamvggt.runtime.device import select_device
+from streamvggt.runtime.precision import apply_precision
 
 
 def synthetic_frames(count: int, height: int, width: int, device: torch.device) -> torch.Tensor:
@@ -164,8 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = select_device(args.device)
     torch.manual_seed(0)
     model = StreamVGGT(ModelConfig.preset(args.preset)).eval().to(device)
-    model.precision = args.precision
-    model.prepare_precision(device)
+    apply_precision(model, args.precision, device)
     frame_tokens = model.aggregator.tokens_per_frame(height, width)
     budget = f"budget:{17 * frame_tokens}"  # the same memory as window:16 (anchor + 16 frames)
     default = f"window:16,window:16+int8,{budget},{budget}+int8,full"
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
             "size": f"{height}x{width}",
             "frames": args.frames,
             "device": str(device),
-            "precision": model.resolved_precision(device),
+            "precision": model.execution.resolved,
             "backend": args.backend,
         },
         "machine": machine(device),

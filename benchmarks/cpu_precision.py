@@ -1,11 +1,12 @@
 """CPU precision modes side by side: speed and peak memory on the 1.2B preset, accuracy on trained weights.
 
 Speed: a random-weights checkpoint of ``--preset`` is written once as safetensors; for every mode a fresh process
-loads it with ``precision=mode`` (timed), warms its kernels for the frame size (timed, as ``load_model`` users do
-with ``model.warm_up``), then streams ``--frames`` frames with the ``--cache`` policy (full). Each process reports
-its own peak RSS, so modes do not share one high-water mark. ``--repeats`` runs the modes round robin. A mode with
-``+regions`` (e.g. ``auto+regions``) also compiles the model's blocks and dense heads (``compile="regions"``),
-starting from an empty inductor cache: the first repeat's warm-up is a first run's, later ones reuse its graphs.
+loads it with ``precision=mode`` (timed), warms its kernels for the frame size (timed, with
+``streamvggt.pipeline.warm_up.warm_up`` as the reconstructor does), then streams ``--frames`` frames with the
+``--cache`` policy (full). Each process reports its own peak RSS, so modes do not share one high-water mark.
+``--repeats`` runs the modes round robin. A mode with ``+regions`` (e.g. ``auto+regions``) also compiles the
+model's blocks and dense heads (``compile="regions"``), starting from an empty inductor cache: the first repeat's
+warm-up is a first run's, later ones reuse its graphs.
 
 Accuracy: the bundled model (the only trained weights available offline) streams the demo sequence and
 ``--sequences`` held-out synthetic sequences in every mode; depth relative error (mean |d - d_fp32| / d_fp32)
@@ -34,6 +35,7 @@ import torch
 
 from streamvggt import ModelConfig, StreamVGGT, load_model
 from streamvggt.evaluate.synthetic import DEMO_SEED, HELD_OUT_SEED, synthetic_sequence
+from streamvggt.pipeline.warm_up import warm_up
 from streamvggt.runtime.precision import cpu_capability, measure_blocks
 from streamvggt.runtime.regional_compile import compile_regions
 
@@ -98,7 +100,7 @@ def speed_child(checkpoint: Path, mode: str, height: int, width: int, frames: in
     after_load = memory_status()
     if compiled:
         compile_regions(model)  # the warm-up frame compiles them
-    model.warm_up(height, width)
+    warm_up(model, height, width)
     warmed = time.perf_counter()
     session = model.stream(cache=cache)
     step_s, loads = [], []
@@ -109,7 +111,7 @@ def speed_child(checkpoint: Path, mode: str, height: int, width: int, frames: in
         loads.append(load_average())
     return {
         "mode": mode,
-        "resolved": model.resolved_precision(torch.device("cpu")) + ("+regions" if compiled else ""),
+        "resolved": model.execution.resolved + ("+regions" if compiled else ""),
         "load_s": loaded - started,
         "warm_up_s": warmed - loaded,
         "step_s": step_s,
@@ -171,7 +173,7 @@ def run_accuracy(modes: list[str], sequences: int, frames: int) -> dict[str, dic
             pose_err[name] = float((pose - ref_pose).abs().max())
         worst_depth, worst_pose = max(depth_err.values()), max(pose_err.values())
         report[mode] = {
-            "resolved": model.resolved_precision(torch.device("cpu")) + ("+regions" if compiled else ""),
+            "resolved": model.execution.resolved + ("+regions" if compiled else ""),
             "depth_rel_err": depth_err,
             "pose_enc_err": pose_err,
             "worst_depth_rel_err": worst_depth,

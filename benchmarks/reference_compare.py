@@ -596,8 +596,7 @@ def main() -> None:
     # slots; give them unit scale so the comparison sees it.
     for token in (reference.aggregator.camera_token, reference.aggregator.register_token):
         torch.nn.init.normal_(token)
-    ours = StreamVGGT(config).eval()
-    ours.precision = "fp32"
+    ours = StreamVGGT(config).eval()  # fp32: a model nobody converted computes in its parameters' dtype
     ours.load_state_dict(reference.state_dict(), strict=True)
     num_params = sum(p.numel() for p in ours.parameters())
 

@@ -19,6 +19,7 @@ import torch
 
 from streamvggt import ModelConfig, StreamVGGT
 from streamvggt.runtime.device import select_device
+from streamvggt.runtime.precision import apply_precision
 
 
 def synthetic_frames(count: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -135,9 +136,8 @@ def main() -> None:
     device = select_device(args.device)
     torch.manual_seed(0)
     model = StreamVGGT(ModelConfig.preset(args.preset)).eval().to(device)
-    model.precision = args.precision
     # The mode the trunk really runs in: CPU auto is measured per machine (bf16 or int8 for wide trunks).
-    precision = model.prepare_precision(device)
+    precision = apply_precision(model, args.precision, device).resolved
     frames = synthetic_frames(args.frames, height, width)
     policies = [p.strip() for p in args.policies.split(",")]
     keep = set(range(0, args.frames, max(1, args.frames // 50))) | {args.frames - 1}

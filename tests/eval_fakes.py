@@ -4,13 +4,18 @@ PNG/256, NYU .npy), and the depth each frame's ground truth holds, so tests can 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
 
 from streamvggt.evaluate.datasets.bonn import BONN_SEQUENCES
 from streamvggt.evaluate.datasets.sintel import SINTEL_TAG
+from streamvggt.model.execution import ExecutionPrecision
 from tests.reconstruct_helpers import frame_pixels
+
+# Where a test replaces the streaming, the protocols read only the model's precision record: this stands in.
+FAKE_MODEL = SimpleNamespace(execution=ExecutionPrecision())
 
 WIDTH, HEIGHT = 70, 56
 SINTEL_SEQUENCES = ("alley_1", "market_2")

@@ -1,10 +1,12 @@
 """``--precision`` and ``--compile`` on the commands that run the model: they reach the model and its session, a
-reduced precision is warmed up at the first frame's size before streaming starts, and bad values are one line."""
+reduced precision is warmed up at the first frame's size before streaming starts, the requested and resolved modes
+are recorded in cameras.json and the summary, and bad values are one line."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from streamvggt import StreamVGGT
 from streamvggt.cli import main
 from streamvggt.io.inputs.sources import Frame
 from streamvggt.pipeline.reconstructor import Reconstructor, reconstruct
+from streamvggt.pipeline.warm_up import warm_up
+from streamvggt.runtime.precision import apply_precision, converted_for
 from streamvggt.streaming.session import StreamSession
 from tests.reconstruct_helpers import HEIGHT, WIDTH, frame_pixels, tiny_checkpoint, tiny_model, write_images
 
@@ -49,7 +53,7 @@ def loaded(monkeypatch) -> list[StreamVGGT]:
 def events(monkeypatch) -> list[tuple]:
     """("warm_up", height, width, ran) for each model warm-up and ("step", frames before) for each session step."""
     seen: list[tuple] = []
-    warm_up, step = StreamVGGT.warm_up, StreamSession.step
+    step = StreamSession.step
 
     def recording_warm_up(model, height, width, device=None) -> bool:
         ran = warm_up(model, height, width, device)
@@ -60,7 +64,7 @@ def events(monkeypatch) -> list[tuple]:
         seen.append(("step", session.num_frames))
         return step(session, frame)
 
-    monkeypatch.setattr(StreamVGGT, "warm_up", recording_warm_up)
+    monkeypatch.setattr(reconstruction, "warm_up", recording_warm_up)
     monkeypatch.setattr(StreamSession, "step", recording_step)
     return seen
 
@@ -81,7 +85,8 @@ def test_precision_bf16_reaches_the_model_and_converts_its_trunk(frames, checkpo
     code, _, stderr = reconstruct_cli(frames, checkpoint, "--precision", "bf16", "--no-progress")
     assert code == 0, stderr
     (model,) = loaded
-    assert (model.precision, model.weights_precision) == ("bf16", "bf16")
+    assert model.execution.to_json() == {"requested": "bf16", "resolved": "bf16"}
+    assert converted_for(model) == "bf16"
     assert model.aggregator.patch_embed.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
 
 
@@ -89,8 +94,8 @@ def test_auto_keeps_a_tiny_model_in_fp32_below_the_width_floor(frames, checkpoin
     code, _, stderr = reconstruct_cli(frames, checkpoint, "--no-progress")
     assert code == 0, stderr
     (model,) = loaded
-    assert model.precision == "auto"
-    assert (model.resolved_precision(torch.device("cpu")), model.weights_precision) == ("fp32", "fp32")
+    assert model.execution.to_json() == {"requested": "auto", "resolved": "fp32"}
+    assert converted_for(model) == "fp32"
     assert model.aggregator.patch_embed.blocks[0].attn.qkv.weight.dtype == torch.float32
 
 
@@ -110,8 +115,9 @@ def test_fp32_on_cpu_streams_without_a_warm_up_frame(frames, checkpoint, events)
 
 def test_a_model_warms_up_once_per_frame_size():
     model = tiny_model()
-    model.precision = "bf16"
-    assert [model.warm_up(28, 42), model.warm_up(28, 42), model.warm_up(42, 42)] == [True, False, True]
+    apply_precision(model, "bf16", torch.device("cpu"))
+    assert [warm_up(model, 28, 42), warm_up(model, 28, 42), warm_up(model, 42, 42)] == [True, False, True]
+    assert warm_up(tiny_model(), 28, 42)  # another model: its own kernels state
 
 
 def test_compile_reaches_the_session(frames, checkpoint, monkeypatch):
@@ -157,7 +163,7 @@ def test_an_unknown_precision_is_one_line_and_nothing_is_written(frames, checkpo
 
 
 def test_int8_on_a_gpu_is_one_line(frames, checkpoint, monkeypatch):
-    monkeypatch.setattr("streamvggt.pipeline.options.choose_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr("streamvggt.runtime.device.select_device", lambda name: torch.device("cuda"))
     code, _, stderr = reconstruct_cli(frames, checkpoint, "--precision", "int8", "--device", "cuda")
     assert code == 1
     assert stderr.strip().splitlines() == [
@@ -219,7 +225,7 @@ def test_the_library_call_takes_precision_and_logs_the_warm_up(frames, checkpoin
 
 def test_a_reconstructor_warms_up_on_its_first_frame_when_nobody_did(events):
     model = tiny_model()
-    model.precision = "bf16"
+    apply_precision(model, "bf16", torch.device("cpu"))
     reconstructor = Reconstructor(model, size=WIDTH)
     reconstructor.step(Frame(frame_pixels(0), "0.png"))
     reconstructor.step(Frame(frame_pixels(1), "1.png"))
@@ -231,7 +237,7 @@ def test_fp32_on_cpu_warms_up_when_the_models_regions_are_compiled(monkeypatch):
     the model's state, however it was compiled (here by hand, before the reconstructor existed)."""
     model = tiny_model()
     warmed: list[tuple[int, int]] = []
-    monkeypatch.setattr(StreamVGGT, "warm_up", lambda self, h, w, device=None: warmed.append((h, w)) or True)
+    monkeypatch.setattr(reconstruction, "warm_up", lambda model, h, w, device=None: warmed.append((h, w)) or True)
     Reconstructor(model, size=WIDTH).warm_up((HEIGHT, WIDTH))
     assert warmed == []
     for module in model.modules():
@@ -239,3 +245,20 @@ def test_fp32_on_cpu_warms_up_when_the_models_regions_are_compiled(monkeypatch):
             module.compiled_regions = True
     Reconstructor(model, size=WIDTH).warm_up((HEIGHT, WIDTH))
     assert warmed == [(HEIGHT, WIDTH)]
+
+
+def test_cameras_json_and_the_printed_summary_say_the_requested_and_resolved_precision(frames, checkpoint):
+    code, stdout, stderr = reconstruct_cli(frames, checkpoint, "--no-progress")
+    assert code == 0, stderr
+    cameras = json.loads((frames.parent / "out" / "cameras.json").read_text(encoding="utf-8"))
+    assert cameras["precision"] == {"requested": "auto", "resolved": "fp32"}
+    assert "frames/s streaming, precision fp32 (auto))" in stdout.splitlines()[0]
+
+
+def test_the_library_summary_carries_the_precision_of_the_model_it_ran(frames, checkpoint):
+    summary = reconstruct(frames, frames.parent / "lib", checkpoint, size=WIDTH, precision="bf16")
+    assert summary.precision.to_json() == {"requested": "bf16", "resolved": "bf16"}
+    cameras = json.loads((frames.parent / "lib" / "cameras.json").read_text(encoding="utf-8"))
+    assert cameras["precision"] == {"requested": "bf16", "resolved": "bf16"}
+    given = tiny_model()  # a model passed in runs as it is: fp32 unless someone converted it
+    assert reconstruct(frames, frames.parent / "given", given, size=WIDTH).precision.resolved == "fp32"

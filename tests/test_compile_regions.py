@@ -19,6 +19,7 @@ import streamvggt.runtime.regional_compile as regional_compile
 from streamvggt import StreamVGGT
 from streamvggt.layers import Block
 from streamvggt.model.heads.dpt_head import DPTHead
+from streamvggt.runtime.precision import apply_precision, converted_for
 from tests.helpers import cut_tiny_model
 
 HEIGHT, WIDTH = 28, 42
@@ -123,13 +124,13 @@ def test_a_machine_where_compile_fails_gets_one_line(model: StreamVGGT, monkeypa
 @pytest.mark.parametrize("order", ["compile, then quantise", "quantise, then compile"])
 def test_an_int8_trunk_keeps_its_blocks_eager_and_compiles_its_heads(order: str):
     model = small_model()
-    model.precision = "int8"
     inputs = frames(3, 1)
-    if order == "quantise, then compile":
-        model.prepare_precision(torch.device("cpu"))
-    # In the other order the session's first step quantises the trunk after its blocks were switched to compiled.
-    ours = stream(model, inputs, "full", compile="regions")
-    assert model.weights_precision == "int8"
+    if order == "compile, then quantise":
+        # Quantising after the blocks were switched to compiled must switch the trunk's back to eager.
+        regional_compile.compile_regions(model)
+    apply_precision(model, "int8", torch.device("cpu"))
+    ours = stream(model, inputs, "full", compile="regions" if order == "quantise, then compile" else False)
+    assert converted_for(model) == "int8"
     assert not any(block.compiled_regions for block in model.aggregator.modules() if isinstance(block, Block))
     assert model.depth_head.compiled_regions and model.point_head.compiled_regions
     regional_compile.compile_regions(model, enabled=False)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import streamvggt.evaluate.depth as depth_protocols
 from streamvggt.cli import build_parser
@@ -185,6 +186,11 @@ def test_errors_are_one_line(tmp_path, checkpoint, arguments, message):
         (["video-depth", "--dataset", "bonn", "--root", ".", "--fit", "exact"], "--fit applies to --align scale&shift"),
         (["monodepth", "--dataset", "nyu", "--root", ".", "--sequences", "2"], "--sequences does not apply"),
         (["synthetic", "--max-frames", "4"], "--max-frames does not apply to eval synthetic"),
+        (
+            ["synthetic", "--precision", "fp8"],
+            "unknown precision 'fp8'; choose one of auto, fp32, bf16, fp16, int8, or reference",
+        ),
+        (["synthetic", "--device", "gpu"], "unknown device 'gpu': use auto, cpu, cuda, cuda:N or mps"),
     ],
 )
 def test_arguments_and_folders_are_checked_before_the_model_loads(tmp_path, arguments, message):
@@ -231,3 +237,33 @@ def test_the_documented_eval_commands_are_each_one_shell_command_the_parser_acce
         args = build_parser().parse_args(words[1:])
         assert args.output == Path("results")
     assert build_parser().parse_args(shlex.split(lines[2])[1:]).align == "scale&shift"
+
+
+def test_eval_defaults_to_the_precision_of_the_published_numbers():
+    """fp32 on a CPU whatever auto would pick there; on CUDA the reference's bf16/fp16 autocast (auto)."""
+    from streamvggt.evaluate.command import eval_precision
+
+    args = build_parser().parse_args(["eval", "synthetic", "-o", "out"])
+    assert args.precision == "reference"
+    assert build_parser().parse_args(["eval", "synthetic", "-o", "out", "--precision", "int8"]).precision == "int8"
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert (eval_precision("reference", cpu), eval_precision("reference", cuda)) == ("fp32", "auto")
+    assert [eval_precision(mode, cpu) for mode in ("auto", "fp32", "bf16", "int8")] == ["auto", "fp32", "bf16", "int8"]
+
+
+def test_eval_results_record_the_requested_and_resolved_precision(tmp_path, checkpoint, monkeypatch):
+    # A CPU where auto picks int8: the default still runs fp32, and --precision auto says what it resolved to.
+    monkeypatch.setattr("streamvggt.runtime.precision.choose_cpu_precision", lambda dim, tokens: "int8")
+    recorded = {}
+    for given in ([], ["--precision", "auto"]):
+        out = tmp_path / (given[-1] if given else "default")
+        code, _, stderr = run_cli(
+            "eval", "synthetic", "--checkpoint", checkpoint, "--sequences", 1, "--num-frames", 3, "--no-plots",
+            "--no-progress", "--device", "cpu", "-o", out, *given,
+        )  # fmt: skip
+        assert code == 0, stderr
+        recorded[out.name] = json.loads((out / "synthetic.json").read_text())["meta"]["precision"]
+    assert recorded == {
+        "default": {"requested": "fp32", "resolved": "fp32"},
+        "auto": {"requested": "auto", "resolved": "int8"},
+    }

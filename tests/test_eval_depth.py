@@ -17,7 +17,9 @@ from streamvggt.evaluate.depth import pixel_weighted_mean, run_depth
 from streamvggt.evaluate.report import write_results
 from streamvggt.evaluate.runner import eval_preprocessor, resize_to, stream_sequence
 from streamvggt.io.errors import InputError
+from streamvggt.model.execution import ExecutionPrecision
 from tests.eval_fakes import (
+    FAKE_MODEL,
     FAKES,
     HEIGHT,
     KITTI_DRIVES,
@@ -174,14 +176,17 @@ def test_stream_sequence_returns_one_result_per_frame_at_the_model_resolution():
 
 def test_results_are_written_as_json_and_a_markdown_table(tmp_path):
     per_sequence = {"a": {"abs_rel": 0.1, "valid_pixels": 10}, "b": {"abs_rel": float("nan"), "valid_pixels": 5}}
-    written = write_results(tmp_path, "x", per_sequence, {"abs_rel": 0.1, "valid_pixels": 15}, {"protocol": "p"})
+    summary, precision = {"abs_rel": 0.1, "valid_pixels": 15}, ExecutionPrecision("auto", "bf16")
+    written = write_results(tmp_path, "x", per_sequence, summary, {"protocol": "p"}, precision=precision)
     document = json.loads((tmp_path / "x.json").read_text())
     assert document["per_sequence"]["b"]["abs_rel"] is None  # strict JSON: NaN becomes null
     assert document["meta"]["protocol"] == "p" and {"machine", "date"} <= set(document["meta"])
+    assert document["meta"]["precision"] == {"requested": "auto", "resolved": "bf16"}
     assert written["summary"] == {"abs_rel": 0.1, "valid_pixels": 15}
     table = (tmp_path / "x.md").read_text()
     assert "| sequence | abs_rel | valid_pixels |" in table and "| a | 0.1000 | 10 |" in table
     assert "| **mean** | 0.1000 | 15 |" in table and "| b | nan | 5 |" in table
+    assert "- precision: requested auto, resolved bf16\n" in table
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.md"]  # no temporary files left
 
 
@@ -222,7 +227,7 @@ def test_a_prediction_equal_to_the_ground_truth_up_to_scale_scores_perfectly(
     # The exact fit: the reference's Adam takes steps of about 1e-4 even from the optimum (Adam normalises the
     # gradient of rounding-level residuals), which leaves an Abs Rel of about 1e-5.
     fit = "exact" if align == "scale&shift" else None
-    summary = run_depth(protocol, dataset, root, None, tmp_path / "out", align=align, fit=fit, plots=False)
+    summary = run_depth(protocol, dataset, root, FAKE_MODEL, tmp_path / "out", align=align, fit=fit, plots=False)
     assert summary["abs_rel"] == pytest.approx(0, abs=1e-5) and summary["rmse"] == pytest.approx(0, abs=1e-4)
     assert summary["delta_1.25"] == 1.0
     # Valid pixels are those of the ground truth alone: positive and below the dataset's cap.
@@ -242,7 +247,9 @@ def _stream_with_per_frame_scales(model, frames, cache="full", preprocessor=None
 
 def test_monodepth_aligns_each_frame_on_its_own(tmp_path, monkeypatch):
     monkeypatch.setattr(depth_protocols, "stream_sequence", _stream_with_per_frame_scales)
-    summary = run_depth("monodepth", "bonn", FAKES["bonn"](tmp_path / "data"), None, tmp_path / "out", plots=False)
+    summary = run_depth(
+        "monodepth", "bonn", FAKES["bonn"](tmp_path / "data"), FAKE_MODEL, tmp_path / "out", plots=False
+    )
     assert summary["abs_rel"] == pytest.approx(0, abs=1e-6) and summary["delta_1.25"] == 1.0
 
 
@@ -251,7 +258,7 @@ def test_video_depth_fits_one_scale_per_sequence(tmp_path, monkeypatch):
     # misses the other by a factor 2, so half the pixels are off by 50 % or 100 %.
     monkeypatch.setattr(depth_protocols, "stream_sequence", _stream_with_per_frame_scales)
     root = FAKES["bonn"](tmp_path / "data", frames=2)
-    summary = run_depth("video-depth", "bonn", root, None, tmp_path / "out", max_frames=2, plots=False)
+    summary = run_depth("video-depth", "bonn", root, FAKE_MODEL, tmp_path / "out", max_frames=2, plots=False)
     data = open_depth_dataset("bonn", root)
     rows = []
     for sequence in data.sequences():
@@ -276,7 +283,7 @@ def test_a_non_finite_prediction_where_the_ground_truth_is_valid_is_an_error(tmp
 
     monkeypatch.setattr(depth_protocols, "stream_sequence", stream)
     root = fake_sintel(tmp_path / "data")
-    summary = run_depth("monodepth", "sintel", root, None, tmp_path / "out")
+    summary = run_depth("monodepth", "sintel", root, FAKE_MODEL, tmp_path / "out")
     assert summary["abs_rel"] == pytest.approx(0, abs=1e-6) and 0 < summary["valid_pixels"] < 2 * 3 * WIDTH * HEIGHT
     assert len(list((tmp_path / "out" / "plots" / "monodepth-sintel").glob("*.png"))) == 2
 
@@ -285,12 +292,14 @@ def test_a_non_finite_prediction_where_the_ground_truth_is_valid_is_an_error(tmp
 
     monkeypatch.setattr(depth_protocols, "stream_sequence", broken)
     with pytest.raises(ValueError, match="predicted depth is not finite at"):
-        run_depth("monodepth", "sintel", root, None, tmp_path / "out2")
+        run_depth("monodepth", "sintel", root, FAKE_MODEL, tmp_path / "out2")
 
 
 def test_sintel_ground_truth_beyond_70_m_is_not_scored(tmp_path, monkeypatch):
     monkeypatch.setattr(depth_protocols, "stream_sequence", _perfect_stream("sintel"))
-    summary = run_depth("monodepth", "sintel", fake_sintel(tmp_path / "data"), None, tmp_path / "out", plots=False)
+    summary = run_depth(
+        "monodepth", "sintel", fake_sintel(tmp_path / "data"), FAKE_MODEL, tmp_path / "out", plots=False
+    )
     assert 0 < summary["valid_pixels"] < 2 * 3 * WIDTH * HEIGHT
 
 
@@ -301,7 +310,7 @@ def test_a_wrong_prediction_scores_worse_than_a_perfect_one(tmp_path, monkeypatc
 
     monkeypatch.setattr(depth_protocols, "stream_sequence", noisy)
     root = FAKES["nyu"](tmp_path / "data")
-    summary = run_depth("monodepth", "nyu", root, None, tmp_path / "out", plots=False)
+    summary = run_depth("monodepth", "nyu", root, FAKE_MODEL, tmp_path / "out", plots=False)
     # Each frame scaled by its own lower-median ratio, scored on every pixel (NYU has no cap). Mono depth streams
     # each frame alone, so each frame's noise is the stand-in's first draw; the protocol keeps depth as float32.
     data, rows = open_depth_dataset("nyu", root), []
@@ -340,7 +349,7 @@ def test_video_depth_scale_and_shift_defaults_to_the_reference_adam_fit(tmp_path
     monkeypatch.setattr(depth_protocols, "stream_sequence", _affine_stream("bonn", 0.5, -0.3))
     root = FAKES["bonn"](tmp_path / "data", frames=2)
 
-    summary = run_depth("video-depth", "bonn", root, None, tmp_path / "out", align="scale&shift", plots=False)
+    summary = run_depth("video-depth", "bonn", root, FAKE_MODEL, tmp_path / "out", align="scale&shift", plots=False)
 
     rows = []
     for g, p in _valid_gt_and_pred(root, "bonn", 0.5, -0.3):
@@ -357,7 +366,7 @@ def test_video_depth_exact_fit_undoes_an_affine_prediction(tmp_path, monkeypatch
     root = FAKES["bonn"](tmp_path / "data", frames=2)
 
     summary = run_depth(
-        "video-depth", "bonn", root, None, tmp_path / "out", align="scale&shift", fit="exact", plots=False
+        "video-depth", "bonn", root, FAKE_MODEL, tmp_path / "out", align="scale&shift", fit="exact", plots=False
     )
 
     assert summary["abs_rel"] == pytest.approx(0, abs=1e-9) and summary["delta_1.25"] == 1.0
@@ -367,9 +376,9 @@ def test_video_depth_exact_fit_undoes_an_affine_prediction(tmp_path, monkeypatch
 def test_a_fit_with_another_alignment_than_scale_and_shift_is_refused(tmp_path):
     root = FAKES["bonn"](tmp_path / "data", frames=1)
     with pytest.raises(ValueError, match="--fit applies to --align scale&shift only, not scale"):
-        run_depth("video-depth", "bonn", root, None, tmp_path / "out", fit="exact")
+        run_depth("video-depth", "bonn", root, FAKE_MODEL, tmp_path / "out", fit="exact")
     with pytest.raises(ValueError, match="unknown scale&shift fit 'adam'"):
-        run_depth("video-depth", "bonn", root, None, tmp_path / "out", align="scale&shift", fit="adam")
+        run_depth("video-depth", "bonn", root, FAKE_MODEL, tmp_path / "out", align="scale&shift", fit="adam")
 
 
 def test_video_depth_with_a_tiny_model_scores_the_streamed_depth(tmp_path, monkeypatch):
@@ -410,4 +419,4 @@ def test_video_depth_with_a_tiny_model_scores_the_streamed_depth(tmp_path, monke
 
 def test_video_depth_refuses_single_image_datasets(tmp_path):
     with pytest.raises(ValueError, match="nyu holds single images"):
-        run_depth("video-depth", "nyu", FAKES["nyu"](tmp_path / "data"), None, tmp_path / "out")
+        run_depth("video-depth", "nyu", FAKES["nyu"](tmp_path / "data"), FAKE_MODEL, tmp_path / "out")

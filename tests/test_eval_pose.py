@@ -17,6 +17,7 @@ from streamvggt.evaluate.datasets.tum import TumDataset
 from streamvggt.evaluate.runner import stream_sequence
 from streamvggt.evaluate.tracks import TrackedSequence
 from streamvggt.io.errors import InputError
+from tests.eval_fakes import FAKE_MODEL
 from tests.eval_fakes_mv import camera_to_world, write_co3d, write_scannet, write_sintel, write_tum
 from tests.hand_metrics import auc, homogeneous, pair_angles, sim3_trajectory_errors
 from tests.reconstruct_helpers import tiny_model
@@ -160,7 +161,7 @@ def ground_truth_prediction(scale: float):
 def test_a_perfect_trajectory_scores_zero_ate(tmp_path, monkeypatch):
     monkeypatch.setattr(pose, "stream_sequence", ground_truth_prediction(scale=2.5))  # Sim(3) removes the scale
     write_tum(tmp_path, frames=5)
-    summary = pose.run_pose("tum", tmp_path, None, tmp_path / "out", size=SIZE)
+    summary = pose.run_pose("tum", tmp_path, FAKE_MODEL, tmp_path / "out", size=SIZE)
     assert summary["ate"] < 1e-9 and summary["rpe_trans"] < 1e-9 and summary["rpe_rot_deg"] < 1e-5
 
 
@@ -173,7 +174,7 @@ def test_perfect_co3d_cameras_score_auc_one(tmp_path, monkeypatch):
                                                                                    strict=True)]  # fmt: skip
 
     monkeypatch.setattr(pose, "stream_sequence", predict)
-    summary = pose.run_pose("co3d", tmp_path, None, tmp_path / "out", num_frames=4, size=SIZE)
+    summary = pose.run_pose("co3d", tmp_path, FAKE_MODEL, tmp_path / "out", num_frames=4, size=SIZE)
     assert summary["auc_30"] == 1.0 and summary["auc_3"] == 1.0 and summary["r_acc_5"] == 1.0
 
 
@@ -220,7 +221,7 @@ def test_use_ba_with_exact_tracks_repairs_perturbed_cameras(tmp_path, monkeypatc
     tracked = TrackedSequence([str(i) for i in range(6)], (240, 320), noisy, np.repeat(k[None], 6, 0), tracks, ones,
                               ones)  # fmt: skip
     monkeypatch.setattr(pose, "track_sequence", lambda *args, **kwargs: tracked)
-    summary = pose.run_pose("tum", tmp_path / "data", None, tmp_path / "out", use_ba=True, plots=False)
+    summary = pose.run_pose("tum", tmp_path / "data", FAKE_MODEL, tmp_path / "out", use_ba=True, plots=False)
     assert summary["ate"] > 0.01 and summary["rpe_rot_deg"] > 0.5
     assert summary["ate_ba"] < summary["ate"] / 10 and summary["rpe_rot_deg_ba"] < summary["rpe_rot_deg"] / 10
 
@@ -229,11 +230,11 @@ def test_use_ba_without_pycolmap_fails_before_streaming(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pycolmap", None)
     write_tum(tmp_path, frames=3)
     with pytest.raises(InputError, match="--use-ba needs pycolmap"):
-        pose.run_pose("tum", tmp_path, None, tmp_path / "out", use_ba=True)
+        pose.run_pose("tum", tmp_path, FAKE_MODEL, tmp_path / "out", use_ba=True)
 
 
 def test_pose_rejects_unknown_datasets_and_too_few_frames(tmp_path):
     with pytest.raises(ValueError, match="unknown pose dataset 'kitti'"):
-        pose.run_pose("kitti", tmp_path, None, tmp_path / "out")
+        pose.run_pose("kitti", tmp_path, FAKE_MODEL, tmp_path / "out")
     with pytest.raises(ValueError, match="at least 2"):
-        pose.run_pose("tum", tmp_path, None, tmp_path / "out", max_frames=1)
+        pose.run_pose("tum", tmp_path, FAKE_MODEL, tmp_path / "out", max_frames=1)

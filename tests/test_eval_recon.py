@@ -16,6 +16,7 @@ from streamvggt.evaluate.datasets.sevenscenes import INTRINSIC, SevenScenesDatas
 from streamvggt.evaluate.icp import estimate_normals, icp_point_to_point
 from streamvggt.geometry import depth_to_camera_points
 from streamvggt.io.errors import InputError
+from tests.eval_fakes import FAKE_MODEL
 from tests.eval_fakes_mv import RGBD_HEIGHT, RGBD_WIDTH, camera_to_world, depth_map, write_7scenes, write_nrgbd
 from tests.hand_metrics import cloud_errors
 from tests.reconstruct_helpers import tiny_model
@@ -189,13 +190,13 @@ def perfect_prediction(model, frames, cache="full", preprocessor=None):
 def test_a_perfect_prediction_scores_zero_error(tmp_path, monkeypatch):
     monkeypatch.setattr(recon, "stream_sequence", perfect_prediction)
     root = write_7scenes(tmp_path / "7scenes", frames=3)
-    summary = recon.run_recon("7scenes", root, None, tmp_path / "out", kf_every=1, **SMALL)
+    summary = recon.run_recon("7scenes", root, FAKE_MODEL, tmp_path / "out", kf_every=1, **SMALL)
     assert summary["acc"] < 1e-5 and summary["comp"] < 1e-5  # metres (float32 point maps)
     assert summary["nc"] > 0.999 and summary["icp_fitness"] == 1.0
 
 
 def test_recon_rejects_an_unknown_dataset_or_folder(tmp_path):
     with pytest.raises(ValueError, match="unknown reconstruction dataset 'dtu'"):
-        recon.run_recon("dtu", tmp_path, None, tmp_path / "out")
+        recon.run_recon("dtu", tmp_path, FAKE_MODEL, tmp_path / "out")
     with pytest.raises(InputError, match="no nrgbd dataset"):
-        recon.run_recon("nrgbd", tmp_path, None, tmp_path / "out")
+        recon.run_recon("nrgbd", tmp_path, FAKE_MODEL, tmp_path / "out")

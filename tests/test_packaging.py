@@ -224,8 +224,8 @@ def test_core_install_is_the_inference_stack():
 
 
 def test_all_extra_is_every_runtime_extra_and_make_installs_it_with_dev():
-    assert requirements("all") == {"streamvggt": "[viewer,train,eval]"}
-    assert set(EXTRA_PURPOSES) == {"viewer", "train", "eval"}
+    assert requirements("all") == {"streamvggt": "[viewer,train,eval,mapping]"}
+    assert set(EXTRA_PURPOSES) == {"viewer", "train", "eval", "mapping"}
     assert '-e ".[all,dev]"' in (ROOT / "Makefile").read_text(encoding="utf-8")
 
 

@@ -1,7 +1,9 @@
-"""Inference precision: what auto picks on which CPU, and what each mode does to the model's weights."""
+"""Inference precision: what auto picks on which CPU, what each mode does to the model's weights, and that the raw
+module, which nobody converted, computes exactly in fp32 whatever the CPU."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ from torch import nn
 
 from streamvggt import ModelConfig, StreamVGGT, load_model
 from streamvggt.runtime import precision as precision_module
-from streamvggt.runtime.device import resolve_precision
+from streamvggt.runtime.precision import apply_precision, converted_for, execution_precision, resolve_precision
 
 CPU = torch.device("cpu")
 WIDE = 1024  # the 1.2B trunk's width: above MIN_WIDTH
@@ -109,16 +111,46 @@ def test_model_auto_follows_the_cpu_choice_for_its_shape(monkeypatch: pytest.Mon
     measured = fake_cpu(monkeypatch, "AVX512", {"fp32": 0.1, "bf16": 0.01, "int8": 0.05})
     monkeypatch.setattr(precision_module, "MIN_WIDTH", 0)
     model = tiny_model()
-    assert model.resolved_precision(CPU) == "bf16"
-    assert model.resolved_precision(CPU) == "bf16"
-    # One measurement per model: 518-pixel square frames of the tiny preset are 37x37 patches plus 5 special tokens.
+    assert apply_precision(model, "auto", CPU).to_json() == {"requested": "auto", "resolved": "bf16"}
+    assert model.execution.resolved == "bf16"
+    # One measurement, at the model's shape: 518-pixel square frames of the tiny preset are 37x37 patches plus 5
+    # special tokens.
     assert measured == [(32, 5 + 37 * 37)]
+
+
+def test_the_raw_module_computes_fp32_on_a_cpu_where_auto_picks_int8(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A model built and loaded by hand, in eval(), is an ordinary module: no CPU measurement, no conversion, the
+    same numbers as fp32; only load_model's precision converts it."""
+    measured = fake_cpu(monkeypatch, "AVX512", {"fp32": 0.1, "bf16": 0.08, "int8": 0.01})
+    monkeypatch.setattr(precision_module, "MIN_WIDTH", 0)
+    raw = tiny_model()
+    fp32 = copy.deepcopy(raw)
+    apply_precision(fp32, "fp32", CPU)
+    torch.save(raw.state_dict(), tmp_path / "weights.pt")
+    int8 = load_model(tmp_path / "weights.pt", preset="tiny", device="cpu", precision="int8")
+    with torch.no_grad():
+        ours, expected, quantised = raw(frames()), fp32(frames()), int8(frames())
+    assert measured == []
+    assert raw.execution.to_json() == {"requested": "fp32", "resolved": "fp32"} and converted_for(raw) == "fp32"
+    for name in ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf"):
+        torch.testing.assert_close(ours[name], expected[name], rtol=0, atol=1e-6)
+    assert max(float((quantised[n] - expected[n]).abs().max()) for n in ("pose_enc", "depth")) > 1e-4
+
+
+def test_load_model_auto_takes_what_the_cpu_measurement_picks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake_cpu(monkeypatch, "AVX512", {"fp32": 0.1, "bf16": 0.08, "int8": 0.01})
+    monkeypatch.setattr(precision_module, "MIN_WIDTH", 0)
+    torch.save(tiny_model().state_dict(), tmp_path / "weights.pt")
+    model = load_model(tmp_path / "weights.pt", preset="tiny", device="cpu")
+    assert model.execution.to_json() == {"requested": "auto", "resolved": "int8"}
+    assert converted_for(model) == "int8"
 
 
 def test_bf16_stores_only_the_trunk_linear_weights_in_bf16() -> None:
     model = tiny_model()
-    model.precision = "bf16"
-    assert model.prepare_precision(CPU) == "bf16"
+    assert apply_precision(model, "bf16", CPU).resolved == "bf16"
     trunk = {id(linear) for _, _, linear in precision_module.trunk_linears(model)}
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     cfg = model.config
@@ -131,8 +163,8 @@ def test_bf16_stores_only_the_trunk_linear_weights_in_bf16() -> None:
 
 def test_bf16_weights_give_what_bf16_autocast_gives_on_the_same_rounded_weights() -> None:
     converted, reference = tiny_model(), tiny_model()
-    converted.precision = reference.precision = "bf16"
-    converted.prepare_precision(CPU)
+    apply_precision(converted, "bf16", CPU)
+    reference.execution = execution_precision("bf16", "bf16", CPU)  # the same autocast, fp32 weights
     for _, _, linear in precision_module.trunk_linears(reference):
         linear.weight.data = linear.weight.data.bfloat16().float()
         linear.bias.data = linear.bias.data.bfloat16().float()
@@ -146,7 +178,7 @@ def test_bf16_weights_give_what_bf16_autocast_gives_on_the_same_rounded_weights(
 def test_int8_quantises_every_trunk_linear_and_streams() -> None:
     model = tiny_model()
     count = len(precision_module.trunk_linears(model))
-    model.precision = "int8"
+    apply_precision(model, "int8", CPU)
     session = model.stream()
     out = [session.step(frames()[:, t]) for t in range(2)]
     quantised = [m for m in model.aggregator.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
@@ -157,18 +189,17 @@ def test_int8_quantises_every_trunk_linear_and_streams() -> None:
 
 def test_converted_weights_refuse_another_mode() -> None:
     model = tiny_model()
-    model.precision = "bf16"
-    model.prepare_precision(CPU)
-    model.precision = "fp32"
+    apply_precision(model, "bf16", CPU)
     with pytest.raises(ValueError, match="converted for precision 'bf16'; load the model again to run 'fp32'"):
-        model(frames())
+        apply_precision(model, "fp32", CPU)
+    assert model.execution.resolved == "bf16"
 
 
 def test_weights_are_converted_for_inference_only() -> None:
     model = tiny_model().train()
-    model.precision = "int8"
     with pytest.raises(ValueError, match=r"call model.eval\(\) first"):
-        model.prepare_precision(CPU)
+        apply_precision(model, "int8", CPU)
+    assert converted_for(model) == "fp32"
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
@@ -181,7 +212,8 @@ def test_bf16_load_puts_the_checkpoint_straight_into_bf16(tmp_path: Path, suffix
         source.save_pretrained(tmp_path)
         path = tmp_path
     model = load_model(path, preset="tiny", device="cpu", precision="bf16")
-    assert model.weights_precision == "bf16"
+    assert converted_for(model) == "bf16"
+    assert model.execution.to_json() == {"requested": "bf16", "resolved": "bf16"}
     state = source.state_dict()
     for name, tensor in model.state_dict().items():
         expected = state[name].to(tensor.dtype)
@@ -192,14 +224,14 @@ def test_bf16_load_puts_the_checkpoint_straight_into_bf16(tmp_path: Path, suffix
 
 def test_int8_load_quantises_the_trunk() -> None:
     model = load_model(None, device="cpu", precision="int8")
-    assert model.weights_precision == "int8"
+    assert converted_for(model) == "int8"
+    assert model.execution.resolved == "int8"
     assert precision_module.trunk_linears(model) == []
 
 
 def test_bf16_runs_the_dense_heads_convolutions_in_bf16_and_their_outputs_in_fp32() -> None:
     model = tiny_model()
-    model.precision = "bf16"
-    model.prepare_precision(CPU)
+    apply_precision(model, "bf16", CPU)
     seen: dict[str, torch.dtype] = {}
 
     def record(name: str):
@@ -224,9 +256,37 @@ def test_bf16_runs_the_dense_heads_convolutions_in_bf16_and_their_outputs_in_fp3
 
 def test_fp32_runs_every_head_in_fp32() -> None:
     model = tiny_model()
-    model.precision = "fp32"
+    apply_precision(model, "fp32", CPU)
     seen = []
     model.depth_head.scratch.output_conv1.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     with torch.no_grad():
         model(frames())
     assert seen == [torch.float32]
+
+
+def test_training_loads_its_models_in_fp32_where_auto_would_quantise(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Training converts nothing: a student initialised from a checkpoint and the teacher keep fp32 weights and the
+    default record, on a CPU where load_model's auto would pick int8."""
+    from streamvggt.train.config import ModelSection
+    from streamvggt.train.loop import build_models
+
+    monkeypatch.setattr(precision_module, "choose_cpu_precision", lambda dim, tokens: "int8")
+    tiny_model().save_pretrained(tmp_path / "init")
+    section = ModelSection(preset="tiny", init=str(tmp_path / "init"), teacher=str(tmp_path / "init"))
+    student, teacher = build_models(section, distill=True, seed=0)
+    for model in (student, teacher):
+        assert converted_for(model) == "fp32"
+        assert model.execution.to_json() == {"requested": "fp32", "resolved": "fp32"}
+    assert student.training
+
+
+def test_training_resolves_its_autocast_with_the_runtime_resolver() -> None:
+    from streamvggt.train.config import TrainConfig
+    from streamvggt.train.loop import training_precision
+
+    config = TrainConfig()
+    for wanted, expected in (("auto", "fp32"), ("no", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")):
+        config.run.mixed_precision = wanted
+        assert training_precision(config, CPU) == expected

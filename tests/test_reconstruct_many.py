@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from streamvggt.cli import main
 from streamvggt.collection import Shard, parse_shard, read_manifest, reconstruct_collection
@@ -22,7 +23,9 @@ from streamvggt.collection.sharding import launcher_process
 from streamvggt.collection.summary import read_shard_file
 from streamvggt.io.errors import InputError, OutputError
 from streamvggt.pipeline.reconstructor import reconstruct
+from streamvggt.runtime.precision import apply_precision
 from streamvggt.streaming.session import StreamSession
+from streamvggt.weights import load_model
 from tests.reconstruct_helpers import tiny_checkpoint, tiny_model, write_images, write_video
 
 WIDTH, HEIGHT, SIZE = 42, 28, 42  # frames the model sees unscaled: 3 x 2 patches
@@ -184,6 +187,18 @@ def test_batch_of_two_with_slot_reuse_writes_what_reconstruct_writes_for_each_in
     ]
 
 
+def test_the_summary_records_the_precision_each_input_ran_in(tmp_path):
+    model = tiny_model()
+    apply_precision(model, "bf16", torch.device("cpu"))
+    image_folder(tmp_path / "inputs", "a", 2)
+    image_folder(tmp_path / "inputs", "b", 2)
+    result = reconstruct_collection(tmp_path / "inputs", tmp_path / "out", model, size=SIZE)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary == result.summary
+    assert summary["precision"] == {"requested": ["bf16"], "resolved": ["bf16"]}
+    assert [r["precision"] for r in summary["inputs"]] == [{"requested": "bf16", "resolved": "bf16"}] * 2
+
+
 def test_complete_inputs_are_skipped_on_a_second_run(model, collection, tmp_path):
     first = reconstruct_collection(collection / "manifest.txt", tmp_path / "out", model, batch_size=2, size=SIZE)
     marker = OutputRoot(tmp_path / "out").marker("a")
@@ -262,7 +277,7 @@ def test_corrupt_empty_and_midway_failing_inputs_fail_alone_and_the_command_exit
     assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 3, "missing": 0}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".collection", "good", "summary.json"]
     assert list((tmp_path / "out" / ".collection" / "staging").iterdir()) == []
-    reconstruct(tmp_path / "good", tmp_path / "alone", model, size=SIZE)
+    reconstruct(tmp_path / "good", tmp_path / "alone", checkpoint, device="cpu", size=SIZE)  # loaded as the CLI loads
     assert_same_reconstruction(tmp_path / "out" / "good", tmp_path / "alone")
     printed = capsys.readouterr().out
     assert "1 reconstructed, 0 complete already, 3 failed" in printed
@@ -368,7 +383,7 @@ def test_a_run_killed_mid_input_resumes_and_completes_with_the_same_outputs(tmp_
     (shard,) = root.shard_files()
     statuses = {r.name: r.status for r in read_shard_file(shard)}
     assert statuses == {"short": "skipped", "long": "done", "last": "skipped" if last_was_complete else "done"}
-    model = tiny_model()  # what the checkpoint holds
+    model = load_model(checkpoint, device="cpu")  # as the command loads it: the same weights and precision
     for name in ("short", "long", "last"):
         reconstruct(tmp_path / name, tmp_path / "alone" / name, model, size=SIZE)
         assert_same_reconstruction(root.folder(name), tmp_path / "alone" / name)

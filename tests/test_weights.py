@@ -275,7 +275,10 @@ def test_meta_built_model_matches_a_normally_built_one(raw_pt: Path) -> None:
 
 
 def test_precision_is_set_and_checked_before_loading(raw_pt: Path, tmp_path: Path) -> None:
-    assert load(raw_pt, preset="tiny", precision="fp32").precision == "fp32"
+    assert load(raw_pt, preset="tiny", precision="fp32").execution.to_json() == {
+        "requested": "fp32",
+        "resolved": "fp32",
+    }
     with pytest.raises(ValueError, match="precision"):
         load(tmp_path / "missing.pt", precision="fp8")
 

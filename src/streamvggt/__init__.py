@@ -47,9 +47,18 @@ __all__ = [
 ]
 
 
+# Names whose objects are models: the modules providing the model's conveniences (model.stream,
+# StreamVGGT.from_pretrained, see streamvggt.model.conveniences) load with them.
+_WITH_CONVENIENCES = ("StreamVGGT", "load_model", "Reconstructor", "reconstruct")
+_CONVENIENCE_PROVIDERS = ("streamvggt.streaming.session", "streamvggt.weights")
+
+
 def __getattr__(name: str) -> Any:
     if name not in _PUBLIC:
         raise AttributeError(f"module 'streamvggt' has no attribute {name!r}")
+    if name in _WITH_CONVENIENCES:
+        for module in _CONVENIENCE_PROVIDERS:
+            importlib.import_module(module)
     value = getattr(importlib.import_module(_PUBLIC[name]), name)
     globals()[name] = value  # later lookups skip this function
     return value

@@ -1,8 +1,8 @@
 """Optional dependencies: importing a module of an extra (``pip install 'streamvggt[viewer]'``) or saying which
 install command provides it.
 
-The core install runs inference (``reconstruct``, the Python API); the viewer, training and evaluation each need an
-extra. Modules of an extra import their optional packages with :func:`require`, so that a missing one is one line
+The core install runs inference (``reconstruct``, the Python API); the viewer, training, evaluation and loop
+closure each need an extra. Modules of an extra import their optional packages with :func:`require`, so that a missing one is one line
 naming the fix instead of a ModuleNotFoundError traceback.
 """
 
@@ -12,7 +12,7 @@ import importlib
 from types import ModuleType
 
 # What each extra enables, as the subject of the message ("the viewer needs viser: ...").
-EXTRA_PURPOSES = {"viewer": "the viewer", "train": "training", "eval": "evaluation"}
+EXTRA_PURPOSES = {"viewer": "the viewer", "train": "training", "eval": "evaluation", "mapping": "loop closure"}
 # Distribution names that differ from the module's import name.
 DISTRIBUTIONS = {"yaml": "pyyaml", "PIL": "pillow"}
 

@@ -44,9 +44,10 @@ from torch import Tensor
 
 from streamvggt.config import ModelConfig
 from streamvggt.io.atomic import atomic_output
+from streamvggt.model import conveniences
 from streamvggt.model.streamvggt import StreamVGGT
-from streamvggt.runtime.device import resolve_precision, select_device
-from streamvggt.runtime.precision import cast_trunk_linears
+from streamvggt.runtime.device import select_device
+from streamvggt.runtime.precision import apply_precision, cast_trunk_linears, resolve_model_precision, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -100,21 +101,31 @@ def load_model(
 
     source: a checkpoint file, a folder, or a Hugging Face repo id (see the module docstring).
     preset: overrides the architecture: a preset name (``causal`` still from the source) or a full ModelConfig.
-    precision: trunk precision, ``auto``/``fp32``/``bf16``/``fp16``/``int8`` (see :mod:`streamvggt.runtime.precision`).
-        On CPU, bf16 loads the trunk's Linear weights straight into bf16 and int8 quantises them layer by layer,
-        so neither holds the model twice (the file itself is memory-mapped).
+    precision: trunk precision, ``auto``/``fp32``/``bf16``/``fp16``/``int8``, resolved for ``device`` and recorded
+        in ``model.execution`` (see :mod:`streamvggt.runtime.precision`). On CPU, bf16 loads the trunk's Linear
+        weights straight into bf16 and int8 quantises them layer by layer, so neither holds the model twice (the
+        file itself is memory-mapped).
     Raises CheckpointError when the source is missing, unreadable, or does not match the architecture.
     """
     target = select_device(device)
     resolve_precision(target, precision)  # reject a bad precision before a slow load
     checkpoint = resolve_checkpoint(source)
     config, described = _choose_config(checkpoint, preset)
+    mode = resolve_model_precision(config, precision, target)
     # No reference kept here to the file's tensors, so casting fp16/bf16 weights frees each original as it goes.
     label = f"{checkpoint.label} ({described})"
-    model = build_from_state_dict(config, read_state_dict(checkpoint.path), label, precision, target)
-    logger.info("loaded %s as %s (causal=%s) on %s", checkpoint.label, described, config.causal, target)
+    bf16_trunk = target.type == "cpu" and mode == "bf16"
+    model = build_from_state_dict(config, read_state_dict(checkpoint.path), label, bf16_trunk=bf16_trunk)
     model = model.to(target).eval()
-    model.prepare_precision(target)
+    execution = apply_precision(model, precision, target, resolved=mode)
+    logger.info(
+        "loaded %s as %s (causal=%s) on %s, precision %s",
+        checkpoint.label,
+        described,
+        config.causal,
+        target,
+        execution.describe(),
+    )
     return model
 
 
@@ -446,26 +457,19 @@ def _strip_prefixes(state: dict[str, Tensor], path: Path) -> dict[str, Tensor]:
 
 
 def build_from_state_dict(
-    config: ModelConfig,
-    state: dict[str, Tensor],
-    label: str,
-    precision: str = "fp32",
-    device: torch.device | None = None,
+    config: ModelConfig, state: dict[str, Tensor], label: str, *, bf16_trunk: bool = False
 ) -> StreamVGGT:
-    """A CPU model for ``config`` holding exactly ``state`` (checked, floats cast to the model's dtypes), with
-    ``precision`` set for ``device`` (default CPU).
+    """A CPU model for ``config`` holding exactly ``state`` (checked, floats cast to the model's dtypes).
 
     The model is built on the meta device and takes the tensors by assignment, so a 1.2B model is never allocated
-    twice nor randomly initialised. When ``precision`` resolves to bf16 on CPU, the trunk's Linear layers are made
-    bf16 before loading, so their tensors are cast one by one as they are assigned.
+    twice nor randomly initialised. ``bf16_trunk``: the trunk's Linear layers are made bf16 before loading (for CPU
+    bf16, see :func:`streamvggt.runtime.precision.apply_precision`), so their tensors are cast one by one as they
+    are assigned.
     """
     with torch.device("meta"):
         model = StreamVGGT(config)
-    model.precision = precision
-    target = device if device is not None else torch.device("cpu")
-    if target.type == "cpu" and model.resolved_precision(target) == "bf16":
+    if bf16_trunk:
         cast_trunk_linears(model, torch.bfloat16)
-        model.weights_precision = "bf16"
     expected = model.state_dict()
     _check_names_and_shapes(state, expected, label)
     state = dict(state)  # ours to edit: the caller's mapping stays as given
@@ -547,3 +551,8 @@ def _one_line(error: BaseException) -> str:
     text = lines[0] if lines else ""
     text = text[:200] + "..." if len(text) > 200 else text
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+# The model's conveniences (StreamVGGT.from_pretrained, model.save_pretrained) are these functions.
+conveniences.provide("load", load_model)
+conveniences.provide("save", save_pretrained)

@@ -39,7 +39,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--root", type=Path, metavar="PATH", help="the dataset folder (see docs/evaluation.md)")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder (created)")
-    options.add_model_options(parser)
+    options.add_model_options(parser, evaluation=True)
     options.add_cache_option(parser)
     parser.add_argument(
         "--max-frames", type=int, metavar="N", help="dataset protocols: use only the first N frames of each sequence"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from streamvggt.evaluate.options import REFERENCE_PRECISION
 from streamvggt.pipeline.options import (
     ModelOptions,
     OutputOptions,
@@ -24,20 +25,26 @@ VIDEO_FPS_HELP = "keep F frames per second of video or stream (default: 1)"
 _MODEL, _STREAM, _OUTPUT, _VIEWER = ModelOptions(), StreamOptions(), OutputOptions(), ViewerOptions()
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Which model runs where: every command that runs the model."""
+def add_model_options(parser: argparse.ArgumentParser, evaluation: bool = False) -> None:
+    """Which model runs where: every command that runs the model. ``evaluation``: eval's precision, whose default
+    is the mode the published numbers were made in rather than this machine's fastest."""
     parser.add_argument(
         "--checkpoint",
         metavar="SOURCE",
         help="a .pt/.pth/.safetensors file, a folder, or a Hugging Face repo id (default: the bundled model)",
     )
     parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    modes = (
+        "auto (the fastest mode accurate on this device, measured once per CPU), fp32, bf16, fp16 (GPU) or int8 (CPU)"
+    )
+    default = REFERENCE_PRECISION if evaluation else _MODEL.precision
+    if evaluation:
+        modes = (
+            f"{REFERENCE_PRECISION} (the mode the published numbers were made in: bf16 autocast on CUDA, fp16 where "
+            f"the GPU has no bf16, fp32 elsewhere), {modes}; recorded in the results"
+        )
     parser.add_argument(
-        "--precision",
-        default=_MODEL.precision,
-        metavar="P",
-        help="trunk precision: auto (the fastest mode accurate on this device, measured once per CPU), fp32, bf16, "
-        f"fp16 (GPU) or int8 (CPU) (default: {_MODEL.precision})",
+        "--precision", default=default, metavar="P", help=f"trunk precision: {modes} (default: {default})"
     )
 
 

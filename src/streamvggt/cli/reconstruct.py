@@ -69,13 +69,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def describe(summary: ReconstructionSummary) -> str:
-    """The end-of-run summary: frames, time, rate, points, files."""
+    """The end-of-run summary: frames, time, rate, precision, points, files."""
     lines = [
-        f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.frames_per_second:.2f} frames/s streaming), "
+        f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.frames_per_second:.2f} frames/s streaming, "
+        f"precision {summary.precision.describe()}), "
         f"{summary.points:,} points"
     ]
     if summary.scene_points < summary.points:
-        lines.append(f"scene.glb and colmap/ hold a uniform sample of {summary.scene_points:,} points")
+        lines.append(f"scene.glb holds a uniform sample of {summary.scene_points:,} points")
     if summary.interrupted:
         lines.append("interrupted: the outputs hold the frames before Ctrl-C")
     if summary.skipped:

@@ -239,7 +239,8 @@ def _reconstruct_entry(
         return InputRecord(entry.name, entry.input, FAILED, error=reason)
     finally:
         stream.end()
-    record = InputRecord(entry.name, entry.input, DONE, summary.frames, round(time.perf_counter() - started, 3))
+    seconds = round(time.perf_counter() - started, 3)
+    record = InputRecord(entry.name, entry.input, DONE, summary.frames, seconds, precision=summary.precision.to_json())
     root.publish(entry.name, staging, {**record.to_json(), "finished": time.time()})
     log.info("%s: %d frames in %.1f s", entry.name, summary.frames, record.seconds)
     return record

@@ -4,7 +4,9 @@ A shard's file (``.collection/shards/shard-I-of-N.jsonl``, one JSON record per l
 soon as it is known, so a killed run still says what it finished; a run starts its shard's file afresh. The merged
 ``summary.json`` lists every input of the manifest in order: ``done`` (complete: frames and seconds from its
 completion marker), ``failed`` (the latest failure any shard file records, with its one-line reason) or
-``missing`` (no shard has done it yet).
+``missing`` (no shard has done it yet). Each done input records the precision its model ran in (requested and
+resolved: shards on different machines may resolve ``auto`` differently), and ``precision`` at the top lists the
+distinct modes over the done inputs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class InputRecord:
     seconds: float | None = None  # wall time of the input's reconstruction, writing included
     error: str | None = None  # one line, for failed inputs
     finished: float | None = None  # Unix time the record was made
+    precision: dict[str, str] | None = None  # {"requested": ..., "resolved": ...}, for done inputs
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -84,15 +87,29 @@ def merge(root: OutputRoot, entries: list[Entry], manifest: str) -> dict[str, An
         completion = root.completion(entry.name)
         if completion is not None:
             frames, seconds, finished = completion["frames"], completion["seconds"], completion["finished"]
-            records.append(InputRecord(entry.name, entry.input, DONE, frames, seconds, finished=finished))
+            precision = completion.get("precision")
+            records.append(
+                InputRecord(entry.name, entry.input, DONE, frames, seconds, finished=finished, precision=precision)
+            )
         elif entry.name in failures:
             failure = failures[entry.name]
             records.append(InputRecord(entry.name, entry.input, FAILED, error=failure.error, finished=failure.finished))
         else:
             records.append(InputRecord(entry.name, entry.input, MISSING))
-    document = {"manifest": manifest, "inputs": [r.to_json() for r in records], "counts": counts(records)}
+    document = {
+        "manifest": manifest,
+        "precision": precisions(records),
+        "inputs": [r.to_json() for r in records],
+        "counts": counts(records),
+    }
     write_json(root.path / SUMMARY_FILE, document)
     return document
+
+
+def precisions(records: list[InputRecord]) -> dict[str, list[str]]:
+    """The distinct requested and resolved precisions of the records that have one, sorted."""
+    given = [r.precision for r in records if r.precision]
+    return {key: sorted({p[key] for p in given if key in p}) for key in ("requested", "resolved")}
 
 
 def counts(records: list[InputRecord]) -> dict[str, int]:

@@ -18,6 +18,7 @@ from streamvggt.evaluate.options import (
     DEFAULT_NUM_FRAMES,
     DEFAULT_SEED,
     DEFAULT_SEQUENCES,
+    REFERENCE_PRECISION,
 )
 from streamvggt.evaluate.report import prepare_output_dir
 from streamvggt.extras import require
@@ -42,6 +43,23 @@ _OPTION_USERS: dict[str, tuple[str, ...]] = {
 }
 
 
+def eval_precision(precision: str, device: Any) -> str:
+    """The precision ``load_model`` gets for eval's ``--precision`` on ``device``: ``reference`` is ``auto`` on CUDA
+    (bf16 autocast, fp16 without bf16 support, as the reference evaluation ran) and ``fp32`` elsewhere; other
+    values are checked (ValueError, one line) and passed on."""
+    from streamvggt.runtime.precision import resolve_precision
+
+    if precision == REFERENCE_PRECISION:
+        return "auto" if device.type == "cuda" else "fp32"
+    try:
+        resolve_precision(device, precision)
+    except ValueError as error:
+        if not str(error).startswith("unknown precision"):
+            raise
+        raise ValueError(f"{error}, or {REFERENCE_PRECISION}") from None
+    return precision
+
+
 def check_eval(args: argparse.Namespace) -> Any:
     """Check the parsed ``eval`` arguments, the dataset folder and the output folder (created) without loading a
     model; returns the torch device. Raises ValueError, InputError, OutputError or MissingExtraError with a one-line
@@ -62,6 +80,7 @@ def check_eval(args: argparse.Namespace) -> Any:
     if not args.no_plots:
         require("matplotlib", "eval")  # the figures are drawn last: a missing matplotlib must stop the run first
     device = shared_options(args).check()
+    eval_precision(args.precision, device)
     if args.protocol in _DEPTH:
         from streamvggt.evaluate.depth import check_depth
 
@@ -82,10 +101,18 @@ def check_eval(args: argparse.Namespace) -> Any:
     return device
 
 
+def _precision_to_check(precision: str) -> str:
+    """What the shared checks see: ``reference`` stands for fp32 or auto (decided on the device by
+    :func:`eval_precision`), and a value eval does not know is left to :func:`eval_precision`'s message."""
+    from streamvggt.runtime.precision import PRECISIONS
+
+    return precision if precision in PRECISIONS else "auto"
+
+
 def shared_options(args: argparse.Namespace) -> ReconstructOptions:
     """The options eval shares with reconstruct (model, device, precision, cache, size, max frames), checked
     the same way."""
-    model = ModelOptions(checkpoint=args.checkpoint, device=args.device, precision=args.precision)
+    model = ModelOptions(checkpoint=args.checkpoint, device=args.device, precision=_precision_to_check(args.precision))
     stream = StreamOptions(cache=args.cache, size=args.size or DEFAULT_SIZE, max_frames=args.max_frames)
     return ReconstructOptions(model=model, stream=stream, progress=not args.no_progress)
 
@@ -96,7 +123,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
     from streamvggt.weights import load_model
 
     device = check_eval(args)
-    model = load_model(args.checkpoint, device=device, precision=args.precision)
+    model = load_model(args.checkpoint, device=device, precision=eval_precision(args.precision, device))
     meta = {"checkpoint": args.checkpoint or "bundled default model", "device": str(device)}
     plots, size = not args.no_plots, args.size or DEFAULT_SIZE
     if args.protocol in _DEPTH:

@@ -92,7 +92,7 @@ def run_depth(
         "max_frames": max_frames,
         **(meta or {}),
     }
-    write_results(outdir, name, per_sequence, summary, settings)
+    write_results(outdir, name, per_sequence, summary, settings, precision=model.execution)
     return summary
 
 

@@ -13,3 +13,6 @@ CO3D_NUM_FRAMES = 10  # frames drawn per CO3D sequence by the pose protocol
 PROTOCOLS = ("monodepth", "video-depth", "recon", "pose", "synthetic")
 DEFAULT_NUM_FRAMES = {"pose": CO3D_NUM_FRAMES, "synthetic": 16}
 DEFAULT_SEED, DEFAULT_SEQUENCES = 0, 8
+# eval's default precision: the mode the published numbers were made in (fp32 on a CPU, the reference's autocast
+# on CUDA), not auto's measurement of this CPU.
+REFERENCE_PRECISION = "reference"

@@ -82,7 +82,7 @@ def run_pose(
         per_row, summary, root_used = _trajectories(dataset, root, model, plot_dir, cache, use_ba, max_frames, size)
         settings |= {"image_size": f"resize {size}", "alignment": "sim3"}
     settings |= {"root": str(root_used), "max_frames": max_frames, **(meta or {})}
-    write_results(outdir, name, per_row, summary, settings)
+    write_results(outdir, name, per_row, summary, settings, precision=model.execution)
     return summary
 
 

@@ -88,7 +88,7 @@ def run_recon(
         "max_frames": max_frames,
         **(meta or {}),
     }
-    write_results(outdir, name, per_scene, summary, settings)
+    write_results(outdir, name, per_scene, summary, settings, precision=model.execution)
     return summary
 
 

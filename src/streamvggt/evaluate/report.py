@@ -7,10 +7,13 @@ import json
 import math
 import platform
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamvggt.io.atomic import atomic_output
 from streamvggt.io.errors import OutputError
+
+if TYPE_CHECKING:  # the eval command's parser imports this module, and --help must not load torch
+    from streamvggt.model.execution import ExecutionPrecision
 
 
 def write_results(
@@ -19,17 +22,22 @@ def write_results(
     per_sequence: dict[str, dict[str, float]],
     summary: dict[str, float],
     meta: dict[str, Any],
+    *,
+    precision: ExecutionPrecision,
 ) -> dict[str, Any]:
     """Write ``{outdir}/{name}.json`` and ``{outdir}/{name}.md`` atomically; returns what the JSON holds.
 
     meta: protocol, dataset, checkpoint, cache, image size and the like; ``machine`` and ``date`` (UTC, ISO 8601)
-    are added unless given. Non-finite numbers become JSON null (strict JSON has no NaN) and "nan" in the table.
+    are added unless given. precision: what the model ran in (``model.execution``), recorded as ``precision``
+    (requested and resolved mode): the same command resolves ``auto`` differently on different machines.
+    Non-finite numbers become JSON null (strict JSON has no NaN) and "nan" in the table.
     """
     outdir = prepare_output_dir(outdir)
     full_meta = {
         "machine": f"{platform.node()} ({platform.system()} {platform.machine()})",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **meta,
+        "precision": precision.to_json(),
     }
     document = {"meta": full_meta, "summary": summary, "per_sequence": per_sequence}
     _write_text(outdir / f"{name}.json", json.dumps(_strict(document), indent=2) + "\n")
@@ -56,12 +64,19 @@ def markdown_table(
     """A markdown document: the run's settings, then one row per sequence and a last row with the average."""
     columns = list(summary) or list(dict.fromkeys(k for row in per_sequence.values() for k in row))
     lines = [f"# {title}", ""]
-    lines += [f"- {key}: {value}" for key, value in meta.items()]
+    lines += [f"- {key}: {_setting(value)}" for key, value in meta.items()]
     lines += ["", "| sequence | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for sequence, row in per_sequence.items():
         lines.append(f"| {sequence} | " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
     lines.append("| **mean** | " + " | ".join(_cell(summary.get(c)) for c in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _setting(value: Any) -> str:
+    """A setting for the table's header: a mapping as ``key value, key value``."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {item}" for key, item in value.items())
+    return str(value)
 
 
 def _cell(value: Any) -> str:

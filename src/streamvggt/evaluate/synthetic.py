@@ -152,7 +152,7 @@ def run_synthetic(
         "align": "scale (one per sequence)",
         **(meta or {}),
     }
-    write_results(outdir, "synthetic", per_sequence, summary, settings)
+    write_results(outdir, "synthetic", per_sequence, summary, settings, precision=model.execution)
     return summary
 
 

@@ -13,18 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamvggt.extras import require
 from streamvggt.mapping.sim3 import Sim3
 
 log = logging.getLogger(__name__)
 
 
 def _gtsam():
-    try:
-        import gtsam
-    except ImportError as error:  # an optional extra: say how to get it
-        message = "loop closure needs GTSAM: pip install 'streamvggt[mapping]' (or pip install gtsam)"
-        raise ImportError(message) from error
-    return gtsam
+    """GTSAM, an optional extra: MissingExtraError (one line naming the install) when it is missing."""
+    return require("gtsam", "mapping")
 
 
 def to_gtsam(transform: Sim3):

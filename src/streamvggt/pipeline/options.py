@@ -172,9 +172,10 @@ class ReconstructOptions:
             self.check_viewer()
         if not loads_model:
             return None
-        from streamvggt.runtime.device import resolve_precision
+        from streamvggt.runtime.device import select_device
+        from streamvggt.runtime.precision import resolve_precision
 
-        device = choose_device(model.device)
+        device = select_device(model.device)
         resolve_precision(device, model.precision)
         return device
 
@@ -191,23 +192,6 @@ class ReconstructOptions:
 
 _SECTION_OF = {f.name: section for section, kind in SECTIONS.items() for f in dataclasses.fields(kind)}
 _SECTION_OF.pop("checkpoint")  # the model source is its own argument of reconstruct and view
-
-
-def choose_device(name: str | torch.device | None) -> torch.device:
-    """The device to load on, chosen in one place: "auto"/None under a launcher (torchrun, accelerate launch) is
-    this process's GPU (``LOCAL_RANK``), else CUDA, MPS, CPU; a name is checked. ValueError for a name torch does
-    not know or a device that is not there."""
-    import torch
-
-    from streamvggt.runtime.device import select_device
-
-    local_rank = os.environ.get("LOCAL_RANK")
-    if name in (None, "auto") and local_rank is not None and torch.cuda.is_available():
-        return torch.device("cuda", int(local_rank) % torch.cuda.device_count())
-    try:
-        return select_device(name)
-    except RuntimeError as error:  # torch.device("gpu") raises RuntimeError listing the known types
-        raise ValueError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps") from error
 
 
 def check_export_dir(path: str | os.PathLike) -> None:

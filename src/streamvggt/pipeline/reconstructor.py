@@ -24,13 +24,16 @@ from streamvggt.io.inputs.preprocess import DEFAULT_SIZE, Preprocessor
 from streamvggt.io.inputs.sources import Frame
 from streamvggt.io.outputs.previous_outputs import check_source_outside_outputs
 from streamvggt.io.outputs.writer import ReconstructionWriter
+from streamvggt.model.execution import ExecutionPrecision
 from streamvggt.model.predictions import Predictions
 from streamvggt.model.streamvggt import StreamVGGT
 from streamvggt.pipeline.options import ReconstructOptions
 from streamvggt.pipeline.run import FrameCallback, FrameConsumer, OpenedInput, WriteFrames, open_input, run_frames
+from streamvggt.pipeline.warm_up import warm_up
 from streamvggt.results import FrameResult
 from streamvggt.runtime.regional_compile import regions_compiled
 from streamvggt.streaming.cache import parse_policy
+from streamvggt.streaming.session import StreamSession
 from streamvggt.weights import load_model
 
 # FrameResult lives in streamvggt.results (the writers need it too); importing it from here keeps working.
@@ -79,7 +82,7 @@ class Reconstructor:
         self.cache = cache
         self.query_points = query_points
         self.compile = compile
-        self.session = session if session is not None else model.stream(batch_size=1, cache=cache, compile=compile)
+        self.session = session if session is not None else StreamSession(model, cache=cache, compile=compile)
         self.device = next(model.parameters()).device
         self.warmed = False
         # Frame 0's camera in the model's own world (close to, not exactly, frame 0's camera): every result is
@@ -114,18 +117,18 @@ class Reconstructor:
         return reconstructor
 
     def warm_up(self, size: tuple[int, int]) -> None:
-        """Convert the trunk for its precision and make the kernels for frames of ``size`` (H, W), once, so that
-        the first step does not pay for them (bf16 kernels on CPU take seconds to create). CPU fp32 kernels cost
-        nothing to make: there only the conversion runs, as a blank frame through the model costs a whole step
-        (unless regions are compiled: the warm-up frame compiles them)."""
+        """Make the kernels for frames of ``size`` (H, W) in the model's precision (``model.execution``), once, so
+        that the first step does not pay for them (bf16 kernels on CPU take seconds to create). CPU fp32 kernels
+        cost nothing to make: there a blank frame through the model would cost a whole step for nothing (unless
+        regions are compiled: the warm-up frame compiles them)."""
         if self.warmed:
             return
         self.warmed = True
-        mode = self.model.prepare_precision(self.device)
+        mode = self.model.execution.resolved
         if mode == "fp32" and self.device.type == "cpu" and not regions_compiled(self.model):
             return
         started = time.perf_counter()
-        if self.model.warm_up(*size, device=self.device):
+        if warm_up(self.model, *size, device=self.device):
             log.info(
                 "warmed up %s kernels for %dx%d frames in %.1f s", mode, size[1], size[0], time.perf_counter() - started
             )
@@ -138,7 +141,7 @@ class Reconstructor:
         self.warm_up(size)
         if self.query_points is not None and self.session.num_frames == 0:
             queries = self._queries(size)
-            self.session = self.model.stream(batch_size=1, cache=self.cache, query_points=queries, compile=self.compile)
+            self.session = StreamSession(self.model, cache=self.cache, query_points=queries, compile=self.compile)
         out = self.session.step(image[None])
         # Cameras in float64 on the CPU (MPS has no float64): they go into text files and invert cleanly.
         extrinsic, intrinsic = pose_encoding_to_extri_intri(out.pose_enc[0].cpu().double(), size)
@@ -207,6 +210,7 @@ class ReconstructionSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (frame, reason) of unreadable frames
     interrupted: bool = False  # stopped by Ctrl-C; the outputs hold the frames before it
     live: bool = False  # a camera or stream: no end of its own, so Ctrl-C is the normal way to end it
+    precision: ExecutionPrecision = field(default_factory=ExecutionPrecision)  # what the model ran in
 
     @property
     def frames_per_second(self) -> float:
@@ -230,7 +234,8 @@ def reconstruct(
     source: a folder of images (natural order), a glob, an image or video file, a camera index, or a stream URL.
     model: a loaded StreamVGGT, or a checkpoint source for :func:`streamvggt.load_model` (None: the default model),
     loaded on ``device`` (None or "auto": CUDA, else MPS, else CPU) in ``precision`` (auto, fp32, bf16, fp16, int8:
-    see :mod:`streamvggt.runtime.precision`; a loaded model keeps its own ``model.precision``).
+    see :mod:`streamvggt.runtime.precision`; a loaded model runs in its own ``model.execution``). The requested and
+    resolved modes go into cameras.json and the summary.
     options: a :class:`~streamvggt.pipeline.options.ReconstructOptions`, or the same as keywords: stride, fps,
     max_frames, cache, preprocess, size, query_points (the stream); device, precision, compile (the model); points,
     conf_threshold, voxel_size, depth_png, pointmaps, exports (the outputs); progress (a tqdm bar on stderr).
@@ -279,6 +284,7 @@ def reconstruct(
                 "content_box": list(preprocessor.content_box),  # top, left, height, width: the image, not padding
             },
             "cache": str(parse_policy(options.stream.cache)),
+            "precision": reconstructor.model.execution.to_json(),
         }
         written = writer.finish(metadata, progress=options.progress)
     summary = ReconstructionSummary(
@@ -292,6 +298,7 @@ def reconstruct(
         skipped=list(opened.source.skipped),
         interrupted=loop.interrupted,
         live=opened.source.kind == "stream",
+        precision=reconstructor.model.execution,
     )
     log.info("reconstructed %d frames into %s (%d points)", loop.frames, output_dir, written.points)
     return summary

@@ -1,6 +1,12 @@
-"""CPU inference precision: which mode is fastest and accurate on the CPU at hand, and converting a model to it.
+"""Precision: the one place a mode is chosen (:func:`resolve_precision`) and a model converted for it.
 
-Modes (``model.precision``):
+:func:`apply_precision` resolves a requested mode for a device, converts the model's weights for it and attaches
+the record (:class:`~streamvggt.model.execution.ExecutionPrecision`) as ``model.execution``, which the offline
+forward, the streaming session and the compiled step read. ``load_model(..., precision=...)`` calls it; a model
+built directly keeps the default record (fp32) and computes exactly in its parameters' dtype. Training resolves
+its autocast mode with :func:`resolve_precision` too.
+
+Modes:
 
 - ``fp32``: everything in float32.
 - ``bf16``: the trunk's Linear weights stored in bfloat16 and the trunk run under bf16 autocast; heads in fp32.
@@ -17,6 +23,9 @@ frame's tokens, measured once per machine and cached (delete ``cpu_precision.jso
 measure again). A whole block, not one GEMM: int8 speeds up the Linear layers only, while bf16 also halves the
 attention's and elementwise work (a lone GEMM had int8 ahead, 19 vs 26 ms; a 1.2B frame had bf16 2.1x ahead of int8).
 A reduced mode must be :data:`MIN_SPEEDUP` times faster than fp32 to be chosen.
+
+``auto`` on CUDA is bf16 where the GPU supports it, else fp16 (the reference's choice): the trunk under autocast,
+the weights and the heads in fp32. Elsewhere (MPS) fp32.
 """
 
 from __future__ import annotations
@@ -34,11 +43,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from streamvggt.config import ModelConfig
 from streamvggt.io.atomic import atomic_output
+from streamvggt.model.execution import ExecutionPrecision
 
 log = logging.getLogger(__name__)
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 MODES = ("fp32", "bf16", "fp16", "int8")
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Modes within the accuracy targets against fp32 on trained weights (depth relative error <= 1%, pose-encoding
 # error <= 1e-3), measured by benchmarks/cpu_precision.py on the bundled model over the demo and 4 held-out
 # sequences (worst sequence): bf16 5.4e-4 / 2.2e-4, int8 4.7e-4 / 9.5e-4. Only these are chosen by auto.
@@ -49,6 +62,86 @@ BF16_CAPABLE = ("AVX512",)
 MIN_SPEEDUP = 1.25
 MIN_WIDTH = 512
 CACHE_ENV = "STREAMVGGT_CACHE_DIR"
+
+
+def resolve_precision(device: torch.device, precision: str = "auto", dim: int | None = None, tokens: int = 1) -> str:
+    """The concrete mode (``fp32``, ``bf16``, ``fp16`` or ``int8``) that ``precision`` means on ``device``.
+
+    ``auto``: bf16 on CUDA GPUs that support it, fp16 on older ones; on CPU the fastest mode whose accuracy holds
+    on this CPU for a trunk of width ``dim`` on ``tokens``-token frames (:func:`choose_cpu_precision`), or fp32
+    when ``dim`` is not given (training: nothing is converted there, and CPU autocast only changes the numerics);
+    fp32 elsewhere. ValueError with one line for an unknown mode or int8 off the CPU.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"precision 'int8' runs on the CPU only, not on {device.type}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and dim is not None:
+        return choose_cpu_precision(dim, tokens)
+    return "fp32"
+
+
+def resolve_model_precision(config: ModelConfig, precision: str, device: torch.device) -> str:
+    """:func:`resolve_precision` for the trunk of ``config``: its width, on square frames of its image size (a
+    camera token, the register tokens and the patches)."""
+    tokens = 1 + config.num_register_tokens + (config.img_size // config.patch_size) ** 2
+    return resolve_precision(device, precision, config.embed_dim, tokens)
+
+
+def execution_precision(requested: str, resolved: str, device: torch.device) -> ExecutionPrecision:
+    """The record of mode ``resolved`` (asked for as ``requested``) on ``device``: the trunk under bf16/fp16
+    autocast for those modes; the depth and point heads' convolutions in bf16 only on a CPU in bf16 (2.5x faster
+    there, within the accuracy targets); int8 and fp32 without autocast."""
+    if resolved not in MODES:
+        raise ValueError(f"unknown resolved precision '{resolved}'; choose one of {', '.join(MODES)}")
+    dense = torch.bfloat16 if device.type == "cpu" and resolved == "bf16" else None
+    return ExecutionPrecision(requested, resolved, _AUTOCAST.get(resolved), dense)
+
+
+def apply_precision(
+    model: nn.Module, requested: str = "auto", device: torch.device | None = None, resolved: str | None = None
+) -> ExecutionPrecision:
+    """Resolve ``requested`` for ``model`` on ``device`` (default: its parameters'), convert its weights for that
+    mode and set ``model.execution`` to the record, which it returns. ``resolved``: the mode already resolved
+    (skips a second resolution).
+
+    On CPU, bf16 stores the aggregator's Linear weights in bf16 (half the memory, no re-cast per step) and int8
+    quantises them; both are one-way and for inference (ValueError: load the model again for another mode, or
+    call ``model.eval()`` first). Other modes and devices keep the weights and use autocast alone.
+    """
+    device = device if device is not None else next(model.parameters()).device
+    mode = resolved if resolved is not None else resolve_model_precision(model.config, requested, device)
+    converted = converted_for(model)
+    wanted = mode if device.type == "cpu" and mode in ("bf16", "int8") else "fp32"
+    if converted != wanted and converted != "fp32":
+        raise ValueError(
+            f"the trunk's weights were converted for precision '{converted}'; load the model again to run '{mode}'"
+        )
+    if converted != wanted:
+        if model.training:
+            raise ValueError(f"precision '{mode}' converts weights for inference: call model.eval() first")
+        count = cast_trunk_linears(model, torch.bfloat16) if mode == "bf16" else quantize_trunk(model)
+        log.info("trunk converted for %s: %d Linear layers", mode, count)
+    model.execution = execution_precision(requested, mode, device)
+    return model.execution
+
+
+def converted_for(model: nn.Module) -> str:
+    """What the trunk's weights were converted for: ``int8`` (quantised Linear layers), ``bf16`` (bf16 Linear
+    weights) or ``fp32`` (as built or loaded)."""
+    if any(_is_quantised(module) for module in model.aggregator.modules()):
+        return "int8"
+    if any(linear.weight.dtype == torch.bfloat16 for _, _, linear in trunk_linears(model)):
+        return "bf16"
+    return "fp32"
+
+
+def _is_quantised(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("torch.ao.nn.quantized")
 
 
 def cpu_capability() -> str:

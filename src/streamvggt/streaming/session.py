@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from streamvggt.model import conveniences
 from streamvggt.model.predictions import Predictions
 from streamvggt.model.streamvggt import StreamVGGT
 from streamvggt.runtime.compiled_step import CompiledStep
@@ -109,7 +110,7 @@ class StreamSession:
         model = self.model
         # Each element's position in its own stream: they differ once a slot was reset.
         positions = self.slot_frames if len(set(self.slot_frames)) > 1 else self.slot_frames[0]
-        dtype = model.trunk_autocast_dtype(frame.device)
+        dtype = model.execution.trunk_dtype  # the precision its runner chose (runtime.precision)
         wants_compile = isinstance(self.compile, Mapping) or bool(self.compile)
         if wants_compile and self.num_frames > 0 and self._compiled is None:
             options = self.compile if isinstance(self.compile, Mapping) else None
@@ -176,3 +177,6 @@ class StreamSession:
         patch = self.model.config.patch_size
         if frame.shape[-2] % patch or frame.shape[-1] % patch:
             raise ValueError(f"frame size {frame.shape[-2]}x{frame.shape[-1]} is not a multiple of {patch}")
+
+
+conveniences.provide("stream", StreamSession)  # model.stream(...)

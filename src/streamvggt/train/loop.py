@@ -24,7 +24,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from streamvggt.model.execution import ExecutionPrecision
 from streamvggt.model.streamvggt import StreamVGGT
+from streamvggt.runtime.precision import execution_precision, resolve_precision
 from streamvggt.train.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -67,29 +69,27 @@ def build_mix(config: TrainConfig) -> DatasetMix:
 
 
 def build_models(section: ModelSection, distill: bool, seed: int) -> tuple[StreamVGGT, StreamVGGT | None]:
-    """The student (on the CPU, in train mode) and, for distillation, the frozen full-attention teacher."""
+    """The student (on the CPU, in train mode) and, for distillation, the frozen full-attention teacher, both with
+    their weights in fp32 as loaded (training chooses its autocast itself; nothing is converted)."""
     architecture = section.architecture()
     if section.init is not None:
-        student = load_model(section.init, preset=architecture, device="cpu")
+        student = load_model(section.init, preset=architecture, device="cpu", precision="fp32")
     else:
         torch.manual_seed(seed)  # the same initial weights on every process and in every run
         student = StreamVGGT(architecture)
     teacher = None
     if distill:
-        teacher = load_model(section.teacher, preset=section.architecture(causal=False), device="cpu")
+        teacher = load_model(section.teacher, preset=section.architecture(causal=False), device="cpu", precision="fp32")
         teacher.requires_grad_(False)
     return student.train(), teacher
 
 
-def resolve_precision(config: TrainConfig, device: torch.device) -> str:
-    """Accelerate's mixed-precision mode: ``auto`` is bf16 on GPUs that support it, fp16 on older GPUs, none on
-    the CPU (bf16 autocast on a CPU is slower than fp32 and changes the numerics for nothing)."""
+def training_precision(config: TrainConfig, device: torch.device) -> str:
+    """The mode ``run.mixed_precision`` means on ``device`` (:func:`streamvggt.runtime.precision.resolve_precision`
+    without a trunk to measure): ``auto`` is bf16 on GPUs that support it, fp16 on older GPUs, fp32 on the CPU
+    (bf16 autocast on a CPU is slower than fp32 and changes the numerics for nothing); ``no`` is fp32."""
     wanted = config.run.mixed_precision
-    if wanted != "auto":
-        return wanted
-    if device.type != "cuda":
-        return "no"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return resolve_precision(device, "fp32" if wanted == "no" else wanted)
 
 
 @dataclass
@@ -111,13 +111,16 @@ class Trainer:
         if run.threads is not None:
             torch.set_num_threads(run.threads)
         cpu = run.cpu or not torch.cuda.is_available()
-        precision = resolve_precision(config, torch.device("cpu" if cpu else "cuda"))
-        self.accelerator = Accelerator(cpu=cpu, mixed_precision=precision)
+        device = torch.device("cpu" if cpu else "cuda")
+        precision = training_precision(config, device)
+        self.accelerator = Accelerator(cpu=cpu, mixed_precision="no" if precision == "fp32" else precision)
         acc = self.accelerator
         self.rank, self.world = acc.process_index, acc.num_processes
 
         self._setup_data()
-        student, teacher, optimizer = self._setup_model(precision)
+        student, teacher, optimizer = self._setup_model(
+            execution_precision(config.run.mixed_precision, precision, device)
+        )
         self.step = 0
         state = self._restore(student, resume)
         self.model, self.optimizer = acc.prepare(student, optimizer)
@@ -148,8 +151,13 @@ class Trainer:
         self.total_steps = max(1, math.ceil(config.optim.epochs * self.steps_per_epoch))
         self.last_step = min(self.total_steps, config.run.max_steps or self.total_steps)
 
-    def _setup_model(self, precision: str) -> tuple[StreamVGGT, StreamVGGT | None, torch.optim.Optimizer]:
-        """The student (frozen parts, layouts, precision), the teacher, the optimizer and ``self.scheduler``."""
+    def _setup_model(
+        self, execution: ExecutionPrecision
+    ) -> tuple[StreamVGGT, StreamVGGT | None, torch.optim.Optimizer]:
+        """The student (frozen parts, layouts, precision), the teacher, the optimizer and ``self.scheduler``.
+
+        Both models run in ``execution`` (the trunk under its autocast, with fp32 weights: nothing is converted
+        for training)."""
         config = self.config
         distill = config.loss.kind == "distill"
         self.criterion = DistillationLoss(config.loss) if distill else SupervisedLoss(config.loss)
@@ -161,9 +169,9 @@ class Trainer:
             frozen += freeze(student, ["track_head"])
         if config.model.activation_checkpointing:
             enable_activation_checkpointing(student)
-        student.precision = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}[precision]
+        student.execution = execution
         if teacher is not None:
-            teacher.precision = student.precision
+            teacher.execution = execution
         trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
         logger.info("student: %d trainable parameters, %d frozen", trainable, frozen)
         optimizer, self.scheduler = build_optimizer(student, config.optim, self.steps_per_epoch)

@@ -22,6 +22,8 @@ CONVENTION = {
     "depth": "per-frame .npy, float32 [H, W]: z in the camera frame, model units; _conf: the depth confidence",
     "image": "per-frame PNG: the processed image the model saw, [H, W] RGB",
     "pointmap": "per-frame .npy (optional), float32 [H, W, 3]: the point head's world points; _conf: its confidence",
+    "precision": "the precision the model ran in: requested (auto, fp32, bf16, fp16, int8) and resolved on this "
+    "machine",
 }
 
 
