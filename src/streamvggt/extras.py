@@ -2,8 +2,8 @@
 install command provides it.
 
 The core install runs inference (``reconstruct``, the Python API); the viewer, training, evaluation and loop
-closure each need an extra. Modules of an extra import their optional packages with :func:`require`, so that a missing one is one line
-naming the fix instead of a ModuleNotFoundError traceback.
+closure each need an extra. Modules of an extra import their optional packages with :func:`require`, so that a
+missing one is one line naming the fix instead of a ModuleNotFoundError traceback.
 """
 
 from __future__ import annotations
