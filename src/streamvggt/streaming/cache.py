@@ -1,9 +1,11 @@
 """Key/value caches for streaming: storage plus the policy that decides which past tokens stay.
 
-Every layer cache implements ``update(k, v) -> (k_all, v_all)`` (see :class:`streamvggt.layers.KVCacheLayer`):
-it stores the new frame's keys and values and returns everything the new frame attends to. Keys arrive after
-qk-norm and RoPE. Positions are purely spatial, so attention does not depend on the order of cached tokens:
-bounded policies overwrite evicted slots in place instead of compacting, and nothing is copied per frame.
+A :class:`StreamCache` holds every layer cache of one stream (the trunk's and the camera head's). Every layer
+cache implements :class:`streamvggt.layers.KVCacheLayer`: ``update(k, v) -> (k_all, v_all)`` stores the new
+frame's keys and values and returns everything the new frame attends to, and ``key_mask`` says which of them each
+batch element may see. Keys arrive after qk-norm and RoPE. Positions are purely spatial, so attention does not
+depend on the order of cached tokens: bounded policies overwrite evicted slots in place instead of compacting, and
+nothing is copied per frame.
 
 Policies (``parse_policy``), each optionally with ``+int8``:
 
