@@ -13,6 +13,13 @@ doubles, a handful of times over a stream (logarithmically many at most).
 On CUDA the static step runs as CUDA graphs (``mode="reduce-overhead"``): the caches' tensors are marked as
 static addresses, so their in-place updates stay inside the graph, and outputs are cloned out of the graph's pool
 before the next replay overwrites them.
+
+The compiled step runs the caches' own update code (:class:`streamvggt.streaming.cache.StreamCache`), so a graph run
+as captured gives eager's caches bit for bit. Inductor's kernels round differently from eager's (fused reductions
+reorder float sums: about 1e-7 relative in the keys), and int8 storage and budget eviction are discontinuous in
+their inputs: with ``budget:N+int8`` such a difference can flip an int8 code and then an eviction, after which the
+two streams hold different tokens. Eager alone does the same under a perturbation of the frames of that size, so
+compiled and eager outputs of that policy agree only as far as the policy is stable.
 """
 
 from __future__ import annotations
