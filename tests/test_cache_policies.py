@@ -232,6 +232,10 @@ class CheckedLayer:
     def nbytes(self) -> int:
         return self.cache.nbytes
 
+    @property
+    def key_mask(self) -> Tensor | None:
+        return self.cache.key_mask
+
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         k_all, v_all = self.cache.update(k, v)
         self.keys.append(k)

@@ -202,23 +202,23 @@ FAULTS = (
     ),
     Fault(
         "caches-survive-reset",
-        "streaming/session.py",
+        "streaming/cache.py",
         "reset() keeps the trunk caches and the next stream appends to them",
         (
-            ("        self._trunk_caches: list[LayerCache] = []\n", ""),
+            ("        self.trunk: list[LayerCache] = []\n", ""),
             (
-                "self._trunk_caches = [self.policy.new_layer(frame_tokens)",
-                "self._trunk_caches = getattr(self, '_trunk_caches', None) or [self.policy.new_layer(frame_tokens)",
+                "self.trunk = [self.policy.new_layer(frame_tokens)",
+                "self.trunk = getattr(self, 'trunk', None) or [self.policy.new_layer(frame_tokens)",
             ),
         ),
     ),
     Fault(
         "camera-caches-survive-reset",
-        "streaming/session.py",
+        "streaming/cache.py",
         "reset() keeps the camera head's caches and the next stream appends to them",
         (
-            ("        self._camera_caches: list[list[LayerCache]] = []\n", ""),
-            ("self._camera_caches = [", "self._camera_caches = getattr(self, '_camera_caches', None) or ["),
+            ("        self.camera: list[list[LayerCache]] = []\n", ""),
+            ("self.camera = [", "self.camera = getattr(self, 'camera', None) or ["),
         ),
     ),
     Fault(
@@ -241,18 +241,18 @@ FAULTS = (
     ),
     Fault(
         "camera-budget-in-tokens",
-        "streaming/session.py",
+        "streaming/cache.py",
         "the camera head's budget stays N tokens instead of N // frame_tokens frames",
         (("tokens=max(2, self.policy.tokens // frame_tokens)", "tokens=self.policy.tokens"),),
     ),
     Fault(
         "camera-caches-shared-across-iterations",
-        "streaming/session.py",
+        "streaming/cache.py",
         "one camera cache list serves every refinement iteration (the reference's stream bug)",
         (
             (
-                "[camera_policy.new_layer(1) for _ in range(head.trunk_depth)] for _ in range(head.num_iterations)",
-                "*[[camera_policy.new_layer(1) for _ in range(head.trunk_depth)]] * head.num_iterations",
+                "[camera_policy.new_layer(1) for _ in range(camera_blocks)] for _ in range(camera_iterations)",
+                "*[[camera_policy.new_layer(1) for _ in range(camera_blocks)]] * camera_iterations",
             ),
         ),
     ),

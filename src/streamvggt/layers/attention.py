@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from streamvggt.layers.kv_cache import KVCacheLayer
 from streamvggt.layers.rope import RotaryEmbedding2D
-
-
-class KVCacheLayer(Protocol):
-    """One layer's key/value store. Keys arrive after qk-norm and RoPE, so past frames are never recomputed."""
-
-    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Append ``k, v`` [B, heads, N, d]; return every key and value to attend to, oldest first."""
-        ...
-
-
-def cache_key_mask(kv_cache: KVCacheLayer) -> Tensor | None:
-    """Which returned keys each batch element may attend to, [B, 1, 1, Nk] (True: attend); None: all of them.
-    Caches whose batch elements hold streams of different lengths set ``key_mask``; others need not have it."""
-    return getattr(kv_cache, "key_mask", None)
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, frame_tokens: int | None, key_mask: Tensor | None = None) -> Tensor:
@@ -101,7 +86,7 @@ class Attention(nn.Module):
         key_mask = None
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)
-            key_mask = cache_key_mask(kv_cache)
+            key_mask = kv_cache.key_mask
         # The mask is passed only when a cache set one, so that attend's plain four-argument form (which tests
         # replace to mask offline attention) stays the call every other forward makes.
         return attend(q, k, v, frame_tokens) if key_mask is None else attend(q, k, v, frame_tokens, key_mask)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from streamvggt.layers.attention import Attention, KVCacheLayer
+from streamvggt.layers.attention import Attention
+from streamvggt.layers.kv_cache import KVCacheLayer
+
+# Block.forward(block, x, rope_tables, frame_tokens, kv_cache) as an installed compiled version runs it.
+BlockForward = Callable[["Block", Tensor, "tuple[Tensor, Tensor] | None", "int | None", "KVCacheLayer | None"], Tensor]
 
 
 class Mlp(nn.Module):
@@ -55,9 +57,9 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, init_value)
-        # True: forward runs through torch.compile'd regions that every Block shares (set by
-        # streamvggt.runtime.regional_compile.compile_regions; a runtime switch, not saved with the weights).
-        self.compiled_regions = False
+        # A hook for the runtime (streamvggt.runtime.regional_compile): when set, forward runs through it, a compiled
+        # version of this forward shared by every Block. Not saved with the weights; None or False: eager.
+        self.compiled_regions: BlockForward | None = None
 
     def forward(
         self,
@@ -68,7 +70,7 @@ class Block(nn.Module):
     ) -> Tensor:
         """x: [B, N, C] -> [B, N, C]; the optional arguments are passed to :class:`Attention`."""
         if self.compiled_regions and not torch.compiler.is_compiling():  # a compiled step traces the plain code
-            return _compiled_forward(self, x, rope_tables, frame_tokens, kv_cache)
+            return self.compiled_regions(self, x, rope_tables, frame_tokens, kv_cache)
         q, k, v = self.attention_inputs(x, rope_tables)
         return self.finish(x, self.attn.attend_with_cache(q, k, v, frame_tokens, kv_cache))
 
@@ -87,37 +89,3 @@ class Block(nn.Module):
         """forward without a cache or causal frames (frame attention, the patch embed): one compilable graph."""
         q, k, v = self.attention_inputs(x, rope_tables)
         return self.finish(x, self.attn.attend_with_cache(q, k, v))
-
-
-class _Regions(NamedTuple):
-    whole: Callable[..., Tensor]
-    inputs: Callable[..., tuple[Tensor, Tensor, Tensor]]
-    finish: Callable[..., Tensor]
-
-
-@functools.cache
-def _regions() -> _Regions:
-    """torch.compile'd Block functions, made once and shared by every Block ("regional compilation"): the module
-    is an argument, so its weights are graph inputs and the trunk's 48 blocks and the patch embed's 24 reuse the
-    same few graphs instead of compiling one each."""
-    return _Regions(
-        whole=torch.compile(Block.forward_uncached, fullgraph=True),
-        inputs=torch.compile(Block.attention_inputs, fullgraph=True),
-        finish=torch.compile(Block.finish, fullgraph=True),
-    )
-
-
-def _compiled_forward(
-    block: Block,
-    x: Tensor,
-    rope_tables: tuple[Tensor, Tensor] | None,
-    frame_tokens: int | None,
-    kv_cache: KVCacheLayer | None,
-) -> Tensor:
-    """Block.forward through the compiled regions. A cache's update (Python control, lengths that grow) and the
-    causal attention stay eager between the two regions; without them the whole block is one graph."""
-    regions = _regions()
-    if kv_cache is None and frame_tokens is None:
-        return regions.whole(block, x, rope_tables)
-    q, k, v = regions.inputs(block, x, rope_tables)
-    return regions.finish(block, x, block.attn.attend_with_cache(q, k, v, frame_tokens, kv_cache))

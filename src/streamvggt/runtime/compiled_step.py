@@ -13,39 +13,63 @@ doubles, a handful of times over a stream (logarithmically many at most).
 On CUDA the static step runs as CUDA graphs (``mode="reduce-overhead"``): the caches' tensors are marked as
 static addresses, so their in-place updates stay inside the graph, and outputs are cloned out of the graph's pool
 before the next replay overwrites them.
+
+The compiled step runs the caches' own update code (:class:`streamvggt.streaming.cache.StreamCache`), so a graph run
+as captured gives eager's caches bit for bit. Inductor's kernels round differently from eager's (fused reductions
+reorder float sums: about 1e-7 relative in the keys), and int8 storage and budget eviction are discontinuous in
+their inputs: with ``budget:N+int8`` such a difference can flip an int8 code and then an eviction, after which the
+two streams hold different tokens. Eager alone does the same under a perturbation of the frames of that size, so
+compiled and eager outputs of that policy agree only as far as the policy is stable.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from streamvggt.model.predictions import Predictions
-from streamvggt.streaming.cache import LayerCache
 
 log = logging.getLogger(__name__)
 
 Forward = Callable[[Tensor, int, "torch.dtype | None"], tuple[dict[int, Tensor], Predictions]]
 
 
+class StepCache(Protocol):
+    """What a compiled step needs to know of a stream's caches (:class:`streamvggt.streaming.cache.StreamCache`)."""
+
+    @property
+    def bounded(self) -> bool:
+        """Shapes stop changing once the caches are full (window and budget policies)."""
+        ...
+
+    @property
+    def static(self) -> bool:
+        """An update now changes only tensor contents, in every layer."""
+        ...
+
+    @property
+    def split(self) -> bool:
+        """Batch elements hold streams of different lengths."""
+        ...
+
+    def tensors(self) -> list[Tensor]:
+        """Every tensor kept between steps."""
+        ...
+
+
 class CompiledStep:
-    """``forward(frame, first_frame_index, dtype)`` compiled once the session's ``caches`` allow it."""
+    """``forward(frame, first_frame_index, dtype)`` compiled once the stream's ``cache`` allows it."""
 
     def __init__(
-        self,
-        forward: Forward,
-        caches: Sequence[LayerCache],
-        device: torch.device,
-        bounded: bool,
-        options: Mapping[str, Any] | None = None,
+        self, forward: Forward, cache: StepCache, device: torch.device, options: Mapping[str, Any] | None = None
     ) -> None:
         """``options``: extra ``torch.compile`` keyword arguments (``backend``, ``mode``, ...)."""
-        self.caches = caches
-        self.bounded = bounded
+        self.cache = cache
+        bounded = cache.bounded
         settings = {"fullgraph": True, **({"mode": "reduce-overhead"} if device.type == "cuda" and bounded else {})}
         settings.update(options or {})
         self.cuda_graphs = (
@@ -57,17 +81,14 @@ class CompiledStep:
     def ready(self, slot_frames: Sequence[int]) -> bool:
         """Whether this step can run compiled: every stream past its first frame, caches not split per slot, and,
         for bounded caches, full."""
-        if min(slot_frames) == 0 or len(set(slot_frames)) > 1:
+        if min(slot_frames) == 0 or len(set(slot_frames)) > 1 or self.cache.split:
             return False
-        if self.bounded:
-            return all(cache.static for cache in self.caches)
-        return all(cache.slot_lengths is None for cache in self.caches)
+        return self.cache.static or not self.cache.bounded
 
     def __call__(self, frame: Tensor, dtype: torch.dtype | None) -> tuple[dict[int, Tensor], Predictions]:
         if self.cuda_graphs and not self._marked:
-            for cache in self.caches:
-                for tensor in cache_tensors(cache):
-                    torch._dynamo.mark_static_address(tensor)
+            for tensor in self.cache.tensors():
+                torch._dynamo.mark_static_address(tensor)
             self._marked = True
         # Only "not a stream's first frame" matters to the trunk: a constant keeps the graph's guards fixed.
         tokens, out = self._compiled(frame, 1, dtype)
@@ -75,9 +96,3 @@ class CompiledStep:
             tokens = {layer: t.clone() for layer, t in tokens.items()}
             out = Predictions(**{name: t.clone() for name, t in out.items()})
         return tokens, out
-
-
-def cache_tensors(cache: LayerCache) -> list[Tensor]:
-    """Every tensor a cache keeps between steps (storage, scales, ring position)."""
-    found = [t for t in vars(cache.store).values() if isinstance(t, Tensor)]
-    return found + [t for t in vars(cache).values() if isinstance(t, Tensor)]

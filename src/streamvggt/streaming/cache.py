@@ -1,9 +1,11 @@
 """Key/value caches for streaming: storage plus the policy that decides which past tokens stay.
 
-Every layer cache implements ``update(k, v) -> (k_all, v_all)`` (see :class:`streamvggt.layers.KVCacheLayer`):
-it stores the new frame's keys and values and returns everything the new frame attends to. Keys arrive after
-qk-norm and RoPE. Positions are purely spatial, so attention does not depend on the order of cached tokens:
-bounded policies overwrite evicted slots in place instead of compacting, and nothing is copied per frame.
+A :class:`StreamCache` holds every layer cache of one stream (the trunk's and the camera head's). Every layer
+cache implements :class:`streamvggt.layers.KVCacheLayer`: ``update(k, v) -> (k_all, v_all)`` stores the new
+frame's keys and values and returns everything the new frame attends to, and ``key_mask`` says which of them each
+batch element may see. Keys arrive after qk-norm and RoPE. Positions are purely spatial, so attention does not
+depend on the order of cached tokens: bounded policies overwrite evicted slots in place instead of compacting, and
+nothing is copied per frame.
 
 Policies (``parse_policy``), each optionally with ``+int8``:
 
@@ -22,6 +24,7 @@ positions, and ``key_mask`` tells attention which keys each element may see.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -78,6 +81,80 @@ def parse_policy(spec: str | CachePolicy) -> CachePolicy:
     )
 
 
+class StreamCache:
+    """Every key/value cache of one stream, under one policy: one per global-attention layer of the trunk
+    (``trunk[layer]``) and one per camera-head refinement iteration and trunk block (``camera[iteration][block]``:
+    in training, iteration k of frame t attends to the iteration-k tokens of frames <= t only).
+
+    The model is handed ``trunk`` and ``camera`` (sequences of :class:`streamvggt.layers.KVCacheLayer`); a
+    session opens the container at its stream's first frame, when the frame size is known, and resets it with the
+    stream.
+    """
+
+    def __init__(self, policy: str | CachePolicy = "full") -> None:
+        self.policy = parse_policy(policy)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every layer and what it holds: :meth:`open` makes new layers for the next stream."""
+        self.trunk: list[LayerCache] = []
+        self.camera: list[list[LayerCache]] = []
+
+    def open(self, *, frame_tokens: int, trunk_layers: int, camera_iterations: int, camera_blocks: int) -> None:
+        """Make empty layers for a stream whose frames have ``frame_tokens`` trunk tokens (and one camera token)."""
+        self.trunk = [self.policy.new_layer(frame_tokens) for _ in range(trunk_layers)]
+        camera_policy = self.camera_policy(frame_tokens)
+        self.camera = [[camera_policy.new_layer(1) for _ in range(camera_blocks)] for _ in range(camera_iterations)]
+
+    def camera_policy(self, frame_tokens: int) -> CachePolicy:
+        """The camera head holds one token per frame: a token budget becomes the same number of frames."""
+        if self.policy.kind == "budget":
+            return dataclasses.replace(self.policy, tokens=max(2, self.policy.tokens // frame_tokens))
+        return self.policy
+
+    def layers(self) -> list[LayerCache]:
+        """Every layer: the trunk's, then the camera head's iteration by iteration."""
+        return [*self.trunk, *(layer for iteration in self.camera for layer in iteration)]
+
+    def update(self, layer: int | tuple[int, int], k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store ``k, v`` [B, heads, N, d] in trunk layer ``layer`` or, for ``(iteration, block)``, in the camera
+        head's; returns every key and value that layer's attention reads."""
+        if isinstance(layer, tuple):
+            iteration, block = layer
+            return self.camera[iteration][block].update(k, v)
+        return self.trunk[layer].update(k, v)
+
+    def reset_slot(self, index: int) -> None:
+        """Forget batch element ``index`` in every layer; the other elements' streams go on."""
+        for layer in self.layers():
+            layer.reset_slot(index)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by every layer, including preallocated room."""
+        return sum(layer.nbytes for layer in self.layers())
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the policy bounds what a layer holds, so that its shapes stop changing once it is full."""
+        return self.policy.kind != "full"
+
+    @property
+    def static(self) -> bool:
+        """Whether an update changes only tensor contents, in every layer (see :attr:`LayerCache.static`)."""
+        layers = self.layers()
+        return bool(layers) and all(layer.static for layer in layers)
+
+    @property
+    def split(self) -> bool:
+        """Whether some layer tracks batch elements' streams of different lengths (after :meth:`reset_slot`)."""
+        return any(layer.slot_lengths is not None for layer in self.layers())
+
+    def tensors(self) -> list[Tensor]:
+        """Every tensor the layers keep between steps: what a compiled step updates in place."""
+        return [tensor for layer in self.layers() for tensor in layer.tensors()]
+
+
 class PlainStore:
     """Keys and values [B, heads, capacity, d] in the dtype they arrive in."""
 
@@ -91,9 +168,10 @@ class PlainStore:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self._tensors())
+        return sum(t.numel() * t.element_size() for t in self.tensors())
 
-    def _tensors(self) -> list[Tensor]:
+    def tensors(self) -> list[Tensor]:
+        """Every tensor this store keeps between steps."""
         return [t for t in (self.k, self.v) if t is not None]
 
     def allocate(self, like: Tensor, capacity: int, keep: int) -> None:
@@ -113,7 +191,7 @@ class PlainStore:
 
     def zero_from(self, start: int) -> None:
         """Zero every slot from ``start`` on (slots no element has written yet)."""
-        for tensor in self._tensors():
+        for tensor in self.tensors():
             tensor[:, :, start:].zero_()
 
     def write(self, start: int, k: Tensor, v: Tensor) -> None:
@@ -153,7 +231,7 @@ class Int8Store(PlainStore):
         self.dtype: torch.dtype | None = None
         self.length_hint = 0  # valid prefix, for rescaling stored keys
 
-    def _tensors(self) -> list[Tensor]:
+    def tensors(self) -> list[Tensor]:
         return [t for t in (self.k, self.v, self.k_scale, self.v_scale) if t is not None]
 
     def allocate(self, like: Tensor, capacity: int, keep: int) -> None:
@@ -283,6 +361,10 @@ class LayerCache:
         """Bytes held by this layer's storage, including preallocated room."""
         return self.store.nbytes
 
+    def tensors(self) -> list[Tensor]:
+        """Every tensor this layer keeps between steps (storage, scales, the ring position), for a compiled step."""
+        return self.store.tensors()
+
     def views(self) -> tuple[Tensor, Tensor]:
         return self.store.read(self.length)
 
@@ -325,6 +407,9 @@ class WindowCache(LayerCache):
     @property
     def static(self) -> bool:
         return self._ring is not None and self.slot_lengths is None
+
+    def tensors(self) -> list[Tensor]:
+        return super().tensors() + ([] if self._ring is None else [self._ring])
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         if k.shape[2] != self.frame_tokens:

@@ -1,8 +1,8 @@
 """Streaming sessions: one frame in, that frame's camera, depth, points (and tracks) out.
 
-A session keeps, per global-attention layer, a cache of past frames' keys and values, and per camera-head
-iteration and trunk block a cache of past camera tokens, so each step costs one frame's work. With the full
-cache the outputs equal the offline block-causal forward frame by frame.
+A session keeps its stream's past in a :class:`streamvggt.streaming.cache.StreamCache` (past frames' keys and
+values per global-attention layer, past camera tokens per camera-head iteration and trunk block), so each step
+costs one frame's work. With the full cache the outputs equal the offline block-causal forward frame by frame.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from streamvggt.model.streamvggt import StreamVGGT
 from streamvggt.runtime.compiled_step import CompiledStep
 from streamvggt.runtime.cpu_allocator import keep_freed_memory
 from streamvggt.runtime.regional_compile import compile_regions
-from streamvggt.streaming.cache import CachePolicy, LayerCache, parse_policy
+from streamvggt.streaming.cache import CachePolicy, StreamCache
 from streamvggt.streaming.tracks import StreamingTracker
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ class StreamSession:
             raise ValueError(f"unknown compile mode '{compile}'; choose one of {', '.join(COMPILE_MODES)}")
         self.model = model
         self.batch_size = batch_size
-        self.policy = parse_policy(cache)
+        self.cache = StreamCache(cache)
+        self.policy = self.cache.policy
         self.query_points = query_points
         if compile == "regions":
             compile_regions(model)  # the model's switch, kept for every later session
@@ -75,8 +76,7 @@ class StreamSession:
         self.num_frames = 0
         self.slot_frames = [0] * self.batch_size  # frames of each element's current stream
         self.frame_size: tuple[int, int] | None = None
-        self._trunk_caches: list[LayerCache] = []
-        self._camera_caches: list[list[LayerCache]] = []
+        self.cache.reset()
         self._tracker: StreamingTracker | None = None
         self._compiled: CompiledStep | None = None
 
@@ -87,19 +87,14 @@ class StreamSession:
             raise ValueError(f"slot {index} is not in this session's batch of {self.batch_size}")
         if self.query_points is not None:
             raise ValueError("a session with query points cannot reset one slot: reset() the whole session")
-        for cache in self._caches():
-            cache.reset_slot(index)
+        self.cache.reset_slot(index)
         self.slot_frames[index] = 0
-
-    def _caches(self) -> list[LayerCache]:
-        return [*self._trunk_caches, *(c for per_iter in self._camera_caches for c in per_iter)]
 
     @property
     def cache_bytes(self) -> int:
         """Bytes held by every cache of this session (trunk, camera head and tracker)."""
-        caches = self._caches()
         tracker_bytes = self._tracker.nbytes if self._tracker is not None else 0
-        return sum(c.nbytes for c in caches) + tracker_bytes
+        return self.cache.nbytes + tracker_bytes
 
     @torch.no_grad()
     def step(self, frame: Tensor) -> Predictions:
@@ -114,8 +109,7 @@ class StreamSession:
         wants_compile = isinstance(self.compile, Mapping) or bool(self.compile)
         if wants_compile and self.num_frames > 0 and self._compiled is None:
             options = self.compile if isinstance(self.compile, Mapping) else None
-            bounded = self.policy.kind != "full"
-            self._compiled = CompiledStep(self._forward, self._caches(), frame.device, bounded, options)
+            self._compiled = CompiledStep(self._forward, self.cache, frame.device, options)
         if self._compiled is not None and self._compiled.ready(self.slot_frames):
             tokens, out = self._compiled(frame, dtype)
         else:
@@ -135,9 +129,9 @@ class StreamSession:
         precision = contextlib.nullcontext() if dtype is None else torch.autocast(frame.device.type, dtype=dtype)
         with precision:
             tokens = model.aggregator(
-                frame[:, None], model.head_layers, first_frame_index=first_frame_index, kv_caches=self._trunk_caches
+                frame[:, None], model.head_layers, first_frame_index=first_frame_index, kv_caches=self.cache.trunk
             )
-        return tokens, model.decode(tokens, self.frame_size, frames_chunk_size=None, camera_caches=self._camera_caches)
+        return tokens, model.decode(tokens, self.frame_size, frames_chunk_size=None, camera_caches=self.cache.camera)
 
     def _open(self, frame: Tensor) -> None:
         """Allocate the caches for a stream whose frames look like ``frame``."""
@@ -147,21 +141,16 @@ class StreamSession:
         height, width = frame.shape[-2:]
         self.frame_size = (height, width)
         frame_tokens = model.aggregator.tokens_per_frame(height, width)
-        self._trunk_caches = [self.policy.new_layer(frame_tokens) for _ in range(model.config.depth)]
-        camera_policy = self._camera_policy(frame_tokens)
         head = model.camera_head
-        self._camera_caches = [
-            [camera_policy.new_layer(1) for _ in range(head.trunk_depth)] for _ in range(head.num_iterations)
-        ]
+        self.cache.open(
+            frame_tokens=frame_tokens,
+            trunk_layers=model.config.depth,
+            camera_iterations=head.num_iterations,
+            camera_blocks=head.trunk_depth,
+        )
         if self.query_points is not None:
             self._tracker = StreamingTracker(model, self.query_points.to(frame.device).float())
         log.debug("stream opened: %dx%d, %d tokens per frame, cache %s", height, width, frame_tokens, self.policy)
-
-    def _camera_policy(self, frame_tokens: int) -> CachePolicy:
-        """The camera head holds one token per frame: a token budget becomes the same number of frames."""
-        if self.policy.kind == "budget":
-            return dataclasses.replace(self.policy, tokens=max(2, self.policy.tokens // frame_tokens))
-        return self.policy
 
     def _check_frame(self, frame: Tensor) -> None:
         if frame.ndim != 4 or frame.shape[1] != 3:

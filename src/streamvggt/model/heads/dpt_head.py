@@ -162,9 +162,10 @@ class DPTHead(nn.Module):
             self.scratch.output_conv2 = nn.Sequential(
                 nn.Conv2d(features // 2, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, output_dim, 1)
             )
-        # True: frames decode through a torch.compile'd _decode shared by every DPT head
-        # (streamvggt.runtime.regional_compile).
-        self.compiled_regions = False
+        # A hook for the runtime (streamvggt.runtime.regional_compile): when set, frames decode through it, a compiled
+        # DPTHead._decode shared by every head (called with the head first). Not saved with the weights; None or
+        # False: eager.
+        self.compiled_regions: Callable[..., Tensor | tuple[Tensor, Tensor]] | None = None
         self.use_channels_last()
         self.register_state_dict_post_hook(_contiguous_state)
         self.register_load_state_dict_post_hook(_channels_last_after_load)
@@ -180,7 +181,7 @@ class DPTHead(nn.Module):
         frames = tokens[self.intermediate_layer_idx[0]].shape[1]
         step = frames_chunk_size if frames_chunk_size else frames
         compiled = self.compiled_regions and not torch.compiler.is_compiling()  # a compiled step traces plain code
-        decode = functools.partial(_compiled_decode(), self) if compiled else self._decode
+        decode = functools.partial(self.compiled_regions, self) if compiled else self._decode
         chunks = [
             decode(tokens, image_size, patch_start_idx, start, min(start + step, frames))
             for start in range(0, frames, step)
@@ -241,10 +242,3 @@ class DPTHead(nn.Module):
     def _add_pos_embed(x: Tensor, aspect: float) -> Tensor:
         make = scaled_pos_embed if torch.compiler.is_compiling() else _cached_scaled_pos_embed
         return x + make(x.shape[1], x.shape[-2], x.shape[-1], aspect, x.device, x.dtype)
-
-
-@functools.cache
-def _compiled_decode() -> Callable[..., Tensor | tuple[Tensor, Tensor]]:
-    """``DPTHead._decode`` compiled once for every head: weights are graph inputs, so heads of one configuration
-    share a graph (the depth and point heads differ in outputs: one graph each)."""
-    return torch.compile(DPTHead._decode, fullgraph=True)
