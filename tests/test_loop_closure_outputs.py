@@ -189,7 +189,7 @@ def captured(monkeypatch):
 def test_reconstruct_loop_closure_with_the_bundled_model(two_laps, tmp_path, captured):
     out = tmp_path / "out"
     args = ["reconstruct", two_laps, "-o", out, "--size", "70", "--precision", "fp32", "--no-progress"]
-    code, stdout, stderr = run_cli(*args, "--loop-closure", "--reanchor-every", "6", "--reanchor-replay", "2")
+    code, _, stderr = run_cli(*args, "--loop-closure", "--reanchor-every", "6", "--reanchor-replay", "2")
     assert code == 0, stderr
     follower = captured["follower"]
     assert follower.restarts == 2 and follower.gmap.segments == 3  # re-anchored at frames 6 and 12
@@ -200,7 +200,7 @@ def test_reconstruct_loop_closure_with_the_bundled_model(two_laps, tmp_path, cap
     assert not np.allclose(follower.gmap.frame_corrections()[-1], np.eye(3, 4), atol=1e-6)
     # Without the flag: no map, no loops.json, the cameras as streamed.
     plain = tmp_path / "plain"
-    code, _, stderr = run_cli(*args[:3], plain, *args[5:])
+    code, _, stderr = run_cli(*args[:3], plain, *args[4:])
     assert code == 0, stderr
     assert not (plain / "loops.json").exists()
     cameras = json.loads((plain / "cameras.json").read_text())
