@@ -499,7 +499,7 @@ def described(action: argparse.Action) -> tuple:
 def test_reconstruct_and_view_declare_their_shared_options_alike():
     reconstruct, view = subcommand_options("reconstruct"), subcommand_options("view")
     shared = sorted(set(reconstruct) & set(view) - {"input"})
-    assert len(shared) == 18  # model, compile, sampling, preprocessing, points, viewer server and terminal options
+    assert len(shared) == 22  # model, compile, sampling, preprocessing, points, viewer server, map and terminal options
     for flag in shared:
         assert described(reconstruct[flag]) == described(view[flag]), flag
     assert view["input"].help.startswith(reconstruct["input"].help)

@@ -288,16 +288,23 @@ def test_bad_options_fail_before_reading(tmp_path, frames_dir):
         reconstruct(frames_dir, tmp_path / "out", None, preprocess="stretch")
 
 
-def test_scene_and_colmap_hold_the_same_sample_when_points_exceed_the_cap(model, frames_dir, tmp_path):
-    with open_source(frames_dir) as source, ReconstructionWriter(tmp_path / "out", scene_points=100) as writer:
+def test_scene_and_colmap_hold_uniform_samples_of_points_ply_when_points_exceed_their_caps(
+    model, frames_dir, tmp_path
+):
+    exports = ExportOptions(colmap_points=100)
+    out = tmp_path / "out"
+    with open_source(frames_dir) as source, ReconstructionWriter(out, scene_points=50, exports=exports) as writer:
         for result in Reconstructor(model, size=70).run(read_frames(source)):
             writer.add(result)
         written = writer.finish()
-    assert written.scene_points == 100 and written.points == len(trimesh.load(tmp_path / "out" / "points.ply").vertices)
-    assert written.points > 100
-    scene = trimesh.load(tmp_path / "out" / "scene.glb")
-    glb_points = scene.geometry["points"].vertices
+    ply_points = np.asarray(trimesh.load(out / "points.ply").vertices)
+    assert written.points == len(ply_points) > 100
+    assert (written.scene_points, written.colmap_points) == (50, 100)
+    glb_points = trimesh.load(out / "scene.glb").geometry["points"].vertices
     colmap = pycolmap.Reconstruction()
-    colmap.read_text(str(tmp_path / "out" / "colmap"))
+    colmap.read_text(str(out / "colmap"))
     colmap_points = np.array([colmap.points3D[i].xyz for i in sorted(colmap.points3D)])
-    np.testing.assert_allclose(colmap_points, glb_points, atol=1e-5)  # the same sample, in the same order
+    assert len(glb_points) == 50 and len(colmap_points) == 100
+    tree = cKDTree(ply_points)
+    for sample in (glb_points, colmap_points):  # each a subset of points.ply, not new points
+        assert tree.query(sample)[0].max() < 1e-5

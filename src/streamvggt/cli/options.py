@@ -10,6 +10,8 @@ import argparse
 
 from streamvggt.evaluate.options import REFERENCE_PRECISION
 from streamvggt.pipeline.options import (
+    MAP_DESCRIPTORS,
+    MapSettings,
     ModelOptions,
     OutputOptions,
     ReconstructOptions,
@@ -166,6 +168,39 @@ def add_export_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_map_options(parser: argparse.ArgumentParser, reanchor: bool = True) -> None:
+    """The long-video map (docs/long_videos.md): reconstruct, view, reconstruct-many (``reanchor``: whether the
+    command can restart its stream)."""
+    group = parser.add_argument_group("long videos: loop closure (docs/long_videos.md)")
+    group.add_argument(
+        "--loop-closure",
+        action="store_true",
+        help="keep a keyframe map beside the stream, recognise revisits and correct the drift: every output is "
+        "written with the corrected cameras and scaled depth, loops.json lists the loops (needs streamvggt[mapping])",
+    )
+    if reanchor:
+        group.add_argument(
+            "--reanchor-every",
+            type=int,
+            metavar="N",
+            help="with --loop-closure: restart the stream every N frames with the last keyframes replayed, aligned to "
+            "the map (very long inputs, far from the first frame; default: never)",
+        )
+        group.add_argument(
+            "--reanchor-replay",
+            type=int,
+            metavar="K",
+            help="keyframes replayed into a restarted stream (default: 3)",
+        )
+    group.add_argument(
+        "--map-descriptor",
+        choices=MAP_DESCRIPTORS,
+        default=MapSettings.map_descriptor,
+        help="revisit descriptor: the model's patch tokens, an image thumbnail, or auto (tokens where the stream "
+        f"gives them) (default: {MapSettings.map_descriptor})",
+    )
+
+
 def add_viewer_options(parser: argparse.ArgumentParser) -> None:
     """The browser viewer's server: view, and reconstruct --view."""
     parser.add_argument(
@@ -259,4 +294,14 @@ def reconstruct_options(args: argparse.Namespace) -> ReconstructOptions:
             allow_remote_export=args.allow_remote_export,
             export_dir=getattr(args, "export_dir", None),
         )
-    return ReconstructOptions(model=model, stream=stream, output=output, viewer=viewer, progress=not args.no_progress)
+    map_settings = MapSettings()
+    if hasattr(args, "loop_closure"):
+        map_settings = MapSettings(
+            loop_closure=args.loop_closure,
+            reanchor_every=getattr(args, "reanchor_every", None),
+            reanchor_replay=getattr(args, "reanchor_replay", None),
+            map_descriptor=args.map_descriptor,
+        )
+    return ReconstructOptions(
+        model=model, stream=stream, output=output, viewer=viewer, map=map_settings, progress=not args.no_progress
+    )

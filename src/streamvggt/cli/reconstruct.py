@@ -34,6 +34,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     options.add_compile_option(parser)
     parser.add_argument("--view", action="store_true", help="watch the reconstruction grow in a browser viewer")
     options.add_viewer_options(parser)
+    options.add_map_options(parser)
     options.add_run_options(parser)
     return parser
 
@@ -57,7 +58,13 @@ def run(args: argparse.Namespace) -> int:
         settings.check(viewer=True)  # the viewer's options, before the server starts
         announce = functools.partial(print, flush=True)
         with open_viewer_for(settings, args.output, announce) as viewer:
-            summary = reconstruct(args.input, args.output, options=settings, on_frame=viewer.add_frame)
+            summary = reconstruct(
+                args.input,
+                args.output,
+                options=settings,
+                on_frame=viewer.add_frame,
+                on_correction=viewer.apply_corrections,
+            )
             announce(describe(summary))
             finish_stream(viewer, summary.interrupted, settings.viewer.wait, announce)
         print("viewer stopped")

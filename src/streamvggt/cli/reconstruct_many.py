@@ -37,6 +37,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     options.add_output_options(parser)
     options.add_export_options(parser)
     options.add_regions_compile_option(parser)
+    options.add_map_options(parser, reanchor=False)
     options.add_run_options(parser)
     return parser
 

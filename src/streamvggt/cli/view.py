@@ -29,6 +29,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     options.add_compile_option(parser)
     parser.add_argument("--export-dir", type=Path, metavar="DIR", help="where Export PLY writes (default: OUTDIR or .)")
     options.add_viewer_options(parser)
+    options.add_map_options(parser)
     options.add_run_options(parser)
     return parser
 

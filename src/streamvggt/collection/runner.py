@@ -102,6 +102,9 @@ def reconstruct_collection(
         raise ValueError(f"reconstruct-many compiles regions only, not compile={options.model.compile!r}")
     if options.stream.query_points is not None:
         raise ValueError("reconstruct-many does not track query points")
+    if options.map.loop_closure and options.map.reanchor_every:
+        # Each input streams through one slot of a batched session, which cannot restart alone.
+        raise ValueError("reconstruct-many does not re-anchor (--reanchor-every): use reconstruct for that input")
     device = options.check(loads_model=not isinstance(model, StreamVGGT))
     entries = read_manifest(manifest)
     process = launcher_process()

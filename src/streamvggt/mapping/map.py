@@ -204,6 +204,27 @@ class GlobalMap:
             return np.zeros(0)
         return self._frame_transforms()[2]
 
+    def frame_corrections(self) -> np.ndarray:
+        """Every frame's :meth:`correction` at once, as [N, 3, 4] float64 matrices [sR | t] (one composition per
+        keyframe: a frame moves with its keyframe)."""
+        if self.num_frames == 0:
+            return np.zeros((0, 3, 4))
+        nodes, segments = self.graph.nodes, self._segments
+        per_keyframe = np.stack(
+            [(nodes[kf.node] @ kf.raw.inverse() @ segments[kf.segment]).matrix()[:3] for kf in self.keyframes]
+        )
+        return per_keyframe[self._ref.values]
+
+    @property
+    def segments(self) -> int:
+        """Stream segments so far: 1, plus one per re-anchoring (:meth:`start_segment`)."""
+        return len(self._segments)
+
+    @property
+    def descriptor_kind(self) -> str | None:
+        """ "tokens" or "image": what the keyframes' descriptors were made from (None before the first)."""
+        return self._descriptor_kind
+
     def correction(self, index: int) -> Sim3:
         """The world-to-world similarity that moves frame ``index``'s outputs (world points, in the world its
         stream segment predicted them in) to their corrected place: apply it to spooled points."""

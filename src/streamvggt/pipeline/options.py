@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import torch
 
     from streamvggt.io.outputs.interchange import ExportOptions
+    from streamvggt.mapping.options import MapOptions
 
 COMPILE_MODES = (False, True, "step", "regions")
 
@@ -103,11 +104,34 @@ class ViewerOptions:
     max_points_per_frame: int | None = None
 
 
+MAP_DESCRIPTORS = ("auto", "tokens", "image")
+
+
+@dataclass(frozen=True)
+class MapSettings:
+    """The long-video map beside the stream (:mod:`streamvggt.mapping`, docs/long_videos.md).
+
+    loop_closure: keep a keyframe map, close loops on revisits and write every output with the corrected cameras
+    and scaled depth, plus loops.json. reanchor_every: restart the stream every N frames with the last
+    ``reanchor_replay`` keyframes replayed (0: never; None: ``map_options``' value). map_descriptor: the revisit
+    descriptor, "tokens" (the model's patch tokens), "image" (a thumbnail) or "auto" (tokens when the stream
+    exposes them). map_options: every other setting of the map (:class:`~streamvggt.mapping.MapOptions`; its
+    ``cache_window`` is taken from the cache policy when left at 0).
+    """
+
+    loop_closure: bool = False
+    reanchor_every: int | None = None
+    reanchor_replay: int | None = None
+    map_descriptor: str = "auto"
+    map_options: MapOptions | None = None
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelOptions,
     "stream": StreamOptions,
     "output": OutputOptions,
     "viewer": ViewerOptions,
+    "map": MapSettings,
 }
 
 
@@ -119,6 +143,7 @@ class ReconstructOptions:
     stream: StreamOptions = field(default_factory=StreamOptions)
     output: OutputOptions = field(default_factory=OutputOptions)
     viewer: ViewerOptions = field(default_factory=ViewerOptions)
+    map: MapSettings = field(default_factory=MapSettings)
     progress: bool = False
 
     @classmethod
@@ -168,6 +193,7 @@ class ReconstructOptions:
         Preprocessor(stream.preprocess, stream.size)
         check_sampling(stream.stride, stream.fps, stream.max_frames)
         check_writer_options(output.points, output.conf_threshold, output.voxel_size)
+        self.check_map()
         if viewer:
             self.check_viewer()
         if not loads_model:
@@ -178,6 +204,57 @@ class ReconstructOptions:
         device = select_device(model.device)
         resolve_precision(device, model.precision)
         return device
+
+    def check_map(self) -> None:
+        """The map section: its options valid, GTSAM installed (loop closure needs it), re-anchoring only where a
+        stream can restart (not with query points, whose tracks start at the first frame)."""
+        settings = self.map
+        flags = [
+            flag
+            for flag, given in (
+                ("--reanchor-every", settings.reanchor_every is not None),
+                ("--reanchor-replay", settings.reanchor_replay is not None),
+                ("--map-descriptor", settings.map_descriptor != "auto"),
+                ("map_options", settings.map_options is not None),
+            )
+            if given
+        ]
+        if not settings.loop_closure:
+            if flags:
+                raise ValueError(f"{flags[0]} applies only with --loop-closure")
+            return
+        if settings.map_descriptor not in MAP_DESCRIPTORS:
+            raise ValueError(f"unknown map descriptor '{settings.map_descriptor}': use {', '.join(MAP_DESCRIPTORS)}")
+        map_options = self.map_options()
+        if map_options.reanchor_every and self.stream.query_points is not None:
+            raise ValueError("--reanchor-every cannot be used with query points: their tracks start at the first frame")
+        if map_options.reanchor_every and map_options.reanchor_every <= map_options.replay:
+            raise ValueError(
+                f"--reanchor-every ({map_options.reanchor_every}) must exceed the replayed keyframes "
+                f"({map_options.replay}): each segment would only replay"
+            )
+        from streamvggt.extras import require
+
+        require("gtsam", "mapping", purpose="--loop-closure")
+
+    def map_options(self) -> MapOptions:
+        """The :class:`~streamvggt.mapping.MapOptions` of the map section (ValueError for an invalid value); the
+        cache window is filled in by the frame loop once the frame size is known."""
+        import dataclasses as dc
+
+        from streamvggt.mapping.options import MapOptions
+
+        settings = self.map
+        changes: dict[str, Any] = {}
+        if settings.reanchor_every is not None:
+            changes["reanchor_every"] = settings.reanchor_every
+        if settings.reanchor_replay is not None:
+            changes["replay"] = settings.reanchor_replay
+        base = settings.map_options if settings.map_options is not None else MapOptions()
+        options = dc.replace(base, **changes)  # MapOptions checks its values
+        if options.reanchor_every and options.replay < 1:
+            raise ValueError("re-anchoring needs at least one replayed keyframe (--reanchor-replay)")
+        return options
 
     def check_viewer(self) -> None:
         """The viewer's options: a port number, a positive point count, an export folder this process can write to."""

@@ -23,10 +23,11 @@ from streamvggt.geometry import pose_encoding_to_extri_intri, relative_to_first_
 from streamvggt.io.inputs.preprocess import DEFAULT_SIZE, Preprocessor
 from streamvggt.io.inputs.sources import Frame
 from streamvggt.io.outputs.previous_outputs import check_source_outside_outputs
-from streamvggt.io.outputs.writer import ReconstructionWriter
+from streamvggt.io.outputs.writer import FrameCorrections, ReconstructionWriter
 from streamvggt.model.execution import ExecutionPrecision
 from streamvggt.model.predictions import Predictions
 from streamvggt.model.streamvggt import StreamVGGT
+from streamvggt.pipeline.loop_closure import MapFollower, build_map
 from streamvggt.pipeline.options import ReconstructOptions
 from streamvggt.pipeline.run import FrameCallback, FrameConsumer, OpenedInput, WriteFrames, open_input, run_frames
 from streamvggt.pipeline.warm_up import warm_up
@@ -37,7 +38,7 @@ from streamvggt.streaming.session import StreamSession
 from streamvggt.weights import load_model
 
 # FrameResult lives in streamvggt.results (the writers need it too); importing it from here keeps working.
-__all__ = ["FrameResult", "ReconstructOptions", "ReconstructionSummary", "Reconstructor", "reconstruct"]
+__all__ = ["FrameResult", "ReconstructOptions", "ReconstructionSummary", "Reconstructor", "map_follower", "reconstruct"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class Reconstructor:
         # Frame 0's camera in the model's own world (close to, not exactly, frame 0's camera): every result is
         # re-expressed relative to it, so the world is exactly the first camera. One per stream, as the session.
         self.first_extrinsic: torch.Tensor | None = None
+        self._index_offset = 0  # stream index of the session's first frame, after a restart (re-anchoring)
 
     @classmethod
     def for_input(
@@ -136,8 +138,40 @@ class Reconstructor:
     def step(self, frame: Frame) -> FrameResult:
         """Process the next frame of the stream."""
         prepared = self.preprocessor(frame.image, frame.name)
-        image = torch.tensor(prepared.image, device=self.device).permute(2, 0, 1).float().div(255)
-        size = prepared.image.shape[:2]
+        valid = np.zeros(prepared.image.shape[:2], dtype=bool)
+        top, left, height, width = prepared.valid
+        valid[top : top + height, left : left + width] = True
+        return self._step_image(prepared.image, valid, frame)
+
+    def restart(self, images: Sequence[np.ndarray]) -> list[FrameResult]:
+        """Re-anchor the stream: a fresh session (same cache, no query points) fed ``images`` first, processed
+        frames [H, W, 3] uint8 such as a map's replayed keyframes; returns their results, in the new session's
+        world. Frames stepped afterwards keep their stream indices. Not for a given ``session`` (a slot of a
+        batched session cannot restart alone) or with query points (their tracks start at the first frame)."""
+        if self.query_points is not None:
+            raise ValueError("a stream with query points cannot restart: its tracks start at the first frame")
+        next_index = self._index_offset + self.session.num_frames
+        self.session = StreamSession(self.model, cache=self.cache, compile=self.compile)
+        self._index_offset = next_index - len(images)  # replayed results get indices before the next frame's
+        results = []
+        for k, image in enumerate(images):
+            replay = Frame(image=image, name=f"replay-{k}", index=-1, timestamp=None)
+            results.append(self._step_image(image, np.ones(image.shape[:2], dtype=bool), replay))
+        return results
+
+    def patch_tokens(self) -> torch.Tensor | None:
+        """The last step's patch tokens [P, 2C] from the earliest layer the heads keep (None when the session does
+        not expose them). The earliest kept layer: later layers mix in more of the stream's context through global
+        attention, and a place descriptor should depend on the view, not on what the stream saw before it."""
+        tokens = getattr(self.session, "last_tokens", None)
+        if not tokens:
+            return None
+        return tokens[min(tokens)][0, -1, self.model.patch_start_idx :]
+
+    def _step_image(self, prepared_image: np.ndarray, valid: np.ndarray, frame: Frame) -> FrameResult:
+        """Step a processed frame [H, W, 3] uint8 whose content lies in ``valid`` [H, W]."""
+        image = torch.tensor(prepared_image, device=self.device).permute(2, 0, 1).float().div(255)
+        size = prepared_image.shape[:2]
         self.warm_up(size)
         if self.query_points is not None and self.session.num_frames == 0:
             queries = self._queries(size)
@@ -149,19 +183,16 @@ class Reconstructor:
             self.first_extrinsic = extrinsic
         world_points = transform_points(out.world_points[0].cpu().double(), self.first_extrinsic)
         extrinsic = relative_to_first_camera(extrinsic, self.first_extrinsic)
-        valid = np.zeros(size, dtype=bool)
-        top, left, height, width = prepared.valid
-        valid[top : top + height, left : left + width] = True
 
         def cpu(tensor: torch.Tensor) -> np.ndarray:
             return tensor[0].float().cpu().numpy()
 
         return FrameResult(
-            index=self.session.num_frames - 1,
+            index=self._index_offset + self.session.num_frames - 1,
             name=frame.name,
             source_index=frame.index,
             timestamp=frame.timestamp,
-            image=prepared.image,
+            image=prepared_image,
             valid=valid,
             extrinsic=extrinsic.numpy(),
             intrinsic=intrinsic.numpy(),
@@ -227,6 +258,7 @@ def reconstruct(
     session: FrameStream | None = None,
     on_stream_end: Callable[[], None] | None = None,
     consumers: Sequence[FrameConsumer] = (),
+    on_correction: Callable[[FrameCorrections], None] | None = None,
     **keywords: Any,
 ) -> ReconstructionSummary:
     """Reconstruct ``source`` into ``output_dir``; returns a summary.
@@ -246,6 +278,10 @@ def reconstruct(
     consumers: more :class:`~streamvggt.pipeline.run.FrameConsumer` that follow the stream, after the writer.
     session: the session to feed (see :class:`Reconstructor`; default: a new one); on_stream_end: called after
     the last frame, before the outputs are written (a slot of a batched session is free for the next input then).
+    loop_closure: keep a keyframe map beside the stream (:mod:`streamvggt.mapping`; options reanchor_every,
+    reanchor_replay, map_descriptor, map_options): every output is written with the corrected cameras and scaled
+    depth, and loops.json lists the accepted loops (docs/long_videos.md). on_correction: called with the frames
+    whose correction changed (after each accepted loop and at the end), e.g. a live viewer's ``apply_corrections``.
 
     Options, inputs and outputs are checked before the model is loaded. Ctrl-C stops the stream: the outputs are
     written for the frames so far (``summary.interrupted``). Raises InputError, OutputError, CheckpointError or
@@ -266,12 +302,17 @@ def reconstruct(
             output.depth_png,
             pointmaps=output.pointmaps,
             exports=output.exports,
+            correctable=options.map.loop_closure,
         ) as writer,
     ):
         reconstructor = Reconstructor.for_input(model, options, opened, device, session=session)
         followers = [WriteFrames(writer, reconstructor.preprocessor), *consumers]
         if on_frame is not None:
             followers.append(FrameCallback(on_frame))
+        follower = None
+        if options.map.loop_closure:  # last: the frame is written and shown before a loop moves it
+            follower = map_follower(reconstructor, options, opened, writer.read_image, on_correction)
+            followers.append(follower)
         loop = run_frames(reconstructor, opened.frames, followers, total=opened.total, progress=options.progress)
         if on_stream_end is not None:
             on_stream_end()
@@ -286,7 +327,11 @@ def reconstruct(
             "cache": str(parse_policy(options.stream.cache)),
             "precision": reconstructor.model.execution.to_json(),
         }
-        written = writer.finish(metadata, progress=options.progress)
+        corrections = None
+        if follower is not None:
+            corrections = follower.corrections()
+            metadata["loop_closure"] = {"loops": len(follower.gmap.loops), "restarts": follower.restarts}
+        written = writer.finish(metadata, corrections, progress=options.progress)
     summary = ReconstructionSummary(
         output_dir=Path(output_dir),
         frames=loop.frames,
@@ -302,6 +347,25 @@ def reconstruct(
     )
     log.info("reconstructed %d frames into %s (%d points)", loop.frames, output_dir, written.points)
     return summary
+
+
+def map_follower(
+    reconstructor: Reconstructor,
+    options: ReconstructOptions,
+    opened: OpenedInput,
+    image_source: Callable[[int], np.ndarray] | None = None,
+    on_correction: Callable[[FrameCorrections], None] | None = None,
+) -> MapFollower:
+    """The long-video map of a run (``options.map``), verified by the reconstructor's model, its cache window from
+    the stream's cache policy; ``image_source`` reads processed frames back by stream index (None: the map keeps
+    its keyframes' images)."""
+    model = reconstructor.model
+    frame_tokens = model.aggregator.tokens_per_frame(*opened.first_size)
+    gmap = build_map(
+        model, options.map_options(), parse_policy(options.stream.cache), frame_tokens, image_source=image_source
+    )
+    restartable = reconstructor if options.map.map_descriptor != "image" or gmap.options.reanchor_every else None
+    return MapFollower(gmap, restartable, options.map.map_descriptor, on_correction)
 
 
 def _options(function: str, options: ReconstructOptions | None, keywords: dict[str, Any]) -> ReconstructOptions:

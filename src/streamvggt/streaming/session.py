@@ -75,6 +75,7 @@ class StreamSession:
         """Forget every frame: the next step starts a new stream (its first frame is the anchor)."""
         self.num_frames = 0
         self.slot_frames = [0] * self.batch_size  # frames of each element's current stream
+        self.last_tokens: dict[int, Tensor] | None = None
         self.frame_size: tuple[int, int] | None = None
         self.cache.reset()
         self._tracker: StreamingTracker | None = None
@@ -115,6 +116,9 @@ class StreamSession:
         else:
             tokens, out = self._forward(frame, positions, dtype)
         out = out.frame(0)
+        # The trunk's kept tokens {layer: [B, 1, P, 2C]} of this frame, until the next step: a long-video map's
+        # place descriptor reads them (no copy is made; the next step drops them).
+        self.last_tokens = tokens
         if self._tracker is not None:
             out = dataclasses.replace(out, **self._tracker.step(tokens, self.frame_size))
         self.num_frames += 1

@@ -12,8 +12,8 @@ from typing import Any
 
 from streamvggt.model.streamvggt import StreamVGGT
 from streamvggt.pipeline.options import ReconstructOptions
-from streamvggt.pipeline.reconstructor import Reconstructor
-from streamvggt.pipeline.run import FrameCallback, open_input, run_frames
+from streamvggt.pipeline.reconstructor import Reconstructor, map_follower
+from streamvggt.pipeline.run import FrameCallback, FrameConsumer, open_input, run_frames
 from streamvggt.results import FrameResult
 from streamvggt.viewer.load import is_reconstruction, load_reconstruction
 from streamvggt.viewer.scene_state import MAX_POINTS_PER_FRAME, ViewFrame
@@ -74,7 +74,9 @@ def view(
         open_viewer_for(options, server.export_dir or ".", announce) as viewer,
     ):
         reconstructor = Reconstructor.for_input(model, options, opened, device)
-        consumers = [FrameCallback(viewer.add_frame)]
+        consumers: list[FrameConsumer] = [FrameCallback(viewer.add_frame)]
+        if options.map.loop_closure:  # after the viewer: a loop re-places frames it already shows
+            consumers.append(map_follower(reconstructor, options, opened, on_correction=viewer.apply_corrections))
         loop = run_frames(reconstructor, opened.frames, consumers, total=opened.total, progress=options.progress)
         finish_stream(viewer, loop.interrupted, server.wait, announce)
     return ViewSummary(viewer.url, loop.frames, False, loop.interrupted, list(opened.source.skipped))

@@ -8,6 +8,7 @@ every ``stride`` pixels so that a long stream stays within what a browser draws 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from collections.abc import Mapping
@@ -117,6 +118,17 @@ def view_frame_from_result(result: FrameResult, max_points: int = MAX_POINTS_PER
     )
 
 
+def moved_view_frame(frame: ViewFrame, transform: np.ndarray, extrinsic: np.ndarray) -> ViewFrame:
+    """``frame`` re-placed by a long-video map's correction: its points moved by the world-to-world similarity
+    ``transform`` [3, 4] ([sR | t]), its camera set to ``extrinsic`` [3, 4] (camera-from-world)."""
+    linear, shift = transform[:, :3], transform[:, 3]
+    points = {
+        source: ((xyz.astype(np.float64) @ linear.T + shift).astype(np.float32), conf)
+        for source, (xyz, conf) in frame.points.items()
+    }
+    return dataclasses.replace(frame, extrinsic=np.asarray(extrinsic, dtype=np.float64), points=points)
+
+
 def sampling_stride(shape: tuple[int, ...], max_points: int) -> int:
     """The smallest pixel stride that leaves at most ``max_points`` of an [H, W] grid."""
     height, width = shape[:2]
@@ -163,6 +175,13 @@ class SceneState:
                 raise ValueError(f"frame {frame.index} arrived after {len(self._frames)} frames: frames come in order")
             self._frames.append(frame)
             return len(self._frames)
+
+    def replace(self, index: int, frame: ViewFrame) -> None:
+        """Put ``frame`` in place of the frame with this index (a corrected copy; IndexError if it has not arrived)."""
+        with self._lock:
+            if frame.index != index:
+                raise ValueError(f"frame {frame.index} cannot replace frame {index}")
+            self._frames[index] = frame
 
     def frame(self, index: int) -> ViewFrame:
         """The frame with this index (IndexError if it has not arrived)."""

@@ -33,10 +33,12 @@ from streamvggt.viewer.scene_state import (
     SceneState,
     Selection,
     ViewFrame,
+    moved_view_frame,
     view_frame_from_result,
 )
 
 if TYPE_CHECKING:
+    from streamvggt.io.outputs.writer import FrameCorrections
     from streamvggt.pipeline.reconstructor import FrameResult
 
 viser = require("viser", "viewer")
@@ -104,6 +106,7 @@ class LiveViewer:
         self._cloud_key: tuple[str, float] | None = None  # (source, percentile) the clouds were computed with
         self._unit = 1.0  # one sampled pixel's footprint at the first frame's median depth (world units)
         self._frustum_scale = 0.1
+        self._corrections: dict[int, np.ndarray] = {}  # per corrected frame: the [4, 4] similarity it shows
         try:
             self.server.scene.set_up_direction("-y")  # OpenCV world: y points down
             self.server.on_client_connect(lambda client: log.info("browser %d connected", client.client_id))
@@ -156,6 +159,37 @@ class LiveViewer:
                 self._slider.value = count - 1
             else:
                 self._refresh()
+
+    def apply_corrections(self, corrections: FrameCorrections) -> None:
+        """Re-place the frames a long-video map corrected (``streamvggt reconstruct --loop-closure --view``): each
+        frame's points move by its world-to-world similarity and its camera to the corrected pose. Corrections are
+        relative to the frame as streamed; frames not shown yet are skipped (they arrive corrected later)."""
+        with self._lock:
+            changed = []
+            for index, extrinsic, transform in zip(
+                corrections.indices, corrections.extrinsics, corrections.transforms, strict=True
+            ):
+                index = int(index)
+                if index >= len(self.state):
+                    continue
+                new = np.eye(4)
+                new[:3] = transform
+                delta = new @ np.linalg.inv(self._corrections.get(index, np.eye(4)))
+                view = moved_view_frame(self.state.frame(index), delta[:3], extrinsic)
+                self.state.replace(index, view)
+                self._corrections[index] = new
+                changed.append(view)
+            if not changed:
+                return
+            with self.server.atomic():
+                for view in changed:
+                    frustum = self._frustums[view.index]
+                    frustum.wxyz = vtf.SO3.from_matrix(view.extrinsic[:, :3].T).wxyz
+                    frustum.position = view.centre
+                    if self._cloud_key is not None:
+                        self._set_cloud(view.index, *self._cloud_key)
+            log.info("viewer: %d frames re-placed by loop closure", len(changed))
+            self._refresh()
 
     def _first_frame(self, view: ViewFrame) -> None:
         """Sizes (points, frustums) and the initial camera from the first frame's depth."""

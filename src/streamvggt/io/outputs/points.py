@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -220,6 +221,34 @@ def records_from_arrays(prefix: str, arrays: dict[str, np.ndarray]) -> np.ndarra
     for name in POINT_DTYPE.names:
         records[name] = arrays[f"{prefix}.{name}"].reshape(records[name].shape)
     return records
+
+
+REPLACE_CHUNK = 1 << 18  # records re-placed at a time: ~30 MB of float64 work arrays, whatever the spool's size
+
+
+def replaced_chunks(
+    records: np.ndarray,
+    row_of_frame: np.ndarray,
+    linear: np.ndarray,
+    translation: np.ndarray,
+    chunk: int = REPLACE_CHUNK,
+) -> Iterator[np.ndarray]:
+    """``records`` (a memory map or an array) with each point moved by its frame's similarity, ``chunk`` at a time:
+    only one chunk is in memory, so a spool of any size is re-placed in bounded memory.
+
+    row_of_frame [F] int: the row of each frame index's correction (-1: none, ValueError); linear [M, 3, 3] the
+    similarities' sR, translation [M, 3] their t: xyz <- sR xyz + t (in float64, stored as float32).
+    """
+    for start in range(0, len(records), chunk):
+        part = np.array(records[start : start + chunk])  # a copy: the map stays read-only
+        frames = part["frame"].astype(np.int64)
+        rows = row_of_frame[np.minimum(frames, len(row_of_frame) - 1)]
+        bad = (frames >= len(row_of_frame)) | (rows < 0)
+        if bad.any():
+            raise ValueError(f"points of frame {int(frames[bad][0])} have no correction")
+        xyz = part["xyz"].astype(np.float64)
+        part["xyz"] = np.einsum("nij,nj->ni", linear[rows], xyz) + translation[rows]
+        yield part
 
 
 def subsample(records: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:

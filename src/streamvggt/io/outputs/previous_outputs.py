@@ -19,7 +19,7 @@ from streamvggt.io.outputs.rgbd import RGBD_DIR
 
 log = logging.getLogger(__name__)
 
-WHOLE_RUN_FILES = ("points.ply", "scene.glb", "cameras.json", "trajectory.tum", "transforms.json")
+WHOLE_RUN_FILES = ("points.ply", "scene.glb", "cameras.json", "trajectory.tum", "transforms.json", "loops.json")
 # Per-frame folders; rgbd/'s come before rgbd/ itself, which can then empty.
 FRAME_DIRS = (
     DEPTH_DIR,

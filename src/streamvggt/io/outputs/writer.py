@@ -25,6 +25,7 @@ from streamvggt.io.atomic import atomic_output, temporary_name
 from streamvggt.io.errors import OutputError
 from streamvggt.io.outputs.cameras import CameraRecord, write_cameras_json, write_tum
 from streamvggt.io.outputs.depth import DEPTH_DIR, depth_names, write_depth
+from streamvggt.io.outputs.depth16 import MAX_VALUE
 from streamvggt.io.outputs.frames import (
     IMAGE_DIR,
     POINTMAP_DIR,
@@ -34,10 +35,24 @@ from streamvggt.io.outputs.frames import (
     write_pointmap,
 )
 from streamvggt.io.outputs.glb import write_glb
-from streamvggt.io.outputs.interchange import COLMAP_DIR, ExportOptions, SourceFrame, TrainerExports
+from streamvggt.io.outputs.interchange import (
+    COLMAP_DIR,
+    TRANSFORMS_DEPTH_DIR,
+    ExportOptions,
+    SourceFrame,
+    TrainerExports,
+)
 from streamvggt.io.outputs.ply import write_ply
-from streamvggt.io.outputs.points import PointSpool, VoxelGrid, confident_points, subsample
+from streamvggt.io.outputs.points import (
+    REPLACE_CHUNK,
+    PointSpool,
+    VoxelGrid,
+    confident_points,
+    replaced_chunks,
+    subsample,
+)
 from streamvggt.io.outputs.previous_outputs import FRAME_DIRS, remove_previous_outputs
+from streamvggt.io.outputs.rgbd import RGBD_DIR
 from streamvggt.io.run_state import StateError, fsync_files
 
 if TYPE_CHECKING:
@@ -58,6 +73,38 @@ class WriterState:
 
     meta: dict[str, Any]
     arrays: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class FrameCorrections:
+    """New cameras for a run's frames (a long-video map's read-back, :mod:`streamvggt.mapping`), applied by
+    :meth:`ReconstructionWriter.finish` to every output.
+
+    indices [N] int: the frames' stream indices (``FrameResult.index``); extrinsics [N, 3, 4]: corrected
+    camera-from-world; scales [N]: the factor each frame's depth is multiplied by; transforms [N, 3, 4]: the
+    world-to-world similarity [sR | t] that moves each frame's world points, as the stream gave them, to their
+    corrected place. loops: JSON-ready contents of ``loops.json`` (None: no such file).
+    """
+
+    indices: np.ndarray
+    extrinsics: np.ndarray
+    scales: np.ndarray
+    transforms: np.ndarray
+    loops: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.indices)
+        shapes = (self.extrinsics.shape, self.scales.shape, self.transforms.shape)
+        if shapes != ((n, 3, 4), (n,), (n, 3, 4)):
+            raise ValueError(f"corrections of {n} frames need [N, 3, 4], [N], [N, 3, 4] arrays, got {shapes}")
+
+    def rows(self, indices: np.ndarray | list[int]) -> np.ndarray:
+        """The row [len] of each frame index (ValueError naming the first frame without a correction)."""
+        lookup = {int(index): row for row, index in enumerate(self.indices)}
+        missing = next((int(i) for i in indices if int(i) not in lookup), None)
+        if missing is not None:
+            raise ValueError(f"frame {missing} has no correction")
+        return np.array([lookup[int(i)] for i in indices], dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -90,6 +137,9 @@ class ReconstructionWriter:
     :class:`streamvggt.io.outputs.interchange.ExportOptions`.
     spool_path: a stable file for the point spool (resumable runs: :meth:`export_state` / :meth:`restore_state`);
     default a hidden temporary file in the output folder, deleted when the writer closes.
+    correctable: the run's cameras will be corrected at :meth:`finish` (loop closure): points are spooled even with
+    ``voxel_size`` and merged into voxels only at the end, from their corrected places (a voxel mixes frames, so
+    its points could not be moved afterwards); memory stays bounded by the voxels, the spool takes disk space.
     """
 
     def __init__(
@@ -103,6 +153,7 @@ class ReconstructionWriter:
         pointmaps: bool = False,
         exports: ExportOptions | None = None,
         spool_path: Path | None = None,
+        correctable: bool = False,
     ) -> None:
         check_writer_options(points, conf_threshold, voxel_size)
         self.output_dir = Path(output_dir)
@@ -113,9 +164,13 @@ class ReconstructionWriter:
         self.pointmaps = pointmaps
         self._created = _prepare_folder(self.output_dir)
         self.voxel_size = voxel_size
-        self._accumulator = (
-            VoxelGrid(voxel_size) if voxel_size is not None else PointSpool(self.output_dir, path=spool_path)
+        self.correctable = correctable
+        self._accumulator: VoxelGrid | PointSpool = (
+            VoxelGrid(voxel_size)
+            if voxel_size is not None and not correctable
+            else PointSpool(self.output_dir, path=spool_path)
         )
+        self._replaced: PointSpool | None = None  # the corrected copy of the spool, made by finish
         self._synced = 0  # per-frame files already made durable by export_state
         self.cameras: list[CameraRecord] = []
         self._frame_files: dict[int, dict[str, str]] = {}
@@ -184,6 +239,14 @@ class ReconstructionWriter:
         records = confident_points(xyz, conf, frame.image, frame.valid, frame.index, self.conf_threshold)
         with _as_output_error(self.output_dir):
             self._accumulator.add(records)
+
+    def read_image(self, index: int) -> np.ndarray:
+        """The processed image [H, W, 3] uint8 of frame ``index``, read back from images/ (a long-video map's image
+        source: it keeps no copy of its keyframes)."""
+        from PIL import Image
+
+        with Image.open(self.output_dir / IMAGE_DIR / image_name(index)) as image:
+            return np.asarray(image.convert("RGB"))
 
     def export_state(self) -> WriterState:
         """Everything needed to go on after the frames added so far, with their files made durable (fsynced): a
@@ -271,7 +334,7 @@ class ReconstructionWriter:
 
     def _options(self) -> dict[str, Any]:
         """The options that shape what a saved state holds (a restore checks them)."""
-        return {
+        options = {
             "points": self.points,
             "conf_threshold": self.conf_threshold,
             "voxel_size": self.voxel_size,
@@ -280,10 +343,22 @@ class ReconstructionWriter:
             "pointmaps": self.pointmaps,
             "exports": json.loads(json.dumps(dataclasses.asdict(self.exports.options))),
         }
+        if self.correctable:  # only then: states saved before this option existed still match
+            options["correctable"] = True
+        return options
 
-    def finish(self, metadata: dict[str, Any] | None = None, progress: bool = False) -> WrittenOutputs:
+    def finish(
+        self,
+        metadata: dict[str, Any] | None = None,
+        corrections: FrameCorrections | None = None,
+        progress: bool = False,
+    ) -> WrittenOutputs:
         """Write the whole-sequence outputs; ``metadata`` goes into cameras.json. Needs at least one frame.
 
+        corrections: new cameras for every frame (loop closure): the per-frame files already written are rewritten
+        first (depth scaled, point maps moved; one frame at a time, each atomically), the spooled points re-placed
+        (chunked over the spool's memory map), then every whole-sequence output is written with the corrected
+        cameras, and ``loops.json`` when the corrections carry loops.
         progress: a progress bar (tqdm, on stderr) over the writing, shown once it takes more than a second.
         """
         from tqdm.auto import tqdm
@@ -291,14 +366,16 @@ class ReconstructionWriter:
         if not self.cameras:
             raise ValueError("no frame was added: nothing to write")
         out = self.output_dir
-        records = self._accumulator.records()
+        files = []
+        if corrections is not None:
+            files += self._apply_corrections(corrections)
+        records = self._point_records(corrections)
         scene = subsample(records, self.scene_points)
         extrinsics = np.stack([c.extrinsic for c in self.cameras])
         intrinsics = np.stack([c.intrinsic for c in self.cameras])
         image_size = self.cameras[0].image_size
         extra = {"points": {"source": self.points, "conf_threshold_percentile": self.conf_threshold}}
         extra.update(metadata or {})
-        files = []
         steps = 4 + self.exports.finish_steps(len(self.cameras), len(records))
         with tqdm(
             total=steps, desc="writing outputs", unit="step", disable=not progress, delay=1.0, dynamic_ncols=True
@@ -328,6 +405,64 @@ class ReconstructionWriter:
         self._close_accumulator()
         return WrittenOutputs(files + self._frame_outputs, count, len(scene), colmap)
 
+    def _apply_corrections(self, corrections: FrameCorrections) -> list[Path]:
+        """Rewrite the per-frame files with the corrections and take the corrected cameras; returns loops.json
+        when written. One frame at a time: memory stays that of one frame."""
+        rows = corrections.rows([c.index for c in self.cameras])
+        out = self.output_dir
+        for camera, row in zip(self.cameras, rows, strict=True):
+            scale, transform = float(corrections.scales[row]), corrections.transforms[row].astype(np.float64)
+            files = self._frame_files[camera.index]
+            with _as_output_error(out / DEPTH_DIR):
+                if scale != 1.0:
+                    _rescale_npy(out / files["depth"], scale)
+                    for folder in (TRANSFORMS_DEPTH_DIR, f"{RGBD_DIR}/depth"):
+                        path = out / folder / image_name(camera.index)
+                        if path.is_file():
+                            _rescale_depth16(path, scale)
+                # The colour depth PNG stays: it maps inverse depth between its own percentiles, so a scale
+                # leaves it unchanged.
+            if "pointmap" in files and not np.array_equal(transform, _IDENTITY):
+                with _as_output_error(out / POINTMAP_DIR):
+                    _transform_npy(out / files["pointmap"], transform)
+        self.cameras = [
+            dataclasses.replace(camera, extrinsic=np.asarray(corrections.extrinsics[row], dtype=np.float64))
+            for camera, row in zip(self.cameras, rows, strict=True)
+        ]
+        if corrections.loops is None:
+            return []
+        path = out / "loops.json"
+        with _as_output_error(path), atomic_output(path) as tmp:
+            tmp.write_text(json.dumps(corrections.loops, indent=1) + "\n", encoding="utf-8")
+        return [path]
+
+    def _point_records(self, corrections: FrameCorrections | None) -> np.ndarray:
+        """Every point record for points.ply: the accumulator's, or with ``corrections`` the spool re-placed
+        chunk by chunk into a second spool (the first stays intact for a resumable run) or into the voxel grid."""
+        if not isinstance(self._accumulator, PointSpool) or not self.correctable:
+            return self._accumulator.records()
+        spooled = self._accumulator.records()
+        if corrections is None:
+            chunks: Iterator[np.ndarray] = (
+                np.array(spooled[i : i + REPLACE_CHUNK]) for i in range(0, len(spooled), REPLACE_CHUNK)
+            )
+        else:
+            frames = np.array([c.index for c in self.cameras], dtype=np.int64)
+            row_of_frame = np.full(int(frames.max()) + 1, -1, dtype=np.int64)
+            row_of_frame[frames] = corrections.rows(frames)
+            transforms = corrections.transforms.astype(np.float64)
+            chunks = replaced_chunks(spooled, row_of_frame, transforms[:, :, :3], transforms[:, :, 3])
+        with _as_output_error(self.output_dir):
+            if self.voxel_size is not None:
+                grid = VoxelGrid(self.voxel_size)
+                for chunk in chunks:
+                    grid.add(chunk)
+                return grid.records()
+            self._replaced = PointSpool(self.output_dir)
+            for chunk in chunks:
+                self._replaced.add(chunk)
+            return self._replaced.records()
+
     def abort(self) -> None:
         """Remove temporary files, and the folders this writer created if they are empty."""
         self._close_accumulator()
@@ -345,6 +480,40 @@ class ReconstructionWriter:
     def _close_accumulator(self) -> None:
         if isinstance(self._accumulator, PointSpool):
             self._accumulator.close()
+        if self._replaced is not None:
+            self._replaced.close()
+
+
+_IDENTITY = np.concatenate((np.eye(3), np.zeros((3, 1))), axis=1)
+
+
+def _rescale_npy(path: Path, scale: float) -> None:
+    """Multiply the float32 array in ``path`` by ``scale``, atomically."""
+    array = np.load(path)
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, (array.astype(np.float64) * scale).astype(np.float32))
+
+
+def _transform_npy(path: Path, transform: np.ndarray) -> None:
+    """Move the world points [H, W, 3] in ``path`` by the similarity ``transform`` [3, 4] ([sR | t]), atomically."""
+    points = np.load(path).astype(np.float64)
+    moved = points @ transform[:, :3].T + transform[:, 3]
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, moved.astype(np.float32))
+
+
+def _rescale_depth16(path: Path, scale: float) -> None:
+    """Multiply the depth in a 16-bit depth PNG by ``scale`` (0 stays "no depth"; beyond the range becomes 0), read
+    back from the PNG: its valid pixels and units are those it was written with (within one step of rounding)."""
+    from PIL import Image
+
+    values = np.asarray(Image.open(path)).astype(np.float64)
+    scaled = np.rint(values * scale)
+    beyond = scaled > MAX_VALUE
+    if beyond.any():
+        log.warning("%s: %d pixels beyond the 16-bit range once scaled: written as 0", path.name, int(beyond.sum()))
+    with atomic_output(path) as tmp:
+        Image.fromarray(np.where(beyond, 0, scaled).astype(np.uint16)).save(tmp, format="PNG")
 
 
 _TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # io.atomic.temporary_name's names
