@@ -382,6 +382,44 @@ def test_bad_options_fail_with_one_line(tmp_path, checkpoint, option, phrase):
     assert not (tmp_path / "out").exists()
 
 
+def test_colmap_points_caps_the_colmap_model_to_a_sample_of_points_ply(tmp_path, checkpoint):
+    write_images(tmp_path / "frames", FRAME_NAMES)
+    code, _, stderr = run_cli(
+        "reconstruct", tmp_path / "frames", "-o", tmp_path / "out", "--checkpoint", checkpoint, "--size", 70,
+        "--no-progress", "--colmap-points", 50,
+    )  # fmt: skip
+    assert code == 0, stderr
+    model = pycolmap.Reconstruction()
+    model.read_text(str(tmp_path / "out" / "colmap"))
+    ply = trimesh.load(tmp_path / "out" / "points.ply")
+    assert len(model.points3D) == 50 < len(ply.vertices)
+    sample = np.array([p.xyz for p in model.points3D.values()])
+    nearest = np.linalg.norm(sample[:, None] - np.asarray(ply.vertices)[None], axis=-1).min(axis=1)
+    assert nearest.max() < 1e-5  # points of points.ply, not new ones
+
+
+@pytest.mark.parametrize("command", ["reconstruct", "reconstruct-many"])
+@pytest.mark.parametrize(
+    ("given", "limit"), [([], 200_000), (["--colmap-points", "50"], 50), (["--colmap-points", "all"], None)]
+)
+def test_colmap_points_maps_to_the_export_option_and_all_keeps_every_point(command, given, limit):
+    from streamvggt.cli.options import reconstruct_options
+    from streamvggt.io.outputs.interchange import COLMAP_POINTS
+
+    args = build_parser().parse_args([command, "in", "-o", "out", *given])
+    assert reconstruct_options(args).output.exports.colmap_points == limit
+    assert f"(default: {COLMAP_POINTS})" in subcommand_options(command)["--colmap-points"].help
+
+
+@pytest.mark.parametrize("value", ["0", "many"])
+def test_a_bad_colmap_point_count_is_a_usage_error(tmp_path, value):
+    stderr = io.StringIO()
+    with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stderr(stderr):
+        main(["reconstruct", str(tmp_path), "-o", str(tmp_path / "out"), "--colmap-points", value])
+    assert exit_info.value.code == 2
+    assert "argument --colmap-points: expected" in stderr.getvalue() and "'all'" in stderr.getvalue()
+
+
 def test_stride_and_fps_are_exclusive(tmp_path):
     with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stderr(io.StringIO()):
         main(["reconstruct", str(tmp_path), "-o", str(tmp_path / "o"), "--stride", "2", "--fps", "1"])

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from streamvggt.cli import main
-from streamvggt.collection import Shard, parse_shard, read_manifest, reconstruct_collection
+from streamvggt.collection import Shard, merge_collection, parse_shard, read_manifest, reconstruct_collection
 from streamvggt.collection.outputs import OutputRoot
 from streamvggt.collection.sharding import launcher_process
 from streamvggt.collection.summary import read_shard_file
@@ -207,6 +207,111 @@ def test_complete_inputs_are_skipped_on_a_second_run(model, collection, tmp_path
     assert [r.status for r in second.records] == ["skipped"] * 6
     assert second.steps == 0 and marker.stat().st_mtime_ns == written
     assert second.summary["inputs"] == first.summary["inputs"]
+
+
+def run_many(manifest: Path, out: Path, checkpoint: Path, *extra: object) -> int:
+    """``reconstruct-many`` in this process with the tiny checkpoint on the CPU."""
+    args = ["reconstruct-many", manifest, "-o", out, "--checkpoint", checkpoint, "--device", "cpu", "--no-progress"]
+    return main([str(a) for a in [*args, *extra]])
+
+
+def test_a_rerun_with_other_options_redoes_complete_inputs_and_says_why(tmp_path, caplog):
+    checkpoint = tiny_checkpoint(tmp_path / "model")
+    image_folder(tmp_path / "inputs", "a", 2, width=70, height=56)
+    image_folder(tmp_path / "inputs", "b", 2, width=70, height=56)
+    out = tmp_path / "out"
+    assert run_many(tmp_path / "inputs", out, checkpoint, "--size", 70) == 0
+    assert np.load(out / "a" / "depth" / "000000.npy").shape == (56, 70)
+    with caplog.at_level("WARNING", logger="streamvggt"):
+        assert run_many(tmp_path / "inputs", out, checkpoint, "--size", 56) == 0
+    assert np.load(out / "a" / "depth" / "000000.npy").shape == (42, 56)  # redone, not the old outputs
+    assert "2 complete input(s) done again (a, b): made with other options (stream.size: 70 -> 56)" in caplog.text
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["redone"] for r in summary["inputs"]] == ["made with other options (stream.size: 70 -> 56)"] * 2
+    (digest,) = summary["options"]
+    assert [r["options"] for r in summary["inputs"]] == [digest] * 2
+    assert summary["options"][digest]["stream"]["size"] == 56
+
+
+def test_a_rerun_with_the_same_options_skips_and_force_redoes_every_input(tmp_path, capsys, caplog):
+    checkpoint = tiny_checkpoint(tmp_path / "model")
+    image_folder(tmp_path / "inputs", "a", 2)
+    write_video(tmp_path / "inputs" / "d.mp4", 8, fps=4, width=WIDTH, height=HEIGHT)
+    out, marker = tmp_path / "out", OutputRoot(tmp_path / "out").marker("a")
+    assert run_many(tmp_path / "inputs", out, checkpoint, "--size", SIZE, "--fps", 1) == 0
+    written = marker.stat().st_mtime_ns
+    # The same options (--fps changes only the videos: the image folder stays complete).
+    assert run_many(tmp_path / "inputs", out, checkpoint, "--size", SIZE, "--fps", 1) == 0
+    assert "0 reconstructed, 2 complete already" in capsys.readouterr().out
+    assert run_many(tmp_path / "inputs", out, checkpoint, "--size", SIZE, "--fps", 2) == 0
+    assert "1 reconstructed, 1 complete already" in capsys.readouterr().out
+    assert marker.stat().st_mtime_ns == written
+    assert run_many(tmp_path / "inputs", out, checkpoint, "--size", SIZE, "--fps", 2, "--force") == 0
+    assert "2 reconstructed, 0 complete already" in capsys.readouterr().out
+    assert marker.stat().st_mtime_ns != written
+    assert json.loads(marker.read_text())["redone"] == "--force"
+    assert not (out / ".collection" / "replaced").exists()  # its own outputs are replaced, not kept aside
+    assert "different sets of options" not in caplog.text  # --fps did not act on the image folder
+
+
+def test_a_merge_of_shards_run_with_other_options_says_so(model, tmp_path, caplog):
+    image_folder(tmp_path / "inputs", "a", 2)
+    image_folder(tmp_path / "inputs", "b", 2)
+    reconstruct_collection(tmp_path / "inputs", tmp_path / "out", model, shard=Shard(0, 2), size=SIZE)
+    reconstruct_collection(tmp_path / "inputs", tmp_path / "out", model, shard=Shard(1, 2), size=56)
+    with caplog.at_level("WARNING", logger="streamvggt"):
+        summary = merge_collection(tmp_path / "inputs", tmp_path / "out")
+    assert "the done inputs were made with 2 different sets of options" in caplog.text
+    assert sorted(options["stream"]["size"] for options in summary["options"].values()) == [SIZE, 56]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--colmap-points", "50"),
+        ("--preprocess", "pad"),
+        ("--cache", "window:1"),
+        ("--conf-threshold", "10"),
+        ("--max-frames", "1"),
+        ("--precision", "bf16"),
+        ("--voxel-size", "0.1"),
+        ("--loop-closure", None),
+    ],
+)
+def test_every_option_that_changes_the_outputs_is_in_the_fingerprint(option, value):
+    from streamvggt.cli import build_parser
+    from streamvggt.cli.options import reconstruct_options
+    from streamvggt.collection.fingerprint import changed_options, run_fingerprint
+
+    def fingerprint(*extra: str) -> dict:
+        args = build_parser().parse_args(["reconstruct-many", "m.txt", "-o", "out", *extra])
+        return run_fingerprint(reconstruct_options(args), "owner/name")
+
+    given = [option] if value is None else [option, value]
+    assert changed_options(fingerprint(), fingerprint(*given))
+    assert not changed_options(fingerprint(), fingerprint("--device", "cpu", "--compile", "regions", "--no-progress"))
+
+
+def test_a_marker_without_options_is_taken_as_unknown_options_and_redone(model, tmp_path):
+    image_folder(tmp_path / "inputs", "a", 2)
+    reconstruct_collection(tmp_path / "inputs", tmp_path / "out", model, size=SIZE)
+    marker = OutputRoot(tmp_path / "out").marker("a")
+    old = json.loads(marker.read_text())
+    del old["options"], old["redone"]  # as markers were written before options were recorded
+    marker.write_text(json.dumps(old))
+    result = reconstruct_collection(tmp_path / "inputs", tmp_path / "out", model, size=SIZE)
+    assert [r.status for r in result.records] == ["done"]
+    assert result.summary["inputs"][0]["redone"] == "its marker predates recorded options, so they are unknown"
+
+
+def test_a_model_passed_in_memory_counts_by_its_weights(model, tmp_path):
+    image_folder(tmp_path / "inputs", "a", 2)
+    reconstruct_collection(tmp_path / "inputs", tmp_path / "out", model, size=SIZE)
+    same = reconstruct_collection(tmp_path / "inputs", tmp_path / "out", tiny_model(), size=SIZE)
+    assert [r.status for r in same.records] == ["skipped"]
+    other = reconstruct_collection(tmp_path / "inputs", tmp_path / "out", tiny_model(seed=1), size=SIZE)
+    assert [r.status for r in other.records] == ["done"]
+    assert other.summary["inputs"][0]["redone"].startswith("made with other options (checkpoint.in_memory: ")
 
 
 def test_fps_samples_the_videos_and_image_folders_keep_every_image(model, tmp_path):

@@ -153,6 +153,14 @@ def add_export_options(parser: argparse.ArgumentParser) -> None:
         "--shared-camera", action="store_true", help="one COLMAP camera with the mean intrinsics of all frames"
     )
     group.add_argument(
+        "--colmap-points",
+        type=_point_count,
+        metavar="N|all",
+        # The default is ExportOptions' COLMAP_POINTS, named here: importing the writers would slow down --help.
+        help="points in the COLMAP model, a uniform sample of points.ply; 'all' keeps every point (several GB for "
+        "long runs at full size) (default: 200000)",
+    )
+    group.add_argument(
         "--transforms-depth",
         action="store_true",
         help="16-bit depth PNGs (model units x 1000) named by transforms.json (depth_png16/)",
@@ -166,6 +174,23 @@ def add_export_options(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="metres per model unit in the --rgbd depth and trajectory; only with --rgbd (default: 1)",
     )
+
+
+def _point_count(text: str) -> int | str:
+    """--colmap-points: a positive count, or "all"."""
+    if text == "all":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of points or 'all', got '{text}'") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 point (or 'all'), got {count}")
+    return count
+
+
+def _point_limit(value: int | str) -> int | None:
+    return None if value == "all" else int(value)  # None: ExportOptions keeps every point
 
 
 def add_map_options(parser: argparse.ArgumentParser, reanchor: bool = True) -> None:
@@ -276,6 +301,7 @@ def reconstruct_options(args: argparse.Namespace) -> ReconstructOptions:
             transforms_depth=args.transforms_depth,
             rgbd=args.rgbd,
             depth_scale=1.0 if args.depth_scale is None else args.depth_scale,
+            **({} if args.colmap_points is None else {"colmap_points": _point_limit(args.colmap_points)}),
         )
         output = OutputOptions(
             points=args.points,

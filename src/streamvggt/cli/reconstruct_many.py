@@ -18,8 +18,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="reconstruct every input of a manifest, B at a time, resumable, sharded over processes",
         description="Reconstruct each input of MANIFEST (a text file, one input per line with an optional "
         "tab-separated output name, or a folder of videos and image folders) into OUTROOT/NAME, exactly as "
-        "reconstruct would; complete inputs are skipped, failed ones are listed in OUTROOT/summary.json. Under "
-        "torchrun or accelerate launch each process takes its share (docs/collections.md).",
+        "reconstruct would; complete inputs made with the same options are skipped, failed ones are listed in "
+        "OUTROOT/summary.json. Under torchrun or accelerate launch each process takes its share (docs/collections.md).",
     )
     parser.add_argument("manifest", metavar="MANIFEST", help="a manifest file or a folder of inputs")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTROOT", help="output root (created)")
@@ -30,6 +30,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--shard", metavar="I/N", help="take share I of N of the manifest (a SLURM array task: its id and count)"
     )
     parser.add_argument("--merge", action="store_true", help="only merge the shards' records into OUTROOT/summary.json")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="reconstruct complete inputs again too (without it, only those made with other options are redone)",
+    )
     options.add_model_options(parser)
     options.add_stream_options(
         parser, fps_help="keep F frames per second of each video (default: 1); image folders ignore it"
@@ -55,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch,
         shard=args.shard,
         merge_only=args.merge,
+        force=args.force,
     )
     print(describe(result))
     return 0 if succeeded(result) else EXIT_ERROR

@@ -19,13 +19,16 @@ def run_collection_command(
     batch_size: int = 1,
     shard: str | None = None,
     merge_only: bool = False,
+    force: bool = False,
 ) -> CollectionResult | dict[str, Any]:
     """Run this process's share (``shard``: "I/N", or None for all) or, with ``merge_only``, only merge the
-    shards' records; the model is ``options.model.checkpoint``."""
+    shards' records; the model is ``options.model.checkpoint``. ``force``: redo complete inputs too."""
     if merge_only:
         return merge_collection(manifest, output_root)
     share = parse_shard(shard) if shard else None
-    return reconstruct_collection(manifest, output_root, batch_size=batch_size, shard=share, options=options)
+    return reconstruct_collection(
+        manifest, output_root, batch_size=batch_size, shard=share, options=options, force=force
+    )
 
 
 def succeeded(result: CollectionResult | dict[str, Any]) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from streamvggt.collection.fingerprint import run_fingerprint
 from streamvggt.collection.manifest import Entry, read_manifest
 from streamvggt.collection.outputs import OutputRoot
 from streamvggt.collection.sharding import Shard, launcher_process
@@ -78,6 +79,7 @@ def reconstruct_collection(
     batch_size: int = 1,
     shard: Shard | None = None,
     options: ReconstructOptions | None = None,
+    force: bool = False,
     **keywords: Any,
 ) -> CollectionResult:
     """Reconstruct this process's share of ``manifest`` into ``output_root``/NAME, one folder per input.
@@ -89,7 +91,9 @@ def reconstruct_collection(
     preprocess, size, ...), the same for every input, except that image inputs ignore fps (their frames have no
     times); ``compile`` may only be "regions" (the slots' resets keep a batch's steps from compiling whole);
     ``progress`` shows one bar counting the frames of all inputs. Raises InputError/OutputError/ValueError with
-    one line for a bad manifest, output root or option; an unusable input is recorded as failed instead.
+    one line for a bad manifest, output root or option; an unusable input is recorded as failed instead. A
+    complete input made with other options is done again (see :mod:`streamvggt.collection.outputs`); ``force``
+    does every input again.
     """
     started = time.perf_counter()
     if options is None:
@@ -109,12 +113,12 @@ def reconstruct_collection(
     entries = read_manifest(manifest)
     process = launcher_process()
     share = (shard or Shard()).within(process)
-    root = OutputRoot(output_root)
+    root = OutputRoot(output_root, run_fingerprint(options, model))
     shard_log = ShardLog(root, share)
     mine = share.select(entries)
-    todo = [entry for entry in mine if not root.is_complete(entry.name)]
+    todo = root.todo(mine, force=force)
     waiting = {entry.name for entry in todo}
-    shard_log.add(*(InputRecord(e.name, e.input, SKIPPED) for e in mine if e.name not in waiting))
+    shard_log.add(*(InputRecord(name=e.name, input=e.input, status=SKIPPED) for e in mine if e.name not in waiting))
     log.info("shard %s: %d of %d inputs, %d to do", share, len(mine), len(entries), len(todo))
     batch = None
     if todo:
@@ -239,11 +243,14 @@ def _reconstruct_entry(
         if not isinstance(error, ValueError):  # InputError is a ValueError: its message is already for users
             reason = f"{type(error).__name__}: {reason}"
         log.warning("%s failed: %s", entry.name, reason)
-        return InputRecord(entry.name, entry.input, FAILED, error=reason)
+        return InputRecord(name=entry.name, input=entry.input, status=FAILED, error=reason)
     finally:
         stream.end()
     seconds = round(time.perf_counter() - started, 3)
-    record = InputRecord(entry.name, entry.input, DONE, summary.frames, seconds, precision=summary.precision.to_json())
+    record = InputRecord(
+        name=entry.name, input=entry.input, status=DONE, frames=summary.frames, seconds=seconds,
+        precision=summary.precision.to_json(),
+    )  # fmt: skip
     root.publish(entry.name, staging, {**record.to_json(), "finished": time.time()})
     log.info("%s: %d frames in %.1f s", entry.name, summary.frames, record.seconds)
     return record

@@ -6,29 +6,37 @@ soon as it is known, so a killed run still says what it finished; a run starts i
 completion marker), ``failed`` (the latest failure any shard file records, with its one-line reason) or
 ``missing`` (no shard has done it yet). Each done input records the precision its model ran in (requested and
 resolved: shards on different machines may resolve ``auto`` differently), and ``precision`` at the top lists the
-distinct modes over the done inputs.
+distinct modes over the done inputs. Each done input also names the options it was made with (``options``, a
+short digest; ``options`` at the top maps each digest to the options) and, when a rerun did it again, why
+(``redone``): a ``--merge`` of shards run with different options cannot redo anything, so it logs a warning
+instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streamvggt.collection.fingerprint import options_digest
 from streamvggt.collection.manifest import Entry
 from streamvggt.collection.outputs import OutputRoot
 from streamvggt.collection.sharding import Shard
 from streamvggt.io.atomic import atomic_output
+from streamvggt.io.inputs.sources import is_image_input
+
+log = logging.getLogger(__name__)
 
 DONE, SKIPPED, FAILED, MISSING = "done", "skipped", "failed", "missing"
 SUMMARY_FILE = "summary.json"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InputRecord:
     """One input's outcome. ``status``: done (reconstructed now), skipped (complete before), failed, missing."""
 
@@ -40,6 +48,8 @@ class InputRecord:
     error: str | None = None  # one line, for failed inputs
     finished: float | None = None  # Unix time the record was made
     precision: dict[str, str] | None = None  # {"requested": ..., "resolved": ...}, for done inputs
+    options: str | None = None  # digest of the options a done input was made with (summary.json: "options")
+    redone: str | None = None  # why a done input that was complete before was done again
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -82,28 +92,60 @@ def merge(root: OutputRoot, entries: list[Entry], manifest: str) -> dict[str, An
             latest = failures.get(record.name)
             if record.status == FAILED and (latest is None or (record.finished or 0) >= (latest.finished or 0)):
                 failures[record.name] = record
-    records = []
+    records, options, kinds = [], {}, set()
     for entry in entries:
         completion = root.completion(entry.name)
         if completion is not None:
-            frames, seconds, finished = completion["frames"], completion["seconds"], completion["finished"]
-            precision = completion.get("precision")
-            records.append(
-                InputRecord(entry.name, entry.input, DONE, frames, seconds, finished=finished, precision=precision)
+            digest = None
+            if completion.get("options") is not None:
+                digest = options_digest(completion["options"])
+                options[digest] = completion["options"]
+                kinds.add(_as_made(completion["options"], entry.input))
+            done = InputRecord(
+                name=entry.name,
+                input=entry.input,
+                status=DONE,
+                frames=completion["frames"],
+                seconds=completion["seconds"],
+                finished=completion["finished"],
+                precision=completion.get("precision"),
+                options=digest,
+                redone=completion.get("redone"),
             )
+            records.append(done)
         elif entry.name in failures:
             failure = failures[entry.name]
-            records.append(InputRecord(entry.name, entry.input, FAILED, error=failure.error, finished=failure.finished))
+            records.append(
+                InputRecord(
+                    name=entry.name, input=entry.input, status=FAILED, error=failure.error, finished=failure.finished
+                )
+            )
         else:
-            records.append(InputRecord(entry.name, entry.input, MISSING))
+            records.append(InputRecord(name=entry.name, input=entry.input, status=MISSING))
+    # Shards run with other options: a merge cannot redo their inputs, it can only say so.
+    made = ({digest for digest, _ in kinds}, {fps for _, fps in kinds if fps != "images"})
+    if len(made[0]) > 1 or len(made[1]) > 1:
+        log.warning(
+            'the done inputs were made with %d different sets of options (summary.json: each input\'s "options")',
+            len(options),
+        )
     document = {
         "manifest": manifest,
         "precision": precisions(records),
+        "options": dict(sorted(options.items())),
         "inputs": [r.to_json() for r in records],
         "counts": counts(records),
     }
     write_json(root.path / SUMMARY_FILE, document)
     return document
+
+
+def _as_made(options: dict[str, Any], input: str) -> tuple[str, Any]:
+    """The options as they acted on ``input``: the digest of all but --fps, and --fps for a video (image folders
+    keep every image, so a collection of both made with one set of options has one digest and one fps)."""
+    stream = options.get("stream", {})
+    fps = "images" if is_image_input(input) else stream.get("fps")
+    return options_digest({**options, "stream": {**stream, "fps": None}}), fps
 
 
 def precisions(records: list[InputRecord]) -> dict[str, list[str]]:
