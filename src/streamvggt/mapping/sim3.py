@@ -1,9 +1,9 @@
 """Similarity transforms (s, R, t): x -> s R x + t, and a robust confidence-weighted Sim(3) fit.
 
 Numpy float64 throughout: the map holds thousands of small transforms and fits a few thousand points at a time,
-where torch's per-call overhead dominates: :func:`streamvggt.geometry.umeyama` takes 1-5 ms per call on 768 points
-on this 2-core CPU against 0.05 ms for the same closed form in numpy (:func:`umeyama_np`, checked equal to it in
-tests/test_mapping_sim3.py), and IRLS calls it up to 20 times per side of a loop.
+where torch's per-call overhead dominates the closed form itself (:func:`umeyama_np` is many times faster than
+:func:`streamvggt.geometry.umeyama` on a few hundred points, checked equal to it in tests/test_mapping_sim3.py;
+benchmarks/README.md has the timing), and IRLS calls it up to 20 times per side of a loop.
 """
 
 from __future__ import annotations

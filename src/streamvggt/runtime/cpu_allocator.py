@@ -2,10 +2,9 @@
 
 A 1.2B frame allocates and frees about a gigabyte of activations. With glibc's defaults, freed blocks above its
 adaptive thresholds go back to the kernel (``munmap``, heap trimming) and the next frame faults every page in again,
-zero-filled: 200,000-300,000 page faults and 0.3-0.5 s of kernel time per 518x392 frame on a 2-core Xeon (issue
-#14, benchmarks/README.md). Fixing the mmap threshold at its maximum, never trimming the heap and growing it in
-large steps makes every frame after the first reuse the same pages (about 50 faults per frame), at the price of
-the process keeping its peak heap.
+zero-filled, which costs a large share of a CPU frame in kernel time (benchmarks/README.md has the counts). Fixing
+the mmap threshold at its maximum, never trimming the heap and growing it in large steps makes every frame after
+the first reuse the same pages, at the price of the process keeping its peak heap.
 
 PyTorch's CPU tuning guide suggests preloading jemalloc or tcmalloc for the same reason; those cannot be loaded
 from inside a running process, while ``mallopt`` can, so this is the one setting a library can make for its user.
@@ -31,8 +30,8 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 32 * 2**20
 # Heap tops up to this size stay with the process (the largest value mallopt's int takes).
 TRIM_THRESHOLD_BYTES = 2**31 - 1
-# Extra room each heap growth asks for. Measured on the 1.2B model: without it 185,000 faults a frame remain, a
-# 64 MiB pad leaves 148,000, 512 MiB leaves about 50. Untouched pad pages cost address space, not memory.
+# Extra room each heap growth asks for: smaller pads leave most of a 1.2B frame's page faults in place
+# (benchmarks/README.md). Untouched pad pages cost address space, not memory.
 TOP_PAD_BYTES = 512 * 2**20
 
 _state: dict[str, bool] = {}

@@ -17,12 +17,13 @@ Modes:
 
 ``auto`` on CPU (:func:`choose_cpu_precision`): fp32 for trunks narrower than :data:`MIN_WIDTH` (their GEMMs take
 milliseconds, so exact fp32 results cost little: the bundled model and the test presets) and where the CPU has no
-vector bf16 (``AVX2`` and below: bf16 autocast is emulated there and was measured 4-5x slower than fp32);
+vector bf16 (``AVX2`` and below: bf16 autocast is emulated there, slower than fp32);
 otherwise the fastest of fp32 and the :data:`ACCURATE_CPU_MODES` on one trunk block of the model's width over a
 frame's tokens, measured once per machine and cached (delete ``cpu_precision.json`` in :func:`cache_dir` to
 measure again). A whole block, not one GEMM: int8 speeds up the Linear layers only, while bf16 also halves the
-attention's and elementwise work (a lone GEMM had int8 ahead, 19 vs 26 ms; a 1.2B frame had bf16 2.1x ahead of int8).
-A reduced mode must be :data:`MIN_SPEEDUP` times faster than fp32 to be chosen.
+attention's and elementwise work, so a lone GEMM can rank the modes the other way round from a frame. A reduced
+mode must be :data:`MIN_SPEEDUP` times faster than fp32 to be chosen. benchmarks/README.md has the measurements
+behind these choices.
 
 ``auto`` on CUDA is bf16 where the GPU supports it, else fp16 (the reference's choice): the trunk under autocast,
 the weights and the heads in fp32. Elsewhere (MPS) fp32.
@@ -53,8 +54,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 MODES = ("fp32", "bf16", "fp16", "int8")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Modes within the accuracy targets against fp32 on trained weights (depth relative error <= 1%, pose-encoding
-# error <= 1e-3), measured by benchmarks/cpu_precision.py on the bundled model over the demo and 4 held-out
-# sequences (worst sequence): bf16 5.4e-4 / 2.2e-4, int8 4.7e-4 / 9.5e-4. Only these are chosen by auto.
+# error <= 1e-3; benchmarks/cpu_precision.py checks them, benchmarks/README.md has the figures). Only these are
+# chosen by auto.
 ACCURATE_CPU_MODES = ("bf16", "int8")
 # torch.backends.cpu.get_cpu_capability() values with vector bf16 instructions possible (AVX-512 BF16, AMX);
 # "AVX512" alone does not prove them (Skylake has none), which the micro-benchmark settles.
@@ -94,8 +95,8 @@ def resolve_model_precision(config: ModelConfig, precision: str, device: torch.d
 
 def execution_precision(requested: str, resolved: str, device: torch.device) -> ExecutionPrecision:
     """The record of mode ``resolved`` (asked for as ``requested``) on ``device``: the trunk under bf16/fp16
-    autocast for those modes; the depth and point heads' convolutions in bf16 only on a CPU in bf16 (2.5x faster
-    there, within the accuracy targets); int8 and fp32 without autocast."""
+    autocast for those modes; the depth and point heads' convolutions in bf16 only on a CPU in bf16 (where it pays
+    off, within the accuracy targets); int8 and fp32 without autocast."""
     if resolved not in MODES:
         raise ValueError(f"unknown resolved precision '{resolved}'; choose one of {', '.join(MODES)}")
     dense = torch.bfloat16 if device.type == "cpu" and resolved == "bf16" else None
@@ -133,14 +134,15 @@ def apply_precision(
 def converted_for(model: nn.Module) -> str:
     """What the trunk's weights were converted for: ``int8`` (quantised Linear layers), ``bf16`` (bf16 Linear
     weights) or ``fp32`` (as built or loaded)."""
-    if any(_is_quantised(module) for module in model.aggregator.modules()):
+    if any(is_quantised(module) for module in model.aggregator.modules()):
         return "int8"
     if any(linear.weight.dtype == torch.bfloat16 for _, _, linear in trunk_linears(model)):
         return "bf16"
     return "fp32"
 
 
-def _is_quantised(module: nn.Module) -> bool:
+def is_quantised(module: nn.Module) -> bool:
+    """Whether ``module`` itself is one of torch's quantised layers (an int8 trunk's Linear: :func:`quantize_trunk`)."""
     return type(module).__module__.startswith("torch.ao.nn.quantized")
 
 
@@ -237,9 +239,8 @@ def quantize_linears(module: nn.Module) -> nn.Module:
     """``module`` with its Linear layers dynamically quantised to int8 (weights per output channel).
 
     ``torch.ao.quantization.quantize_dynamic`` is the implementation torch ships (fbgemm on x86, VNNI where the CPU
-    has it), with no extra dependency. torchao's CPU int8 path runs ``torch._int_mm``: measured once slower (237
-    vs 369 GFLOP/s), once 2.3x faster at the trunk's MLP shape on an AMX CPU, where bf16 is as fast again and auto
-    takes it (benchmarks/README.md, issue #14).
+    has it), with no extra dependency. torchao's CPU int8 path (``torch._int_mm``) is not faster where it matters:
+    on the CPUs where its GEMM wins, bf16 wins as well and auto takes bf16 (benchmarks/README.md).
     """
     import warnings
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from streamvggt.layers import Block, KVCacheLayer
 from streamvggt.model.heads.dpt_head import DPTHead
+from streamvggt.runtime.precision import is_quantised
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def compile_regions(model: nn.Module, enabled: bool = True) -> int:
     modules = [module for module in model.modules() if isinstance(module, Block | DPTHead)]
     if enabled:
         # int8 trunks (precision.quantize_trunk) hold quantised Linear layers, which dynamo cannot trace: eager.
-        modules = [module for module in modules if not _quantised(module)]
+        modules = [module for module in modules if not any(is_quantised(child) for child in module.modules())]
     for module in modules:
         if not enabled:
             module.compiled_regions = None
@@ -96,10 +97,6 @@ def compiled_block_forward(
         return graphs.whole(block, x, rope_tables)
     q, k, v = graphs.inputs(block, x, rope_tables)
     return graphs.finish(block, x, block.attn.attend_with_cache(q, k, v, frame_tokens, kv_cache))
-
-
-def _quantised(module: nn.Module) -> bool:
-    return any(type(child).__module__.startswith("torch.ao.nn.quantized") for child in module.modules())
 
 
 @functools.cache

@@ -38,9 +38,9 @@ if TYPE_CHECKING:
 
 COLMAP_DIR = "colmap"
 TRANSFORMS_DEPTH_DIR = "depth_png16"
-# Points in the COLMAP model by default (a uniform sample of points.ply): about 310 bytes each in the text model
-# with full tracks (measured), so about 60 MB however long the run; sparse COLMAP models of a few hundred images hold
-# this order of points, and 3DGS / splatfacto start from them well. ExportOptions(colmap_points=None) keeps all.
+# Points in the COLMAP model by default (a uniform sample of points.ply): about 60 MB of text model with full tracks
+# however long the run (benchmarks/README.md has the bytes per point); sparse COLMAP models of a few hundred images
+# hold this order of points, and 3DGS / splatfacto start from them well. ExportOptions(colmap_points=None) keeps all.
 COLMAP_POINTS = 200_000
 POINT_CHUNK = 100_000  # points3D.txt rows formatted at a time (one progress step each)
 

@@ -191,7 +191,7 @@ class DPTHead(nn.Module):
         return torch.cat([c[0] for c in chunks], dim=1), torch.cat([c[1] for c in chunks], dim=1)
 
     def use_channels_last(self) -> None:
-        """Store conv weights channels-last (so activations follow): identical results, 1.3x faster on CPU here.
+        """Store conv weights channels-last (so activations follow): identical results, faster CPU convolutions.
 
         Done at construction and after every ``load_state_dict`` (``assign=True`` replaces the parameters by the
         checkpoint's contiguous tensors). Never switched lazily in forward: DDP records parameter layouts when it
