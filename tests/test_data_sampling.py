@@ -75,7 +75,9 @@ def test_sampling_is_reproducible_and_validated() -> None:
 
 
 def test_processes_get_disjoint_equal_shares_of_an_epoch() -> None:
-    plans = [BatchPlan(23, 2, [1.0], seed=0, rank=r, world_size=3) for r in range(3)]
+    plans = [
+        BatchPlan(num_items=23, batch_size=2, resolution_weights=[1.0], seed=0, rank=r, world_size=3) for r in range(3)
+    ]
     assert all(len(p) == 3 for p in plans)  # 23 // 3 = 7 clips each, 3 batches of 2
     seen = [k.index for p in plans for batch in p.epoch(0) for k in batch]
     assert len(seen) == len(set(seen)) == 18
@@ -83,16 +85,16 @@ def test_processes_get_disjoint_equal_shares_of_an_epoch() -> None:
 
 
 def test_resuming_mid_epoch_yields_the_remaining_batches() -> None:
-    plan = BatchPlan(40, 4, [2.0, 1.0], seed=5)
+    plan = BatchPlan(num_items=40, batch_size=4, resolution_weights=[2.0, 1.0], seed=5)
     full = list(plan.epoch(3))
     assert list(plan.epoch(3, start=6)) == full[6:]
 
 
 def test_one_resolution_per_batch_drawn_by_weight() -> None:
-    plan = BatchPlan(3000, 1, [2.0, 1.0, 0.0], seed=0)
+    plan = BatchPlan(num_items=3000, batch_size=1, resolution_weights=[2.0, 1.0, 0.0], seed=0)
     counts = Counter(batch[0].resolution for batch in plan.epoch(0))
     assert counts[2] == 0 and counts[0] / counts[1] == pytest.approx(2.0, rel=0.15)
-    plan = BatchPlan(40, 4, [1.0, 1.0], seed=0)
+    plan = BatchPlan(num_items=40, batch_size=4, resolution_weights=[1.0, 1.0], seed=0)
     assert all(len({k.resolution for k in batch}) == 1 for batch in plan.epoch(0))
 
 

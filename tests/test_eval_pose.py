@@ -218,8 +218,15 @@ def test_use_ba_with_exact_tracks_repairs_perturbed_cameras(tmp_path, monkeypatc
         noisy[i, :, :3] = Rotation.from_rotvec(rng.normal(0, 0.02, 3)).as_matrix() @ noisy[i, :, :3]
         noisy[i, :, 3] += rng.normal(0, 0.05, 3)
     ones = np.ones(tracks.shape[:2])
-    tracked = TrackedSequence([str(i) for i in range(6)], (240, 320), noisy, np.repeat(k[None], 6, 0), tracks, ones,
-                              ones)  # fmt: skip
+    tracked = TrackedSequence(
+        names=[str(i) for i in range(6)],
+        image_size=(240, 320),
+        extrinsics=noisy,
+        intrinsics=np.repeat(k[None], 6, 0),
+        tracks=tracks,
+        visibility=ones,
+        confidence=ones,
+    )
     monkeypatch.setattr(pose, "track_sequence", lambda *args, **kwargs: tracked)
     summary = pose.run_pose("tum", tmp_path / "data", FAKE_MODEL, tmp_path / "out", use_ba=True, plots=False)
     assert summary["ate"] > 0.01 and summary["rpe_rot_deg"] > 0.5

@@ -52,7 +52,7 @@ def test_tracker_state_dict_matches_official_layout(layout_1b):
 
 def test_track_head_state_dict_matches_official_layout(layout_1b):
     with torch.device("meta"):
-        head = TrackHead(2048, 14, TrackHeadConfig(), [4, 11, 17, 23])
+        head = TrackHead(dim_in=2048, patch_size=14, cfg=TrackHeadConfig(), intermediate_layer_idx=[4, 11, 17, 23])
     assert _shapes(head) == _official(layout_1b, "track_head.")
 
 

@@ -72,7 +72,14 @@ def _file_entries(manifest: Path) -> list[Entry]:
         source = _resolved(spec, manifest.parent)
         if not sep:
             _check_spaces_for_a_tab(spec, source, manifest.parent, where)
-        entries.append(Entry(len(entries), source, _checked_name(name or _default_name(spec, where), where), where))
+        entries.append(
+            Entry(
+                index=len(entries),
+                input=source,
+                name=_checked_name(name or _default_name(spec, where), where),
+                where=where,
+            )
+        )
     return entries
 
 
@@ -101,7 +108,8 @@ def _folder_entries(folder: Path) -> list[Entry]:
     if ignored:
         log.info("%s: %d entries are neither folders nor videos and are left out", folder, ignored)
     return [
-        Entry(i, str(p), _checked_name(p.name if p.is_dir() else p.stem, f"{p}"), f"{p}") for i, p in enumerate(inputs)
+        Entry(index=i, input=str(p), name=_checked_name(p.name if p.is_dir() else p.stem, f"{p}"), where=f"{p}")
+        for i, p in enumerate(inputs)
     ]
 
 

@@ -177,7 +177,14 @@ def bundle_adjust(
         initial_error,
         final_error,
     )
-    return BundleAdjustmentResult(current, points[used], refined_any, int(kept.sum()), initial_error, final_error)
+    return BundleAdjustmentResult(
+        extrinsics=current,
+        points=points[used],
+        refined_frames=refined_any,
+        observations=int(kept.sum()),
+        initial_error=initial_error,
+        final_error=final_error,
+    )
 
 
 def _mean_error(

@@ -93,7 +93,7 @@ def icp_point_to_point(
         inliers, index, fitness, rmse = match(moved)
         if abs(previous[0] - fitness) < RELATIVE_FITNESS and abs(previous[1] - rmse) < RELATIVE_RMSE:
             break
-    return IcpResult(transformation, fitness, rmse, iterations)
+    return IcpResult(transformation=transformation, fitness=fitness, inlier_rmse=rmse, iterations=iterations)
 
 
 def estimate_normals(points: np.ndarray, neighbours: int = NORMAL_NEIGHBOURS) -> np.ndarray:

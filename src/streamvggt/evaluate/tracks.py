@@ -64,13 +64,13 @@ def track_sequence(
         raise ValueError("no frames to track")
     log.debug("tracked %d grid points through %d frames", results[0].tracks.shape[0], len(results))
     return TrackedSequence(
-        [r.name for r in results],
-        results[0].image_size,
-        np.stack([r.extrinsic for r in results]),
-        np.stack([r.intrinsic for r in results]),
-        np.stack([r.tracks for r in results]),
-        np.stack([r.track_vis for r in results]),
-        np.stack([r.track_conf for r in results]),
+        names=[r.name for r in results],
+        image_size=results[0].image_size,
+        extrinsics=np.stack([r.extrinsic for r in results]),
+        intrinsics=np.stack([r.intrinsic for r in results]),
+        tracks=np.stack([r.tracks for r in results]),
+        visibility=np.stack([r.track_vis for r in results]),
+        confidence=np.stack([r.track_conf for r in results]),
     )
 
 

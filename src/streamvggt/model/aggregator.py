@@ -33,7 +33,13 @@ class Aggregator(nn.Module):
         self.causal = config.causal
         self.patch_size = config.patch_size
         self.patch_embed = DinoV2Encoder(
-            config.img_size, config.patch_size, dim, pe.depth, pe.num_heads, pe.mlp_ratio, pe.num_register_tokens
+            img_size=config.img_size,
+            patch_size=config.patch_size,
+            embed_dim=dim,
+            depth=pe.depth,
+            num_heads=pe.num_heads,
+            mlp_ratio=pe.mlp_ratio,
+            num_register_tokens=pe.num_register_tokens,
         )
         self.rope = RotaryEmbedding2D(config.rope_freq)
 

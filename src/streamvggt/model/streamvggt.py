@@ -41,12 +41,31 @@ class StreamVGGT(ModelConveniences, nn.Module):
         self.aggregator = Aggregator(cfg)
         self.camera_head = CameraHead(dim_in, cfg.camera_head, causal=cfg.causal)
         self.point_head = DPTHead(
-            dim_in, cfg.patch_size, 4, "inv_log", "expp1", dpt.features, dpt.out_channels, dpt.intermediate_layer_idx
+            dim_in=dim_in,
+            patch_size=cfg.patch_size,
+            output_dim=4,
+            activation="inv_log",
+            conf_activation="expp1",
+            features=dpt.features,
+            out_channels=dpt.out_channels,
+            intermediate_layer_idx=dpt.intermediate_layer_idx,
         )
         self.depth_head = DPTHead(
-            dim_in, cfg.patch_size, 2, "exp", "expp1", dpt.features, dpt.out_channels, dpt.intermediate_layer_idx
+            dim_in=dim_in,
+            patch_size=cfg.patch_size,
+            output_dim=2,
+            activation="exp",
+            conf_activation="expp1",
+            features=dpt.features,
+            out_channels=dpt.out_channels,
+            intermediate_layer_idx=dpt.intermediate_layer_idx,
         )
-        self.track_head = TrackHead(dim_in, cfg.patch_size, cfg.track_head, dpt.intermediate_layer_idx)
+        self.track_head = TrackHead(
+            dim_in=dim_in,
+            patch_size=cfg.patch_size,
+            cfg=cfg.track_head,
+            intermediate_layer_idx=dpt.intermediate_layer_idx,
+        )
         # Inert data: the runtime replaces it when it converts the model for a precision (runtime.precision).
         self.execution = ExecutionPrecision()
 

@@ -203,7 +203,12 @@ def _sample_box(rng: np.random.Generator, room: np.ndarray) -> Box:
     on_floor = rng.random() < 0.7
     y = half_size[1] if on_floor else rng.uniform(half_size[1] + 0.3, room[1] - half_size[1] - 0.2)
     xz = rng.uniform(-0.4, 0.4, size=2) * room[[0, 2]]
-    return Box(np.array([xz[0], y, xz[1]]), half_size, float(rng.uniform(0, np.pi)), Texture.sample(rng))
+    return Box(
+        center=np.array([xz[0], y, xz[1]]),
+        half_size=half_size,
+        yaw=float(rng.uniform(0, np.pi)),
+        texture=Texture.sample(rng),
+    )
 
 
 def _sample_sphere(rng: np.random.Generator, room: np.ndarray) -> Sphere:
@@ -220,10 +225,10 @@ def _clearance(centres: np.ndarray, point: np.ndarray) -> float:
 def _nearest(best: Hits, other: Hits, surface: int) -> Hits:
     closer = other.t < best.t
     return Hits(
-        np.where(closer, other.t, best.t),
-        np.where(closer[:, None], other.normal, best.normal),
-        np.where(closer[:, None], other.uv, best.uv),
-        np.where(closer, surface, best.surface),
+        t=np.where(closer, other.t, best.t),
+        normal=np.where(closer[:, None], other.normal, best.normal),
+        uv=np.where(closer[:, None], other.uv, best.uv),
+        surface=np.where(closer, surface, best.surface),
     )
 
 
@@ -243,7 +248,7 @@ def _room_hits(origin: np.ndarray, dirs: np.ndarray, room: np.ndarray) -> Hits:
     # Surface coordinates: the two coordinates other than the hit axis.
     others = np.array([[1, 2], [0, 2], [0, 1]])[axis]
     uv = np.take_along_axis(point, others, axis=-1)
-    return Hits(t, normal, uv, 2 * axis + positive)
+    return Hits(t=t, normal=normal, uv=uv, surface=2 * axis + positive)
 
 
 def _box_hits(origin: np.ndarray, dirs: np.ndarray, box: Box) -> Hits:
@@ -267,7 +272,7 @@ def _box_hits(origin: np.ndarray, dirs: np.ndarray, box: Box) -> Hits:
     local_point = local_origin + np.where(hit, t_near, 0)[:, None] * local_dirs
     others = np.array([[1, 2], [0, 2], [0, 1]])[axis]
     uv = np.take_along_axis(local_point, others, axis=-1)
-    return Hits(t, local_normal @ to_box, uv, np.zeros(len(dirs), dtype=np.int64))
+    return Hits(t=t, normal=local_normal @ to_box, uv=uv, surface=np.zeros(len(dirs), dtype=np.int64))
 
 
 def _sphere_hits(origin: np.ndarray, dirs: np.ndarray, sphere: Sphere) -> Hits:
@@ -283,4 +288,4 @@ def _sphere_hits(origin: np.ndarray, dirs: np.ndarray, sphere: Sphere) -> Hits:
     normal = (offset + np.where(hit, t_near, 0)[:, None] * dirs) / sphere.radius
     # Latitude/longitude scaled by the radius: texture periods stay in metres.
     uv = np.stack((np.arctan2(normal[:, 0], normal[:, 2]), np.arccos(np.clip(normal[:, 1], -1, 1))), -1)
-    return Hits(t, normal, uv * sphere.radius, np.zeros(len(dirs), dtype=np.int64))
+    return Hits(t=t, normal=normal, uv=uv * sphere.radius, surface=np.zeros(len(dirs), dtype=np.int64))

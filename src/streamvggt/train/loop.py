@@ -140,7 +140,14 @@ class Trainer:
         config = self.config
         self.mix = build_mix(config)
         weights = config.data.resolution_weights or [1.0] * len(config.data.resolutions)
-        self.plan = BatchPlan(len(self.mix), config.data.batch_size, weights, config.run.seed, self.rank, self.world)
+        self.plan = BatchPlan(
+            num_items=len(self.mix),
+            batch_size=config.data.batch_size,
+            resolution_weights=weights,
+            seed=config.run.seed,
+            rank=self.rank,
+            world_size=self.world,
+        )
         self.accumulation = config.optim.accumulation_steps
         self.steps_per_epoch = len(self.plan) // self.accumulation
         if self.steps_per_epoch == 0:

@@ -66,7 +66,7 @@ def view(
         with open_viewer_for(options, server.export_dir or source, announce) as viewer:
             count, interrupted = _show(viewer, itertools.chain([first], frames))
             finish_stream(viewer, interrupted, server.wait, announce)
-        return ViewSummary(viewer.url, count, reopened=True, interrupted=interrupted)
+        return ViewSummary(url=viewer.url, frames=count, reopened=True, interrupted=interrupted)
 
     device = options.check(loads_model=not isinstance(model, StreamVGGT), viewer=True)
     with (
@@ -79,7 +79,13 @@ def view(
             consumers.append(map_follower(reconstructor, options, opened, on_correction=viewer.apply_corrections))
         loop = run_frames(reconstructor, opened.frames, consumers, total=opened.total, progress=options.progress)
         finish_stream(viewer, loop.interrupted, server.wait, announce)
-    return ViewSummary(viewer.url, loop.frames, False, loop.interrupted, list(opened.source.skipped))
+    return ViewSummary(
+        url=viewer.url,
+        frames=loop.frames,
+        reopened=False,
+        interrupted=loop.interrupted,
+        skipped=list(opened.source.skipped),
+    )
 
 
 def open_viewer_for(

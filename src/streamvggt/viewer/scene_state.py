@@ -99,7 +99,17 @@ def make_view_frame(
     points = {"depth": (from_depth[grid], np.asarray(depth_conf, dtype=np.float32)[grid])}
     if pointmap is not None:
         points["pointmap"] = (np.asarray(pointmap[0], dtype=np.float32)[grid], np.asarray(pointmap[1])[grid])
-    return ViewFrame(index, name, image, extrinsic, intrinsic, stride, image[grid], valid[grid], points)
+    return ViewFrame(
+        index=index,
+        name=name,
+        image=image,
+        extrinsic=extrinsic,
+        intrinsic=intrinsic,
+        stride=stride,
+        colors=image[grid],
+        valid=valid[grid],
+        points=points,
+    )
 
 
 def view_frame_from_result(result: FrameResult, max_points: int = MAX_POINTS_PER_FRAME) -> ViewFrame:

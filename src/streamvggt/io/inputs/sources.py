@@ -185,7 +185,12 @@ class ImageFiles(FrameSource):
     def refs_after(self, index: int, pts: int | None) -> Iterator[FrameRef]:
         for position in range(index + 1, len(self.paths)):
             path = self.paths[position]
-            yield FrameRef(path.relative_to(self.root).as_posix(), position, None, partial(read_image, path))
+            yield FrameRef(
+                name=path.relative_to(self.root).as_posix(),
+                index=position,
+                timestamp=None,
+                decode=partial(read_image, path),
+            )
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -283,7 +288,13 @@ class VideoSource(FrameSource):
         rate = self._stream.average_rate
         for frame in frames:
             timestamp = frame.time if frame.time is not None else (float(index / rate) if rate else None)
-            yield FrameRef(f"frame_{index:06d}", index, timestamp, partial(_upright_rgb, frame), frame.pts)
+            yield FrameRef(
+                name=f"frame_{index:06d}",
+                index=index,
+                timestamp=timestamp,
+                decode=partial(_upright_rgb, frame),
+                pts=frame.pts,
+            )
             index += 1
 
     def _decoded(self) -> Iterator[Any]:
@@ -329,12 +340,18 @@ def open_camera(index: int) -> VideoSource:
         return open_camera_device(f"/dev/video{index}", f"camera {index} (/dev/video{index})")
     if sys.platform == "darwin":
         # "<video>:none": no audio device. AVFoundation needs a frame rate the camera supports; 30 is near universal.
-        return VideoSource(f"{index}:none", f"camera {index}", "stream", "avfoundation", options={"framerate": "30"})
+        return VideoSource(
+            target=f"{index}:none",
+            description=f"camera {index}",
+            kind="stream",
+            container_format="avfoundation",
+            options={"framerate": "30"},
+        )
     raise InputError(f"camera indices work on Linux and macOS; on {sys.platform} pass the camera's stream URL")
 
 
 def open_camera_device(path: str, description: str | None = None) -> VideoSource:
-    return VideoSource(path, description or f"camera {path}", "stream", "v4l2")
+    return VideoSource(target=path, description=description or f"camera {path}", kind="stream", container_format="v4l2")
 
 
 # ----------------------------------------------------------------------------------------------------- entry point
@@ -347,7 +364,7 @@ def open_source(spec: str | os.PathLike) -> FrameSource:
     """
     text = os.fspath(spec)
     if _URL.match(text) and not Path(text).exists():
-        return VideoSource(text, f"stream {text}", "stream", timeout=STREAM_TIMEOUT_S)
+        return VideoSource(target=text, description=f"stream {text}", kind="stream", timeout=STREAM_TIMEOUT_S)
     if text.isdigit() and not Path(text).exists():
         return open_camera(int(text))
     path = Path(text).expanduser()
@@ -440,7 +457,7 @@ def read_frames(
             continue
         produced += 1
         position = ReadPosition(produced, ref.index, ref.timestamp, ref.pts, start, last_bin)
-        yield Frame(image, ref.name, ref.index, ref.timestamp, position)
+        yield Frame(image=image, name=ref.name, index=ref.index, timestamp=ref.timestamp, position=position)
     if produced == 0:
         if source.skipped:
             name, reason = source.skipped[0]

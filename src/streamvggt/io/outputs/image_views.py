@@ -69,7 +69,9 @@ def original_view(index: int, source_size: tuple[int, int], resized_box: tuple[i
     """
     top, left, height, width = resized_box
     scale = (source_size[1] / width, source_size[0] / height)
-    return ImageView(f"{ORIGINAL_DIR}/{image_name(index)}", source_size, scale, (float(left), float(top)))
+    return ImageView(
+        path=f"{ORIGINAL_DIR}/{image_name(index)}", size=source_size, scale=scale, origin=(float(left), float(top))
+    )
 
 
 def write_original(folder: Path, index: int, image: np.ndarray) -> Path:

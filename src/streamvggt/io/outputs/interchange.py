@@ -255,7 +255,10 @@ class TrainerExports:
         """Take the frames kept in a saved state (see :meth:`state`), as if they had been added here."""
         self.views = [
             ImageView(
-                path, (int(size[0]), int(size[1])), (float(scale[0]), float(scale[1])), (float(o[0]), float(o[1]))
+                path=path,
+                size=(int(size[0]), int(size[1])),
+                scale=(float(scale[0]), float(scale[1])),
+                origin=(float(o[0]), float(o[1])),
             )
             for path, size, scale, o in meta["views"]
         ]

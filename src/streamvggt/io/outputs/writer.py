@@ -176,12 +176,12 @@ class ReconstructionWriter:
         self._frame_files: dict[int, dict[str, str]] = {}
         self._frame_outputs: list[Path] = []
         self.exports = TrainerExports(
-            self.output_dir,
-            exports or ExportOptions(),
-            self.output_dir / DEPTH_DIR,
-            depth_names,
-            conf_threshold,
-            self._folder,
+            output_dir=self.output_dir,
+            options=exports or ExportOptions(),
+            depth_dir=self.output_dir / DEPTH_DIR,
+            depth_files=depth_names,
+            conf_percentile=conf_threshold,
+            make_folder=self._folder,
         )
 
     def __enter__(self) -> ReconstructionWriter:

@@ -252,7 +252,9 @@ class Tracker(nn.Module):
         self.corr_mlp = FeedForward(corr_levels * (2 * corr_radius + 1) ** 2, hidden_size, latent_dim)
         # Learned tokens that mark the query frame (0) and the other frames (1).
         self.query_ref_token = nn.Parameter(torch.randn(1, 2, self.token_dim))
-        self.updateformer = UpdateFormer(self.token_dim, hidden_size, latent_dim + 2, depth)
+        self.updateformer = UpdateFormer(
+            input_dim=self.token_dim, hidden_size=hidden_size, output_dim=latent_dim + 2, depth=depth
+        )
         self.fmap_norm = nn.LayerNorm(latent_dim)
         self.ffeat_norm = nn.GroupNorm(1, latent_dim)
         self.ffeat_updater = nn.Sequential(nn.Linear(latent_dim, latent_dim), nn.GELU())

@@ -93,7 +93,7 @@ class ARKitScenesHighResDataset(SequenceDataset):
         scene, name, intrinsics, pose = handle
         image = read_rgb(require_file(scene / "vga_wide" / name.replace(".png", ".jpg"), "ARKitScenes image"))
         depth = read_depth_mm(scene / "highres_depth" / name, image.shape, "ARKitScenes high-res depth")
-        return Frame(image, depth, intrinsics, pose)
+        return Frame(image=image, depth=depth, intrinsics=intrinsics, cam_to_world=pose)
 
 
 def _file_names(folder: Path) -> set[str]:

@@ -75,7 +75,7 @@ class MultiViewDataset(Dataset):
         frame = self.load_frame(handle)
         enlarge = int(rng.integers(0, self.aug_crop)) if self.aug_crop > 1 else 0
         image, depth, intrinsics = crop_resize(frame.image, frame.depth, frame.intrinsics, size, enlarge)
-        return Frame(image, depth, intrinsics, frame.cam_to_world)
+        return Frame(image=image, depth=depth, intrinsics=intrinsics, cam_to_world=frame.cam_to_world)
 
     def clip(self, index: int, size: tuple[int, int], rng: np.random.Generator) -> dict:
         """Clip ``index`` at ``size`` (W, H) as the dict described in the module docstring."""

@@ -126,7 +126,9 @@ class BlendedMVSDataset(MultiViewDataset):
                     raise ValueError(
                         f"{self.index_file}: scene {scene} has overlap indices beyond its {len(names)} views"
                     )
-                graph = OverlapGraph(indices[0], indices[1], values, len(names), overlap_threshold)
+                graph = OverlapGraph(
+                    rows=indices[0], cols=indices[1], scores=values, size=len(names), threshold=overlap_threshold
+                )
                 self.scenes.append((scene, names, graph))
         self.anchors = [(s, i) for s, (_, names, _) in enumerate(self.scenes) for i in range(len(names))]
         if not self.anchors:

@@ -77,4 +77,4 @@ class HypersimDataset(SequenceDataset):
         cam = load_arrays(cam_path, "Hypersim camera", ["intrinsics", "pose"])
         intrinsics = intrinsics_matrices(cam["intrinsics"][None], 1, cam_path)[0] + _CONTINUOUS_TO_OPENCV
         pose = camera_poses(cam["pose"][None], 1, cam_path)[0]
-        return Frame(image, depth, intrinsics, pose)
+        return Frame(image=image, depth=depth, intrinsics=intrinsics, cam_to_world=pose)

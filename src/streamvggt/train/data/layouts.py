@@ -95,7 +95,7 @@ class GenericDataset(SequenceDataset):
         scene, stem = handle.parent.parent, handle.stem
         depth = np.load(scene / "depth" / f"{stem}.npy").astype(np.float32)
         with np.load(scene / "cam" / f"{stem}.npz") as cam:
-            return Frame(read_rgb(handle), depth, cam["intrinsics"], cam["pose"])
+            return Frame(image=read_rgb(handle), depth=depth, intrinsics=cam["intrinsics"], cam_to_world=cam["pose"])
 
 
 class ScanNetDataset(SequenceDataset):
@@ -127,7 +127,12 @@ class ScanNetDataset(SequenceDataset):
         scene, base = handle
         depth = read_uint16(scene / "depth" / f"{base}.png") / 1000.0
         with np.load(scene / "cam" / f"{base}.npz") as cam:
-            return Frame(read_rgb(scene / "color" / f"{base}.jpg"), depth, cam["intrinsics"], cam["pose"])
+            return Frame(
+                image=read_rgb(scene / "color" / f"{base}.jpg"),
+                depth=depth,
+                intrinsics=cam["intrinsics"],
+                cam_to_world=cam["pose"],
+            )
 
 
 class ARKitScenesDataset(MultiViewDataset):
@@ -214,7 +219,7 @@ class ARKitScenesDataset(MultiViewDataset):
         image_path = scene_files.require_file(scene / "vga_wide" / name.replace(".png", ".jpg"), "ARKitScenes image")
         image = read_rgb(image_path)
         depth = scene_files.read_depth_mm(scene / "lowres_depth" / name, image.shape, "ARKitScenes depth")
-        return Frame(image, depth, intrinsics, pose)
+        return Frame(image=image, depth=depth, intrinsics=intrinsics, cam_to_world=pose)
 
 
 class Co3dDataset(SequenceDataset):
@@ -279,7 +284,7 @@ class Co3dDataset(SequenceDataset):
         if masked:
             with Image.open(mask_path) as mask:
                 depth = depth * (np.asarray(mask.convert("L"), dtype=np.float32) / 255.0 > 0.1)
-        return Frame(read_rgb(image_path), depth, intrinsics, pose)
+        return Frame(image=read_rgb(image_path), depth=depth, intrinsics=intrinsics, cam_to_world=pose)
 
 
 class WildRGBDDataset(Co3dDataset):

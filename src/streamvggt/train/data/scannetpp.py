@@ -146,4 +146,4 @@ class ScanNetppDataset(MultiViewDataset):
         scene, name, intrinsics, pose = self.frames[handle]
         image = read_rgb(require_file(scene / "images" / f"{name}.jpg", "ScanNet++ image"))
         depth = read_depth_mm(scene / "depth" / f"{name}.png", image.shape, "ScanNet++ depth")
-        return Frame(image, depth, intrinsics, pose)
+        return Frame(image=image, depth=depth, intrinsics=intrinsics, cam_to_world=pose)

@@ -54,4 +54,6 @@ class SyntheticDataset(SequenceDataset):
         scene = self.scene(scene_index)
         width, height = size
         image, depth = scene.render(frame, width, height, self.supersample)
-        return Frame(image, depth, scene.intrinsics(width, height), scene.cam_to_world[frame])
+        return Frame(
+            image=image, depth=depth, intrinsics=scene.intrinsics(width, height), cam_to_world=scene.cam_to_world[frame]
+        )

@@ -83,7 +83,7 @@ class SceneFolderDataset(SequenceDataset):
         cam_path = _require(scene / "cam" / f"{base}.npz", f"{self.name} camera")
         intrinsics, pose = read_camera(cam_path)
         depth, pose = self.convert(scene, depth, pose)
-        return Frame(image, depth, intrinsics, pose)
+        return Frame(image=image, depth=depth, intrinsics=intrinsics, cam_to_world=pose)
 
 
 def read_camera(path: Path) -> tuple[np.ndarray, np.ndarray]:

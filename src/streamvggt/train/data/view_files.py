@@ -56,4 +56,4 @@ def checked_frame(
         raise ValueError(f"{source}: intrinsics must be a finite 3x3 matrix, got shape {intrinsics.shape}")
     if cam_to_world.shape != (4, 4) or not np.isfinite(cam_to_world).all():
         raise ValueError(f"{source}: camera pose must be a finite 4x4 matrix, got shape {cam_to_world.shape}")
-    return Frame(image, depth, intrinsics, cam_to_world)
+    return Frame(image=image, depth=depth, intrinsics=intrinsics, cam_to_world=cam_to_world)

@@ -176,7 +176,13 @@ def _frame(
         depth_map = sparse_depth(reconstruction, image, cam_from_world, camera.intrinsics, shape)
     else:
         depth_map = np.zeros(shape, dtype=np.float32)
-    return ImportedFrame(image.name, pixels, depth_map, camera.intrinsics, np.linalg.inv(cam_from_world))
+    return ImportedFrame(
+        name=image.name,
+        image=pixels,
+        depth=depth_map,
+        intrinsics=camera.intrinsics,
+        cam_to_world=np.linalg.inv(cam_from_world),
+    )
 
 
 def _rgb(path: Path) -> np.ndarray:

@@ -78,4 +78,10 @@ def _frame(folder: Path, entry: dict[str, Any], box: list[int] | None, min_conf_
         intrinsics[0, 2] -= left
         intrinsics[1, 2] -= top
     cam_from_world = np.vstack([extrinsic, [0.0, 0.0, 0.0, 1.0]])
-    return ImportedFrame(name, np.ascontiguousarray(image), depth, intrinsics, np.linalg.inv(cam_from_world))
+    return ImportedFrame(
+        name=name,
+        image=np.ascontiguousarray(image),
+        depth=depth,
+        intrinsics=intrinsics,
+        cam_to_world=np.linalg.inv(cam_from_world),
+    )
