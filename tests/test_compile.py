@@ -15,6 +15,7 @@ import torch
 import torch._dynamo
 
 from streamvggt import StreamVGGT
+from streamvggt.streaming.cache import BudgetCache, Int8Store, PlainStore
 from tests.helpers import cut_tiny_model
 
 HEIGHT, WIDTH = 28, 42
@@ -120,3 +121,45 @@ def test_compiled_and_eager_steps_compute_the_same_cache_for_every_policy(model:
     assert backend.graphs >= 1
     for ours, theirs in zip(compiled.cache.layers(), eager.cache.layers(), strict=True):
         assert all(torch.equal(a, b) for a, b in zip(ours.views(), theirs.views(), strict=True))  # the slots read
+
+
+# --- inductor: the real kernels (opt-in, -m slow: each test compiles for a minute or more on 2 CPU cores) ---
+
+
+@pytest.fixture
+def slow_selected(request: pytest.FixtureRequest) -> None:
+    """Slow tests run only when asked for (``-m slow``), as the marker's registration in pyproject.toml says."""
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("slow: select with -m slow")
+
+
+def tied_frames(count: int, tokens: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Keys [1, 2, tokens, 8] drawn from a handful of small integer vectors, so that many stored keys are equal
+    (exact ties in the eviction scores, as int8 codes make common), and random values."""
+    generator = torch.Generator().manual_seed(seed)
+    palette = torch.randint(-3, 4, (5, 8), generator=generator).float()
+    frames = []
+    for _ in range(count):
+        keys = palette[torch.randint(0, 5, (1, 2, tokens), generator=generator)]
+        frames.append((keys, torch.randn(1, 2, tokens, 8, generator=generator)))
+    return frames
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("int8", [False, True])
+def test_inductor_compiled_budget_updates_equal_eager_on_tied_keys(slow_selected: None, int8: bool) -> None:
+    """The cache code alone, compiled by inductor as a compiled step runs it, fed the same keys as eager: the same
+    evictions and the same cache, bit for bit, although the keys tie everywhere."""
+    store = Int8Store if int8 else PlainStore
+    frame_tokens, budget = 6, 30
+    compiled, eager = BudgetCache(store(), frame_tokens, budget), BudgetCache(store(), frame_tokens, budget)
+    clip = tied_frames(40, frame_tokens)
+    for k, v in clip[:5]:  # fill the budget eagerly, as a session does before its step compiles
+        compiled.update(k, v)
+        eager.update(k, v)
+    assert compiled.static
+    step = torch.compile(compiled.update, fullgraph=True)
+    for index, (k, v) in enumerate(clip[5:], start=5):
+        ours, theirs = step(k, v), eager.update(k, v)
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True)), f"reads differ at frame {index}"
+        assert all(torch.equal(a, b) for a, b in zip(compiled.tensors(), eager.tensors(), strict=True))
