@@ -139,7 +139,7 @@ FAULTS = (
         "budget-evicts-least-redundant",
         "streaming/cache.py",
         "budget:N evicts the least redundant keys (keeps the wrong tokens)",
-        (("sort(dim=-1, descending=True, stable=True)", "sort(dim=-1, descending=False, stable=True)"),),
+        (("redundancy = (evictable @ total", "redundancy = -(evictable @ total"),),
     ),
     Fault(
         "budget-mean-includes-anchor",
@@ -156,7 +156,12 @@ FAULTS = (
         "budget-first-stream-decides",
         "streaming/cache.py",
         "budget:N evicts every stream of a batch by the first stream's scores",
-        (("redundancy.sort(dim=-1,", "redundancy[:1].expand_as(redundancy).sort(dim=-1,"),),
+        (
+            (
+                "/ norms  # [B, heads, n]",
+                "/ norms\n        redundancy = redundancy[:1].expand_as(redundancy)  # [B, heads, n]",
+            ),
+        ),
     ),
     Fault(
         "budget-anchor-not-pinned",
@@ -167,7 +172,7 @@ FAULTS = (
                 "(keys if rows is None else keys[rows])[:, :, self.frame_tokens :]",
                 "(keys if rows is None else keys[rows])",
             ),
-            ("ranked.sort(dim=-1).values + self.frame_tokens", "ranked.sort(dim=-1).values"),
+            ("slots.numel() - ranked.values + self.frame_tokens", "slots.numel() - ranked.values"),
         ),
     ),
     # --- streaming/session.py ---

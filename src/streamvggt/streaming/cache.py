@@ -508,18 +508,24 @@ class BudgetCache(LayerCache):
         # Scores decide discontinuously which tokens stay, so a compiled step, whose kernels round and order sums
         # differently, must rank them as eager does. In float32 two scores often lie within the rounding error of
         # computing them (seen: two keys 1.6e-8 apart whose order a compiled step reversed, after which the streams
-        # held different tokens), and int8 keys give exact ties. Hence: float64 (int8 keys dequantize exactly,
-        # and their sum over slots is exact in any order); the sum in place of the mean (same cosine, no division
-        # a compiler may round differently); ties to the lower slot (a stable sort, where topk's order of equal
-        # scores is up to the kernel); evicted slots in ascending order, so which new token takes which evicted
-        # slot does not depend on how the evicted scores compare among themselves. MPS has no float64.
+        # held different tokens), and int8 keys give exact ties. Hence: float64 (int8 keys dequantize exactly, and
+        # their sum over slots is exact in any order); the sum in place of the mean and x.sum / |x| in place of the
+        # cosine (the same order: both drop positive factors common to a head, and with them a division a compiler
+        # may round differently); ties at the cut to the lower slots (topk's choice among equal scores is up to the
+        # kernel); evicted slots in ascending order, so which new token takes which slot does not depend on how the
+        # evicted slots' scores compare among themselves. MPS has no float64.
         dtype = torch.float32 if self.store.k.device.type == "mps" else torch.float64
         keys = self.store.read_keys(self.length if length is None else length, dtype)
         evictable = (keys if rows is None else keys[rows])[:, :, self.frame_tokens :]
         total = evictable.sum(dim=2, keepdim=True)
-        redundancy = torch.nn.functional.cosine_similarity(evictable, total, dim=-1)  # [B, heads, n]
-        ranked = redundancy.sort(dim=-1, descending=True, stable=True).indices[..., :count]
-        return ranked.sort(dim=-1).values + self.frame_tokens
+        norms = torch.linalg.vector_norm(evictable, dim=-1).clamp_min(1e-30)
+        redundancy = (evictable @ total.transpose(-1, -2)).squeeze(-1) / norms  # [B, heads, n]: |total| * cosine
+        cut = redundancy.topk(count, dim=-1).values[..., -1:]  # the count-th largest score, whichever slot has it
+        above, tied = redundancy > cut, redundancy == cut
+        evicted = above | (tied & (tied.cumsum(dim=-1) <= count - above.sum(dim=-1, keepdim=True)))
+        slots = torch.arange(redundancy.shape[-1], 0, -1, device=redundancy.device)  # distinct, larger for lower slots
+        ranked = torch.where(evicted, slots, 0).topk(count, dim=-1)  # exactly the evicted slots, lowest first
+        return slots.numel() - ranked.values + self.frame_tokens
 
 
 def _spans(starts: list[int], k: Tensor) -> Tensor:
