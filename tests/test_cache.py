@@ -130,3 +130,39 @@ def test_int8_budget_cache_scatters_into_quantized_slots():
     for _ in range(6):
         k_all, v_all = cache.update(torch.randn(1, 2, 2, 4), torch.randn(1, 2, 2, 4))
     assert k_all.shape == (1, 2, 6, 4) and torch.isfinite(v_all).all()
+
+
+def slot_of(k_all: torch.Tensor, key: torch.Tensor) -> int:
+    """The slot of head 0 whose stored key [d] is nearest to ``key``."""
+    return int((k_all[0, 0] - key).abs().sum(-1).argmin())
+
+
+@pytest.mark.parametrize("store", [PlainStore, Int8Store])
+def test_budget_cache_breaks_eviction_ties_by_slot_and_fills_evicted_slots_in_order(store: type) -> None:
+    """Equal keys score equally (int8 codes make that common), and which of them goes must not be up to the order
+    a topk kernel returns equal scores in: a compiled and an eager step would then keep different tokens. Ties go
+    to the lower slot, and the new tokens fill the evicted slots in slot order."""
+    cache = BudgetCache(store(), frame_tokens=2, budget=8)
+    # The anchor holds every channel's largest magnitude, so int8 scales never grow: equal keys keep equal codes.
+    anchor = torch.tensor([[10.0, 10.0, -10.0, 10.0], [-10.0, 10.0, 10.0, -10.0]])
+    redundant = torch.tensor([1.0, 1.0, 1.0, 1.0])  # nearest the evictable keys' mean direction
+    others = [torch.tensor([1.0, -1.0, 0.0, 0.0]), torch.tensor([-1.0, 1.0, 0.0, 0.0]), torch.tensor([0, 0, 1.0, -1])]
+    slots = [others[0], redundant, others[1], redundant, redundant, others[2]]  # slots 2..7: ties at 3, 5 and 6
+    for frame in [anchor, *torch.stack(slots).split(2)]:
+        cache.update(frame[None, None], frame[None, None])
+    new = torch.tensor([[-5.0, 0.0, 0.0, 0.0], [0.0, -5.0, 0.0, 0.0]])
+    k_all, _ = cache.update(new[None, None], new[None, None])
+    assert (slot_of(k_all, new[0]), slot_of(k_all, new[1]), slot_of(k_all, redundant)) == (3, 5, 6)
+
+
+def test_budget_cache_ranks_scores_closer_than_float32_resolves() -> None:
+    """Redundancy scores 1e-8 apart round to the same float32 (seen in a stream: two keys 1.6e-8 apart whose order a
+    compiled step reversed). Here the evictable keys' mean points along x, and the key with the smaller y is the
+    more redundant: cos = 1/sqrt(1 + y^2), 1 - 5e-9 against 1 - 2e-8, both 1.0 in float32."""
+    cache = BudgetCache(PlainStore(), frame_tokens=1, budget=5)
+    keys = [[0.0, 1.0], [1.0, 2e-4], [1.0, 1e-4], [1.0, -2e-4], [1.0, -1e-4]]  # anchor, then slots 1..4
+    for key in keys:
+        cache.update(torch.tensor(key).view(1, 1, 1, 2), torch.tensor(key).view(1, 1, 1, 2))
+    new = torch.tensor([-1.0, 0.0])
+    k_all, _ = cache.update(new.view(1, 1, 1, 2), new.view(1, 1, 1, 2))
+    assert slot_of(k_all, new) == 2  # slots 2 and 4 tie exactly (mirror images): the lower goes

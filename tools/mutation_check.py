@@ -139,16 +139,16 @@ FAULTS = (
         "budget-evicts-least-redundant",
         "streaming/cache.py",
         "budget:N evicts the least redundant keys (keeps the wrong tokens)",
-        (("redundancy.topk(count, dim=-1)", "redundancy.topk(count, dim=-1, largest=False)"),),
+        (("redundancy = (evictable @ total", "redundancy = -(evictable @ total"),),
     ),
     Fault(
         "budget-mean-includes-anchor",
         "streaming/cache.py",
-        "budget:N scores redundancy against the mean of all keys, anchor included",
+        "budget:N scores redundancy against the sum (mean direction) of all keys, anchor included",
         (
             (
-                "mean = evictable.mean(dim=2, keepdim=True)",
-                "mean = (keys if rows is None else keys[rows]).float().mean(dim=2, keepdim=True)",
+                "total = evictable.sum(dim=2, keepdim=True)",
+                "total = (keys if rows is None else keys[rows]).sum(dim=2, keepdim=True)",
             ),
         ),
     ),
@@ -156,7 +156,12 @@ FAULTS = (
         "budget-first-stream-decides",
         "streaming/cache.py",
         "budget:N evicts every stream of a batch by the first stream's scores",
-        (("redundancy.topk(count, dim=-1)", "redundancy[:1].expand_as(redundancy).topk(count, dim=-1)"),),
+        (
+            (
+                "/ norms  # [B, heads, n]",
+                "/ norms\n        redundancy = redundancy[:1].expand_as(redundancy)  # [B, heads, n]",
+            ),
+        ),
     ),
     Fault(
         "budget-anchor-not-pinned",
@@ -167,7 +172,7 @@ FAULTS = (
                 "(keys if rows is None else keys[rows])[:, :, self.frame_tokens :]",
                 "(keys if rows is None else keys[rows])",
             ),
-            ("topk(count, dim=-1).indices + self.frame_tokens", "topk(count, dim=-1).indices"),
+            ("slots.numel() - ranked.values + self.frame_tokens", "slots.numel() - ranked.values"),
         ),
     ),
     # --- streaming/session.py ---

@@ -15,11 +15,20 @@ static addresses, so their in-place updates stay inside the graph, and outputs a
 before the next replay overwrites them.
 
 The compiled step runs the caches' own update code (:class:`streamvggt.streaming.cache.StreamCache`), so a graph run
-as captured gives eager's caches bit for bit. Inductor's kernels round differently from eager's (fused reductions
-reorder float sums: about 1e-7 relative in the keys), and int8 storage and budget eviction are discontinuous in
-their inputs: with ``budget:N+int8`` such a difference can flip an int8 code and then an eviction, after which the
-two streams hold different tokens. Eager alone does the same under a perturbation of the frames of that size, so
-compiled and eager outputs of that policy agree only as far as the policy is stable.
+as captured gives eager's caches bit for bit, and so does that code compiled by inductor when fed eager's keys
+(``tests/test_compile.py -m slow``: issue 22's stream replayed layer by layer). The budget policy's eviction is
+written for that: it ranks in float64, breaks ties by slot and fills evicted slots in slot order, because in
+float32 scores closer than their rounding error (and exact ties of int8 keys) were ranked differently by inductor's
+kernels than by eager's.
+
+The whole compiled step still does not compute eager's cache under ``+int8``: inductor's fused kernels give keys
+that differ from eager's by rounding (on issue 22's stream, 17-30% of the trunk's key entries, by up to 2e-6 of a
+channel's range; 1e-5 in the camera head), and now and then such a key lies on the other side of an int8 rounding
+boundary, so one code differs by one step. That alone moves outputs by about 1e-4 (window:4+int8). Under a budget
+it also moves the slot's redundancy score by about 1e-3, enough to evict another token, after which the streams
+keep different tokens and pose drifts apart (budget:125+int8: a code flip at frame 6, a different eviction at frame
+14, pose gap 1e-2 by frame 17). That is the policy's own sensitivity: two eager sessions whose frames differ by
+1e-7 noise part the same way (pose gap 8e-3 at frame 10, 0.17 at worst over 40 frames).
 """
 
 from __future__ import annotations

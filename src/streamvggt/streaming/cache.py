@@ -210,9 +210,11 @@ class PlainStore:
     def reset_slot(self, index: int) -> None:
         """Batch element ``index`` starts a new stream: nothing to clear, its old slots are no longer read."""
 
-    def read_keys(self, length: int) -> Tensor:
-        """Keys only: eviction scores need no values (for int8 storage, half the dequantization)."""
-        return self.k[:, :, :length]
+    def read_keys(self, length: int, dtype: torch.dtype | None = None) -> Tensor:
+        """Keys only, in ``dtype`` (default: as they arrived): eviction scores need no values (for int8 storage,
+        half the dequantization)."""
+        keys = self.k[:, :, :length]
+        return keys if dtype is None else keys.to(dtype)
 
 
 class Int8Store(PlainStore):
@@ -288,8 +290,9 @@ class Int8Store(PlainStore):
     def read(self, length: int) -> tuple[Tensor, Tensor]:
         return self.read_keys(length), self.v[:, :, :length].to(self.dtype) * self.v_scale[:, :, :length]
 
-    def read_keys(self, length: int) -> Tensor:
-        return self.k[:, :, :length].to(self.dtype) * self.k_scale
+    def read_keys(self, length: int, dtype: torch.dtype | None = None) -> Tensor:
+        dtype = self.dtype if dtype is None else dtype
+        return self.k[:, :, :length].to(dtype) * self.k_scale.to(dtype)
 
     def reset_slot(self, index: int) -> None:
         """A new stream in element ``index`` starts from a zero key scale, as a fresh cache does."""
@@ -502,11 +505,27 @@ class BudgetCache(LayerCache):
     def _most_redundant(self, count: int, length: int | None = None, rows: list[int] | None = None) -> Tensor:
         """The ``count`` evictable slots [B, h, count] whose keys are most similar to the layer's mean key
         (among the first ``length`` slots, default all, of the elements ``rows``, default all)."""
-        keys = self.store.read_keys(self.length if length is None else length)
-        evictable = (keys if rows is None else keys[rows])[:, :, self.frame_tokens :].float()
-        mean = evictable.mean(dim=2, keepdim=True)
-        redundancy = torch.nn.functional.cosine_similarity(evictable, mean, dim=-1)  # [B, heads, n]
-        return redundancy.topk(count, dim=-1).indices + self.frame_tokens
+        # Scores decide discontinuously which tokens stay, so a compiled step, whose kernels round and order sums
+        # differently, must rank them as eager does. In float32 two scores often lie within the rounding error of
+        # computing them (seen: two keys 1.6e-8 apart whose order a compiled step reversed, after which the streams
+        # held different tokens), and int8 keys give exact ties. Hence: float64 (int8 keys dequantize exactly, and
+        # their sum over slots is exact in any order); the sum in place of the mean and x.sum / |x| in place of the
+        # cosine (the same order: both drop positive factors common to a head, and with them a division a compiler
+        # may round differently); ties at the cut to the lower slots (topk's choice among equal scores is up to the
+        # kernel); evicted slots in ascending order, so which new token takes which slot does not depend on how the
+        # evicted slots' scores compare among themselves. MPS has no float64.
+        dtype = torch.float32 if self.store.k.device.type == "mps" else torch.float64
+        keys = self.store.read_keys(self.length if length is None else length, dtype)
+        evictable = (keys if rows is None else keys[rows])[:, :, self.frame_tokens :]
+        total = evictable.sum(dim=2, keepdim=True)
+        norms = torch.linalg.vector_norm(evictable, dim=-1).clamp_min(1e-30)
+        redundancy = (evictable @ total.transpose(-1, -2)).squeeze(-1) / norms  # [B, heads, n]: |total| * cosine
+        cut = redundancy.topk(count, dim=-1).values[..., -1:]  # the count-th largest score, whichever slot has it
+        above, tied = redundancy > cut, redundancy == cut
+        evicted = above | (tied & (tied.cumsum(dim=-1) <= count - above.sum(dim=-1, keepdim=True)))
+        slots = torch.arange(redundancy.shape[-1], 0, -1, device=redundancy.device)  # distinct, larger for lower slots
+        ranked = torch.where(evicted, slots, 0).topk(count, dim=-1)  # exactly the evicted slots, lowest first
+        return slots.numel() - ranked.values + self.frame_tokens
 
 
 def _spans(starts: list[int], k: Tensor) -> Tensor:
