@@ -2,6 +2,7 @@
 the way an out-of-memory kill or a pre-empted job would: the library has no test hooks, this script patches it.
 
 Usage: python tests/resume_launcher.py POINT N (cli ARGS... | api JSON)
+Environment: RESUME_KILL_ONLY=TEXT counts only the saves into a state folder whose path holds TEXT.
 POINT: "save" (at the start of the N-th save, before anything of it is written), "switch" (in the N-th save,
 once its generation is complete, just before CURRENT names it: a kill during a save), or "never".
 """
@@ -23,7 +24,11 @@ def main() -> None:
     original_save = run_state.RunStateStore.save
     original_replace = run_state.os.replace
 
+    only = os.environ.get("RESUME_KILL_ONLY")  # count only the saves of stores whose folder holds this text
+
     def save(self, meta, groups=None):
+        if only is not None and only not in str(self.root):
+            return original_save(self, meta, groups)
         calls["save"] += 1
         if point == "save" and calls["save"] == target:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -52,10 +52,13 @@ def command(source: Path, output: Path, checkpoint: Path, *extra) -> list[str]:
     return [str(a) for a in (*args, "--state-every", EVERY, *extra)]
 
 
-def killed(point: str, count: int, kind: str, *args: str) -> None:
-    """Run the launcher in a new process, killed with SIGKILL at ``point`` of save number ``count``."""
+def killed(point: str, count: int, kind: str, *args: str, only: str | None = None) -> None:
+    """Run the launcher in a new process, killed with SIGKILL at ``point`` of save number ``count`` (counting
+    only saves into folders whose path holds ``only``)."""
     # One thread, as the tests run (conftest): the kernels then round alike in both processes.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), "OMP_NUM_THREADS": "1"}
+    if only is not None:
+        env["RESUME_KILL_ONLY"] = only
     result = subprocess.run(
         [sys.executable, str(LAUNCHER), point, str(count), kind, *args], env=env, capture_output=True, text=True
     )

@@ -226,15 +226,17 @@ def add_viewer_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_resume_options(parser: argparse.ArgumentParser) -> None:
-    """Saved run state and --resume: reconstruct (one input) and reconstruct-many (per input)."""
+def add_resume_options(parser: argparse.ArgumentParser, resume: bool = True) -> None:
+    """Saved run state: reconstruct (--resume and --state-every) and reconstruct-many (--state-every: it resumes
+    an interrupted input by itself)."""
     group = parser.add_argument_group("interruption")
-    group.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the interrupted run saved in OUTDIR (same input, checkpoint, precision and options); "
-        "a finished run is left as it is",
-    )
+    if resume:
+        group.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the interrupted run saved in OUTDIR (same input, checkpoint, precision and options); "
+            "a finished run is left as it is",
+        )
     group.add_argument(
         "--state-every",
         type=int,

@@ -59,6 +59,8 @@ __all__ = ["FrameResult", "ReconstructOptions", "ReconstructionSummary", "Recons
 
 log = logging.getLogger(__name__)
 
+LARGE_STATE = 1 << 30  # a full cache's saved state larger than this is announced as a warning
+
 
 class FrameStream(Protocol):
     """What a :class:`Reconstructor` feeds: a :class:`~streamvggt.streaming.session.StreamSession` of batch
@@ -178,9 +180,9 @@ class Reconstructor:
 
     def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """(meta, tensors) to continue this stream in another process (a saved run state): the session's state
-        and the first camera every result is expressed relative to. Only for a session of its own."""
-        if not isinstance(self.session, StreamSession):
-            raise ValueError("only a reconstructor with a session of its own can save its state")
+        and the first camera every result is expressed relative to. Not for a slot of a batch larger than 1."""
+        if not getattr(self.session, "resumable", False):
+            raise ValueError("this stream (a slot of a batch larger than 1) cannot save its state")
         meta, tensors = self.session.state_dict()
         first = None if self.first_extrinsic is None else self.first_extrinsic.tolist()
         return {"session": meta, "first_extrinsic": first, "index_offset": self._index_offset}, tensors
@@ -191,8 +193,8 @@ class Reconstructor:
         if self.query_points is not None and session_meta["num_frames"] > 0:
             queries = tensors["query_points"].to(self.device)  # fixed at the first frame, as step would have
             self.session = StreamSession(self.model, cache=self.cache, query_points=queries, compile=self.compile)
-        elif not isinstance(self.session, StreamSession):
-            raise ValueError("only a reconstructor with a session of its own can be restored")
+        elif not getattr(self.session, "resumable", False):
+            raise ValueError("this stream (a slot of a batch larger than 1) cannot be restored")
         self.session.load_state_dict(session_meta, {k: t.to(self.device) for k, t in tensors.items()})
         first = meta["first_extrinsic"]
         self.first_extrinsic = None if first is None else torch.tensor(first, dtype=torch.float64)
@@ -344,8 +346,8 @@ def reconstruct(
     with contextlib.ExitStack() as stack:
         opened = stack.enter_context(open_input(source, options.stream))
         live = opened.source.kind == "stream"
-        # A slot of a batched session (reconstruct-many) keeps no state of its own: its input is not saved.
-        own_session = session is None or isinstance(session, StreamSession)
+        # A slot of a batch larger than 1 (reconstruct-many --batch) cannot save or restore its state alone.
+        own_session = session is None or getattr(session, "resumable", False)
         saving = options.state_every != 0 and not live and own_session
         fingerprint = saved = None
         if saving or options.resume:
@@ -353,7 +355,7 @@ def reconstruct(
             fingerprint = run_fingerprint(opened.source, source, checkpoint, "", options)
         if options.resume:  # refused here, before the model loads and before any output is touched
             if not own_session:
-                raise StateError("a slot of a batched session cannot be resumed: resume with a batch of 1")
+                raise StateError("a slot of a batch larger than 1 cannot be resumed: resume with a batch of 1")
             saved = load_resume_state(store, fingerprint, live)
             if saved is None:
                 log.warning("nothing to resume in %s: starting from the first frame", output_dir)
@@ -505,12 +507,14 @@ def _finished_summary(meta: dict[str, Any], output_dir: Path, started: float) ->
 
 
 def _announce_state_size(reconstructor: Reconstructor, options: ReconstructOptions, opened: OpenedInput) -> None:
-    """Say how large the saved state gets: a warning with the full cache (it grows with the stream)."""
+    """Say how large the saved state gets: a warning when the full cache's state (it grows with the stream) will
+    pass :data:`LARGE_STATE` bytes (or the stream's length is unknown), else an info line."""
     model = reconstructor.model
     policy = parse_policy(options.stream.cache)
     dtype = model.execution.trunk_dtype or next(model.parameters()).dtype
     size = estimate_state_size(policy, model.config, opened.first_size, dtype, next(model.parameters()).dtype)
-    if policy.kind == "full":
+    large = opened.total is None or size.at(opened.total) > LARGE_STATE
+    if policy.kind == "full" and large:
         log.warning("%s; a bounded cache (--cache window:K) keeps it bounded", size.describe(opened.total))
     else:
         log.info("%s", size.describe(opened.total))

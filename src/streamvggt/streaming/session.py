@@ -50,6 +50,8 @@ class StreamSession:
     compiled once for every session and cache policy (:mod:`streamvggt.runtime.regional_compile`).
     """
 
+    resumable = True  # its state can be saved and restored (state_dict / load_state_dict)
+
     def __init__(
         self,
         model: StreamVGGT,
