@@ -256,3 +256,24 @@ def test_a_bad_state_every_is_a_usage_error(tmp_path, frames, checkpoint):
     code, _, err = run_cli(*command(frames, tmp_path / "out", checkpoint, "--state-every", "-1"))
     assert code == 2 and err.count("\n") == 1 and "--state-every" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_loop_closed_finish_cannot_be_resumed_from_the_state_it_invalidates(
+    tmp_path, frames, checkpoint, monkeypatch
+):
+    """The finish of a --loop-closure run rescales per-frame depth: while it runs no state is current, so a kill
+    there makes --resume start over instead of rescaling twice."""
+    from streamvggt.io.outputs.writer import ReconstructionWriter
+
+    current = []
+    original = ReconstructionWriter.finish
+
+    def finish(self, *args, **keywords):
+        current.append(RunStateStore.in_output(self.output_dir).load())
+        return original(self, *args, **keywords)
+
+    monkeypatch.setattr(ReconstructionWriter, "finish", finish)
+    out = tmp_path / "out"
+    reconstruct(frames, out, checkpoint, size=WIDTH, cache="window:3", state_every=EVERY, loop_closure=True)
+    assert current == [None]
+    assert RunStateStore.in_output(out).load().meta["finished"] is True

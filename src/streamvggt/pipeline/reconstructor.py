@@ -361,9 +361,6 @@ def reconstruct(
                 log.warning("nothing to resume in %s: starting from the first frame", output_dir)
             elif saved.meta.get("finished"):
                 return _finished_summary(saved.meta, Path(output_dir), started)
-        if saving or saved is not None:
-            store.lock()
-            stack.callback(store.unlock)
         frames = opened.frames
         if saved is not None:
             position = ReadPosition.from_dict(saved.meta["position"])
@@ -387,6 +384,9 @@ def reconstruct(
             fingerprint["precision"] = precision
         if saved is not None:
             check_precision(saved, precision, output_dir)
+        if saving or saved is not None:  # once the model has loaded: a run that cannot start leaves nothing here
+            store.lock()
+            stack.callback(store.unlock)
         followers = [WriteFrames(writer, reconstructor.preprocessor), *consumers]
         if on_frame is not None:
             followers.append(FrameCallback(on_frame))
@@ -435,6 +435,8 @@ def reconstruct(
         if follower is not None:
             corrections = follower.corrections()
             metadata["loop_closure"] = {"loops": len(follower.gmap.loops), "restarts": follower.restarts}
+        if corrections is not None and (saving or saved is not None):
+            store.retire()  # finish rescales the per-frame depth files the saved state relies on
         written = writer.finish(metadata, corrections, progress=options.progress)
         frames_done = done_before + loop.frames
         if saving or saved is not None:
