@@ -286,6 +286,7 @@ class ReconstructionSummary:
     resumed_from: int | None = None  # --resume: the frames an interrupted run had saved (None: not resumed)
     already_finished: bool = False  # --resume of a run that had finished: nothing was done
     state_saves: int = 0  # run states saved (see streamvggt.pipeline.resume)
+    state_seconds: float = 0.0  # time spent saving them, of ``stream_seconds``
 
     @property
     def frames_per_second(self) -> float:
@@ -467,6 +468,7 @@ def reconstruct(
         precision=reconstructor.model.execution,
         resumed_from=done_before if saved is not None else None,
         state_saves=0 if saver is None else saver.saves,
+        state_seconds=0.0 if saver is None else saver.save_seconds,
     )
     log.info("reconstructed %d frames into %s (%d points)", frames_done, output_dir, written.points)
     return summary
