@@ -288,7 +288,9 @@ def test_bad_options_fail_before_reading(tmp_path, frames_dir):
         reconstruct(frames_dir, tmp_path / "out", None, preprocess="stretch")
 
 
-def test_scene_and_colmap_hold_uniform_samples_of_points_ply_when_points_exceed_their_caps(model, frames_dir, tmp_path):
+def test_scene_and_colmap_hold_uniform_samples_of_points_ply_when_points_exceed_their_caps(
+    model, frames_dir, tmp_path
+):
     exports = ExportOptions(colmap_points=100)
     out = tmp_path / "out"
     with open_source(frames_dir) as source, ReconstructionWriter(out, scene_points=50, exports=exports) as writer:
