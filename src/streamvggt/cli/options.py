@@ -251,6 +251,26 @@ def add_viewer_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_resume_options(parser: argparse.ArgumentParser, resume: bool = True) -> None:
+    """Saved run state: reconstruct (--resume and --state-every) and reconstruct-many (--state-every: it resumes
+    an interrupted input by itself)."""
+    group = parser.add_argument_group("interruption")
+    if resume:
+        group.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the interrupted run saved in OUTDIR (same input, checkpoint, precision and options); "
+            "a finished run is left as it is",
+        )
+    group.add_argument(
+        "--state-every",
+        type=int,
+        metavar="N",
+        help="save the run's state every N frames so that --resume can continue after a kill (default: about "
+        "every minute of work; 0: never)",
+    )
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Terminal output: every command that runs the model."""
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -329,5 +349,12 @@ def reconstruct_options(args: argparse.Namespace) -> ReconstructOptions:
             map_descriptor=args.map_descriptor,
         )
     return ReconstructOptions(
-        model=model, stream=stream, output=output, viewer=viewer, map=map_settings, progress=not args.no_progress
+        model=model,
+        stream=stream,
+        output=output,
+        viewer=viewer,
+        map=map_settings,
+        progress=not args.no_progress,
+        resume=getattr(args, "resume", False),
+        state_every=getattr(args, "state_every", None),
     )

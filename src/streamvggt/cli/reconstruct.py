@@ -35,6 +35,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--view", action="store_true", help="watch the reconstruction grow in a browser viewer")
     options.add_viewer_options(parser)
     options.add_map_options(parser)
+    options.add_resume_options(parser)
     options.add_run_options(parser)
     return parser
 
@@ -49,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     from streamvggt.pipeline.reconstructor import reconstruct
 
     settings = options.reconstruct_options(args)
+    if settings.state_every is not None and settings.state_every < 0:
+        return fail(
+            args.prog, f"--state-every must be a number of frames >= 0 (0: never), got {args.state_every}", EXIT_USAGE
+        )
     if not args.view:
         summary = reconstruct(args.input, args.output, options=settings)
         print(describe(summary))
@@ -77,6 +82,11 @@ def run(args: argparse.Namespace) -> int:
 
 def describe(summary: ReconstructionSummary) -> str:
     """The end-of-run summary: frames, time, rate, precision, points, files."""
+    if summary.already_finished:
+        return (
+            f"{summary.output_dir} holds a finished run ({summary.frames} frames, {summary.points:,} points): "
+            "nothing to resume, nothing changed"
+        )
     lines = [
         f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.frames_per_second:.2f} frames/s streaming, "
         f"precision {summary.precision.describe()}), "
@@ -84,6 +94,8 @@ def describe(summary: ReconstructionSummary) -> str:
     ]
     if summary.scene_points < summary.points:
         lines.append(f"scene.glb holds a uniform sample of {summary.scene_points:,} points")
+    if summary.resumed_from is not None:
+        lines.insert(0, f"resumed after frame {summary.resumed_from}")
     if summary.interrupted:
         lines.append("interrupted: the outputs hold the frames before Ctrl-C")
     if summary.skipped:

@@ -43,6 +43,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     options.add_export_options(parser)
     options.add_regions_compile_option(parser)
     options.add_map_options(parser, reanchor=False)
+    options.add_resume_options(parser, resume=False)
     options.add_run_options(parser)
     return parser
 
@@ -51,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
     unused = options.depth_scale_without_rgbd(args)
     if unused is not None:
         return fail(args.prog, unused, EXIT_USAGE)
+    if args.state_every is not None and args.state_every < 0:
+        return fail(
+            args.prog, f"--state-every must be a number of frames >= 0 (0: never), got {args.state_every}", EXIT_USAGE
+        )
     from streamvggt.collection.command import describe, run_collection_command, succeeded
 
     result = run_collection_command(

@@ -29,6 +29,7 @@ from streamvggt.collection.sharding import Shard, launcher_process
 from streamvggt.collection.summary import DONE, FAILED, SKIPPED, InputRecord, ShardLog, merge
 from streamvggt.io.errors import OutputError
 from streamvggt.io.inputs.sources import is_image_input
+from streamvggt.io.run_state import POINTER, STATE_DIR, StateError
 from streamvggt.model.streamvggt import StreamVGGT
 from streamvggt.pipeline.options import ReconstructOptions
 from streamvggt.pipeline.reconstructor import reconstruct
@@ -219,20 +220,44 @@ def _reconstruct_entry(
 ) -> InputRecord:
     """Reconstruct one input through ``stream`` into its staging folder, then publish it; a failure of the
     input itself becomes a failed record, a failure of the batch or of the output root propagates."""
-    staging = root.staging(entry.name)
     started = time.perf_counter()
     if options.stream.fps is not None and is_image_input(entry.input):
         options = options.replace(fps=None)  # image frames have no times: --fps samples the videos only
+    # With a batch of one an input killed midway goes on from its saved state (in its staging folder) instead of
+    # its first frame; a slot of a larger batch cannot save its state alone, so there it starts over.
+    resumable = stream.resumable and options.state_every != 0
+    kept = root.state / "staging" / entry.name
+    resume = resumable and (kept / STATE_DIR / POINTER).is_file()
+    staging = kept if resume else root.staging(entry.name)
     try:
-        summary = reconstruct(
-            entry.input,
-            staging,
-            model,
-            options=options,
-            session=stream,
-            on_stream_end=stream.end,
-            consumers=[FrameCallback(on_frame)],
-        )
+        try:
+            summary = reconstruct(
+                entry.input,
+                staging,
+                model,
+                options=options.replace(resume=resume, state_every=options.state_every if resumable else 0),
+                session=stream,
+                on_stream_end=stream.end,
+                consumers=[FrameCallback(on_frame)],
+            )
+        except StateError as error:
+            if not resume:
+                raise
+            log.warning("%s: cannot resume (%s): starting from its first frame", entry.name, error)
+            stream.end()
+            stream = stream.batch.stream()
+            staging = root.staging(entry.name)
+            summary = reconstruct(
+                entry.input,
+                staging,
+                model,
+                options=options,
+                session=stream,
+                on_stream_end=stream.end,
+                consumers=[FrameCallback(on_frame)],
+            )
+        if summary.resumed_from:
+            log.info("%s: resumed after frame %d", entry.name, summary.resumed_from)
     except (BatchStoppedError, OutputError, torch.OutOfMemoryError):
         raise
     except Exception as error:  # the input's own problem: recorded, and the collection goes on

@@ -129,9 +129,14 @@ class RunStateStore:
         self._lock_file = handle
 
     def unlock(self) -> None:
+        """Release the lock; a store that holds nothing else (a run that ended before its first save) is removed."""
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+            with contextlib.suppress(OSError):
+                if [entry.name for entry in self.root.iterdir()] == [LOCK]:
+                    (self.root / LOCK).unlink()
+                    self.root.rmdir()
 
     # --------------------------------------------------------------------------------------------------- save
 
@@ -178,6 +183,14 @@ class RunStateStore:
         with contextlib.suppress(FileNotFoundError):
             self.spool_path.unlink()
         return folder
+
+    def retire(self) -> None:
+        """Stop naming a current state (the spool and the generation files stay until the next save or clear): a
+        run about to change files that its saved state relies on (a loop-closed finish rescales per-frame depth)
+        must not be resumed from that state if killed midway."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / POINTER).unlink()
+            _fsync_dir(self.root)
 
     def clear(self) -> None:
         """Remove every saved state and the spool (a rerun without ``--resume``). The lock, if held, stays."""

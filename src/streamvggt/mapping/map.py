@@ -162,6 +162,103 @@ class GlobalMap:
             return None
         return self._optimise()
 
+    # ---- saved state (a resumed run goes on with the map it had)
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(meta, arrays): keyframes, the non-keyframes' relative poses, the graph, the loops and every counter,
+        compact (keyframes are bounded records; kept images as their JPEG bytes). Options and the predictor are
+        not saved: the resumed run builds the map with its own (the run's fingerprint checks the options)."""
+        arrays: dict[str, np.ndarray] = {"ref": self._ref.values.copy(), "rel": self._rel.values.copy()}
+        arrays["descriptors"] = self._descriptors.values.copy()
+        arrays["path"] = self._path.values.copy()
+        kfs = self.keyframes
+        _put_sims(arrays, "keyframes.raw", [kf.raw for kf in kfs])
+        _put_sims(arrays, "graph.nodes", self.graph.nodes)
+        _put_sims(arrays, "graph.edges", [edge.measurement for edge in self.graph.edges])
+        _put_sims(arrays, "segments", self._segments)
+        _put_sims(arrays, "loops", [loop.transform for loop in self._loops])
+        if kfs:
+            arrays["keyframes.intrinsic"] = np.stack([kf.intrinsic for kf in kfs])
+            arrays["keyframes.descriptor"] = np.stack([kf.descriptor for kf in kfs])
+            for name in ("pixels", "points", "conf"):
+                arrays[f"keyframes.{name}"] = np.concatenate([getattr(kf, name) for kf in kfs])
+        if self.graph.edges:
+            arrays["graph.sigmas"] = np.stack([np.asarray(edge.sigmas, np.float64) for edge in self.graph.edges])
+        jpeg = self._images._jpeg
+        if jpeg:
+            arrays["images.jpeg"] = np.frombuffer(b"".join(jpeg.values()), dtype=np.uint8)
+        meta: dict[str, Any] = {
+            "keyframes": [
+                [kf.frame, kf.node, kf.segment, list(kf.image_size), kf.median_depth, len(kf.pixels)] for kf in kfs
+            ],
+            "edges": [[edge.i, edge.j, edge.robust] for edge in self.graph.edges],
+            "loops": [
+                [loop.earlier, loop.later, loop.similarity, loop.inlier_fraction, loop.residual, loop.scale]
+                for loop in self._loops
+            ],
+            "images": [[frame, len(data)] for frame, data in jpeg.items()],
+            "descriptor_kind": self._descriptor_kind,
+            "segment_start": self._segment_start,
+            "force_keyframe": self._force_keyframe,
+            "streak": [list(item) for item in self._streak],
+            "cooldown": self._cooldown,
+            "dirty": self._dirty,
+            "predictor_calls": self.predictor_calls,
+            "predicted_frames": self.predicted_frames,
+            "last_solve": None if self.last_solve is None else dataclasses.asdict(self.last_solve),
+        }
+        return meta, arrays
+
+    def load_state_dict(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Continue from a :meth:`state_dict` (into a map built with the same options)."""
+        self._ref, self._rel = _growing(arrays["ref"]), _growing(arrays["rel"])
+        self._descriptors, self._path = _growing(arrays["descriptors"]), _growing(arrays["path"])
+        raws = _get_sims(arrays, "keyframes.raw")
+        offsets = np.cumsum([0] + [int(record[5]) for record in meta["keyframes"]])
+        self.keyframes = [
+            Keyframe(
+                frame=int(frame),
+                node=int(node),
+                segment=int(segment),
+                raw=raws[k],
+                intrinsic=arrays["keyframes.intrinsic"][k],
+                image_size=(int(size[0]), int(size[1])),
+                descriptor=arrays["keyframes.descriptor"][k],
+                pixels=arrays["keyframes.pixels"][offsets[k] : offsets[k + 1]],
+                points=arrays["keyframes.points"][offsets[k] : offsets[k + 1]],
+                conf=arrays["keyframes.conf"][offsets[k] : offsets[k + 1]],
+                median_depth=float(median),
+            )
+            for k, (frame, node, segment, size, median, _) in enumerate(meta["keyframes"])
+        ]
+        self.graph = PoseGraph()
+        self.graph.nodes = _get_sims(arrays, "graph.nodes")
+        self.graph.edges = [
+            Edge(int(i), int(j), measurement, arrays["graph.sigmas"][e], None if robust is None else float(robust))
+            for e, ((i, j, robust), measurement) in enumerate(
+                zip(meta["edges"], _get_sims(arrays, "graph.edges"), strict=True)
+            )
+        ]
+        self._segments = _get_sims(arrays, "segments")
+        self._loops = [
+            Loop(int(a), int(b), transform, *(float(v) for v in values))
+            for (a, b, *values), transform in zip(meta["loops"], _get_sims(arrays, "loops"), strict=True)
+        ]
+        data = arrays["images.jpeg"].tobytes() if "images.jpeg" in arrays else b""
+        self._images._jpeg, start = {}, 0
+        for frame, length in meta["images"]:
+            self._images._jpeg[int(frame)] = data[start : start + int(length)]
+            start += int(length)
+        self._descriptor_kind = meta["descriptor_kind"]
+        self._segment_start = int(meta["segment_start"])
+        self._force_keyframe = bool(meta["force_keyframe"])
+        self._streak = [(int(a), int(b), float(c)) for a, b, c in meta["streak"]]
+        self._cooldown = int(meta["cooldown"])
+        self._dirty = bool(meta["dirty"])
+        self.predictor_calls = int(meta["predictor_calls"])
+        self.predicted_frames = int(meta["predicted_frames"])
+        self.last_solve = None if meta["last_solve"] is None else SolveReport(**meta["last_solve"])
+
     # ---- read-back
 
     @property
@@ -507,6 +604,27 @@ class GlobalMap:
         self.last_solve = report
         self._dirty = False
         return report
+
+
+def _put_sims(arrays: dict[str, np.ndarray], prefix: str, sims: Sequence[Sim3]) -> None:
+    """Similarities as exact arrays (scale, rotation, translation), not through a matrix that would round them."""
+    arrays[f"{prefix}.scale"] = np.array([sim.scale for sim in sims], dtype=np.float64)
+    arrays[f"{prefix}.rotation"] = np.array([sim.rotation for sim in sims], dtype=np.float64).reshape(-1, 3, 3)
+    arrays[f"{prefix}.translation"] = np.array([sim.translation for sim in sims], dtype=np.float64).reshape(-1, 3)
+
+
+def _get_sims(arrays: dict[str, np.ndarray], prefix: str) -> list[Sim3]:
+    scales, rotations = arrays[f"{prefix}.scale"], arrays[f"{prefix}.rotation"]
+    translations = arrays[f"{prefix}.translation"]
+    return [Sim3(float(s), r.copy(), t.copy()) for s, r, t in zip(scales, rotations, translations, strict=True)]
+
+
+def _growing(values: np.ndarray) -> _Growing:
+    """A :class:`_Growing` holding ``values``."""
+    grown = _Growing(values.shape[1:], values.dtype)
+    grown._data = np.concatenate((values, np.zeros((max(64, len(values)), *values.shape[1:]), values.dtype)))
+    grown.size = len(values)
+    return grown
 
 
 def _numpy(value: Any) -> np.ndarray:

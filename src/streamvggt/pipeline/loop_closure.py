@@ -100,6 +100,24 @@ class MapFollower:
                 self._send_changed()
         self.finished = True
 
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(meta, arrays): the map's state and this follower's (stream indices, restarts, what a viewer was
+        sent); the stepper's own state is saved with it by the run (:mod:`streamvggt.pipeline.resume`)."""
+        meta, arrays = self.gmap.state_dict()
+        arrays = {f"map.{k}": v for k, v in arrays.items()}
+        arrays["follower.indices"] = np.asarray(self.indices, dtype=np.int64)
+        arrays["follower.sent"] = self._sent.copy()
+        follower = {"restarts": self.restarts, "use_tokens": self._use_tokens}
+        return {"map": meta, "follower": follower}, arrays
+
+    def load_state_dict(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Continue from a :meth:`state_dict`."""
+        self.gmap.load_state_dict(meta["map"], {k[4:]: v for k, v in arrays.items() if k.startswith("map.")})
+        self.indices = [int(i) for i in arrays["follower.indices"]]
+        self._sent = np.asarray(arrays["follower.sent"], dtype=np.float64).reshape(-1, 3, 4)
+        self.restarts = int(meta["follower"]["restarts"])
+        self._use_tokens = meta["follower"]["use_tokens"]
+
     def corrections(self) -> FrameCorrections:
         """Every frame's corrected camera, depth scale and world-point similarity, with loops.json's contents."""
         transforms = self.gmap.frame_corrections()

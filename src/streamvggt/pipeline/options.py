@@ -137,7 +137,12 @@ SECTIONS: dict[str, type] = {
 
 @dataclass(frozen=True)
 class ReconstructOptions:
-    """Every option of a reconstruction run, by section; ``progress`` shows a progress bar (tqdm, stderr)."""
+    """Every option of a reconstruction run, by section; ``progress`` shows a progress bar (tqdm, stderr).
+
+    resume: continue the interrupted run saved in the output folder (``reconstruct --resume``; see
+    :mod:`streamvggt.pipeline.resume`). state_every: save the run's state every N frames; None (the default):
+    about every minute of work; 0: never (the run cannot be resumed). Neither changes the outputs.
+    """
 
     model: ModelOptions = field(default_factory=ModelOptions)
     stream: StreamOptions = field(default_factory=StreamOptions)
@@ -145,6 +150,8 @@ class ReconstructOptions:
     viewer: ViewerOptions = field(default_factory=ViewerOptions)
     map: MapSettings = field(default_factory=MapSettings)
     progress: bool = False
+    resume: bool = False
+    state_every: int | None = None
 
     @classmethod
     def from_keywords(cls, function: str = "reconstruct", **keywords: Any) -> ReconstructOptions:
@@ -153,7 +160,7 @@ class ReconstructOptions:
         sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
         top: dict[str, Any] = {}
         for key, value in keywords.items():
-            if key == "progress":
+            if key in TOP_LEVEL:
                 top[key] = value
                 continue
             section = _SECTION_OF.get(key)
@@ -166,7 +173,7 @@ class ReconstructOptions:
         """A copy with the given flat keyword fields changed (see :meth:`from_keywords`)."""
         changed = {}
         for key, value in keywords.items():
-            if key == "progress":
+            if key in TOP_LEVEL:
                 changed[key] = value
                 continue
             section = _SECTION_OF.get(key)
@@ -193,6 +200,10 @@ class ReconstructOptions:
         Preprocessor(stream.preprocess, stream.size)
         check_sampling(stream.stride, stream.fps, stream.max_frames)
         check_writer_options(output.points, output.conf_threshold, output.voxel_size)
+        if self.state_every is not None and (isinstance(self.state_every, bool) or self.state_every < 0):
+            raise ValueError(
+                f"--state-every must be a number of frames >= 0 (0: no saved state), got {self.state_every}"
+            )
         self.check_map()
         if viewer:
             self.check_viewer()
@@ -267,6 +278,7 @@ class ReconstructOptions:
             check_export_dir(options.export_dir)
 
 
+TOP_LEVEL = ("progress", "resume", "state_every")  # options of the run itself, in no section
 _SECTION_OF = {f.name: section for section, kind in SECTIONS.items() for f in dataclasses.fields(kind)}
 _SECTION_OF.pop("checkpoint")  # the model source is its own argument of reconstruct and view
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -21,15 +22,31 @@ import torch
 
 from streamvggt.geometry import pose_encoding_to_extri_intri, relative_to_first_camera, transform_points
 from streamvggt.io.inputs.preprocess import DEFAULT_SIZE, Preprocessor
-from streamvggt.io.inputs.sources import Frame
+from streamvggt.io.inputs.sources import Frame, ReadPosition
 from streamvggt.io.outputs.previous_outputs import check_source_outside_outputs
-from streamvggt.io.outputs.writer import FrameCorrections, ReconstructionWriter
+from streamvggt.io.outputs.writer import FrameCorrections, ReconstructionWriter, WriterState
+from streamvggt.io.run_state import RunStateStore, SavedState, StateError, estimate_state_size
 from streamvggt.model.execution import ExecutionPrecision
 from streamvggt.model.predictions import Predictions
 from streamvggt.model.streamvggt import StreamVGGT
 from streamvggt.pipeline.loop_closure import MapFollower, build_map
 from streamvggt.pipeline.options import ReconstructOptions
-from streamvggt.pipeline.run import FrameCallback, FrameConsumer, OpenedInput, WriteFrames, open_input, run_frames
+from streamvggt.pipeline.resume import (
+    SaveRunState,
+    check_precision,
+    load_resume_state,
+    precision_of,
+    run_fingerprint,
+)
+from streamvggt.pipeline.run import (
+    FrameCallback,
+    FrameConsumer,
+    OpenedInput,
+    WriteFrames,
+    open_input,
+    resumed_frames,
+    run_frames,
+)
 from streamvggt.pipeline.warm_up import warm_up
 from streamvggt.results import FrameResult
 from streamvggt.runtime.regional_compile import regions_compiled
@@ -41,6 +58,8 @@ from streamvggt.weights import load_model
 __all__ = ["FrameResult", "ReconstructOptions", "ReconstructionSummary", "Reconstructor", "map_follower", "reconstruct"]
 
 log = logging.getLogger(__name__)
+
+LARGE_STATE = 1 << 30  # a full cache's saved state larger than this is announced as a warning
 
 
 class FrameStream(Protocol):
@@ -159,6 +178,28 @@ class Reconstructor:
             results.append(self._step_image(image, np.ones(image.shape[:2], dtype=bool), replay))
         return results
 
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """(meta, tensors) to continue this stream in another process (a saved run state): the session's state
+        and the first camera every result is expressed relative to. Not for a slot of a batch larger than 1."""
+        if not getattr(self.session, "resumable", False):
+            raise ValueError("this stream (a slot of a batch larger than 1) cannot save its state")
+        meta, tensors = self.session.state_dict()
+        first = None if self.first_extrinsic is None else self.first_extrinsic.tolist()
+        return {"session": meta, "first_extrinsic": first, "index_offset": self._index_offset}, tensors
+
+    def load_state_dict(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        """Continue from a :meth:`state_dict`: the next frames give the results the saved stream would have."""
+        session_meta = meta["session"]
+        if self.query_points is not None and session_meta["num_frames"] > 0:
+            queries = tensors["query_points"].to(self.device)  # fixed at the first frame, as step would have
+            self.session = StreamSession(self.model, cache=self.cache, query_points=queries, compile=self.compile)
+        elif not getattr(self.session, "resumable", False):
+            raise ValueError("this stream (a slot of a batch larger than 1) cannot be restored")
+        self.session.load_state_dict(session_meta, {k: t.to(self.device) for k, t in tensors.items()})
+        first = meta["first_extrinsic"]
+        self.first_extrinsic = None if first is None else torch.tensor(first, dtype=torch.float64)
+        self._index_offset = int(meta["index_offset"])
+
     def patch_tokens(self) -> torch.Tensor | None:
         """The last step's patch tokens [P, 2C] from the earliest layer the heads keep (None when the session does
         not expose them). The earliest kept layer: later layers mix in more of the stream's context through global
@@ -242,6 +283,10 @@ class ReconstructionSummary:
     interrupted: bool = False  # stopped by Ctrl-C; the outputs hold the frames before it
     live: bool = False  # a camera or stream: no end of its own, so Ctrl-C is the normal way to end it
     precision: ExecutionPrecision = field(default_factory=ExecutionPrecision)  # what the model ran in
+    resumed_from: int | None = None  # --resume: the frames an interrupted run had saved (None: not resumed)
+    already_finished: bool = False  # --resume of a run that had finished: nothing was done
+    state_saves: int = 0  # run states saved (see streamvggt.pipeline.resume)
+    state_seconds: float = 0.0  # time spent saving them, of ``stream_seconds``
 
     @property
     def frames_per_second(self) -> float:
@@ -283,6 +328,12 @@ def reconstruct(
     depth, and loops.json lists the accepted loops (docs/long_videos.md). on_correction: called with the frames
     whose correction changed (after each accepted loop and at the end), e.g. a live viewer's ``apply_corrections``.
 
+    state_every: save the run's state into ``output_dir/.streamvggt-state`` every N frames (None: about every
+    minute of work; 0: never), so that a killed run can go on: resume=True continues the run saved there (frames
+    already done are skipped, or a video seeks) and gives the outputs of an uninterrupted run; it refuses, with a
+    StateError of one line and the earlier outputs untouched, a camera or stream, a damaged state, and a state of
+    another input, checkpoint, precision or option. A finished run is not redone (``summary.already_finished``).
+
     Options, inputs and outputs are checked before the model is loaded. Ctrl-C stops the stream: the outputs are
     written for the frames so far (``summary.interrupted``). Raises InputError, OutputError, CheckpointError or
     ValueError with a one-line message; no half-written file stays behind.
@@ -292,20 +343,51 @@ def reconstruct(
     device = options.check(loads_model=not isinstance(model, StreamVGGT))
     check_source_outside_outputs(str(source), Path(output_dir))
     output = options.output
-    with (
-        open_input(source, options.stream) as opened,
-        ReconstructionWriter(
-            output_dir,
-            output.points,
-            output.conf_threshold,
-            output.voxel_size,
-            output.depth_png,
-            pointmaps=output.pointmaps,
-            exports=output.exports,
-            correctable=options.map.loop_closure,
-        ) as writer,
-    ):
+    store = RunStateStore.in_output(output_dir)
+    with contextlib.ExitStack() as stack:
+        opened = stack.enter_context(open_input(source, options.stream))
+        live = opened.source.kind == "stream"
+        # A slot of a batch larger than 1 (reconstruct-many --batch) cannot save or restore its state alone.
+        own_session = session is None or getattr(session, "resumable", False)
+        saving = options.state_every != 0 and not live and own_session
+        fingerprint = saved = None
+        if saving or options.resume:
+            checkpoint = model if model is not None else options.model.checkpoint
+            fingerprint = run_fingerprint(opened.source, source, checkpoint, "", options)
+        if options.resume:  # refused here, before the model loads and before any output is touched
+            if not own_session:
+                raise StateError("a slot of a batch larger than 1 cannot be resumed: resume with a batch of 1")
+            saved = load_resume_state(store, fingerprint, live)
+            if saved is None:
+                log.warning("nothing to resume in %s: starting from the first frame", output_dir)
+            elif saved.meta.get("finished"):
+                return _finished_summary(saved.meta, Path(output_dir), started)
+        frames = opened.frames
+        if saved is not None:
+            position = ReadPosition.from_dict(saved.meta["position"])
+            frames = stack.enter_context(resumed_frames(source, options.stream, position))
+        writer = stack.enter_context(
+            ReconstructionWriter(
+                output_dir,
+                output.points,
+                output.conf_threshold,
+                output.voxel_size,
+                output.depth_png,
+                pointmaps=output.pointmaps,
+                exports=output.exports,
+                spool_path=store.spool_path if saving or saved is not None else None,
+                correctable=options.map.loop_closure,
+            )
+        )
         reconstructor = Reconstructor.for_input(model, options, opened, device, session=session)
+        precision = precision_of(reconstructor.model)
+        if fingerprint is not None:
+            fingerprint["precision"] = precision
+        if saved is not None:
+            check_precision(saved, precision, output_dir)
+        if saving or saved is not None:  # once the model has loaded: a run that cannot start leaves nothing here
+            store.lock()
+            stack.callback(store.unlock)
         followers = [WriteFrames(writer, reconstructor.preprocessor), *consumers]
         if on_frame is not None:
             followers.append(FrameCallback(on_frame))
@@ -313,7 +395,30 @@ def reconstruct(
         if options.map.loop_closure:  # last: the frame is written and shown before a loop moves it
             follower = map_follower(reconstructor, options, opened, writer.read_image, on_correction)
             followers.append(follower)
-        loop = run_frames(reconstructor, opened.frames, followers, total=opened.total, progress=options.progress)
+        done_before = 0
+        if saved is not None:
+            _restore(saved, writer, reconstructor, follower)
+            done_before = int(saved.meta["frames"])
+            log.info("resuming %s after frame %d", output_dir, done_before)
+        else:
+            store.clear()  # an earlier interrupted run's state: this run starts over
+        saver = None
+        if saving:
+            parts: dict[str, Any] = {"stream": reconstructor}
+            if follower is not None:
+                parts["map"] = follower
+            saver = SaveRunState(
+                store,
+                writer,
+                parts,
+                fingerprint,
+                every=options.state_every,
+                save_on_interrupt=follower is None,  # a loop-closed finish rewrites the per-frame files
+            )
+            followers.append(saver)
+            _announce_state_size(reconstructor, options, opened)
+        total = None if opened.total is None else opened.total - done_before
+        loop = run_frames(reconstructor, frames, followers, total=total, progress=options.progress)
         if on_stream_end is not None:
             on_stream_end()
         preprocessor = reconstructor.preprocessor
@@ -331,10 +436,27 @@ def reconstruct(
         if follower is not None:
             corrections = follower.corrections()
             metadata["loop_closure"] = {"loops": len(follower.gmap.loops), "restarts": follower.restarts}
+        if corrections is not None and (saving or saved is not None):
+            store.retire()  # finish rescales the per-frame depth files the saved state relies on
         written = writer.finish(metadata, corrections, progress=options.progress)
+        frames_done = done_before + loop.frames
+        if saving or saved is not None:
+            if not loop.interrupted:
+                store.mark_finished(
+                    {
+                        "fingerprint": fingerprint,
+                        "frames": frames_done,
+                        "points": written.points,
+                        "scene_points": written.scene_points,
+                        "precision": reconstructor.model.execution.to_json(),
+                    }
+                )
+            elif follower is not None:
+                store.clear()
+                log.warning("a run with --loop-closure stopped by Ctrl-C cannot be resumed: its outputs are final")
     summary = ReconstructionSummary(
         output_dir=Path(output_dir),
-        frames=loop.frames,
+        frames=frames_done,
         seconds=time.perf_counter() - started,
         stream_seconds=loop.seconds,
         points=written.points,
@@ -342,11 +464,64 @@ def reconstruct(
         files=written.files,
         skipped=list(opened.source.skipped),
         interrupted=loop.interrupted,
-        live=opened.source.kind == "stream",
+        live=live,
         precision=reconstructor.model.execution,
+        resumed_from=done_before if saved is not None else None,
+        state_saves=0 if saver is None else saver.saves,
+        state_seconds=0.0 if saver is None else saver.save_seconds,
     )
-    log.info("reconstructed %d frames into %s (%d points)", loop.frames, output_dir, written.points)
+    log.info("reconstructed %d frames into %s (%d points)", frames_done, output_dir, written.points)
     return summary
+
+
+def _restore(
+    saved: SavedState, writer: ReconstructionWriter, reconstructor: Reconstructor, follower: MapFollower | None
+) -> None:
+    """Set the writer, the stream and the map to a saved state (StateError, one line, when it does not fit)."""
+    meta = saved.meta
+    if (follower is not None) != ("map" in meta):
+        raise StateError("the saved state and this run differ in --loop-closure: run without --resume to start over")
+    try:
+        writer.restore_state(WriterState(meta["writer"], saved.arrays("writer")))
+        reconstructor.load_state_dict(meta["stream"], saved.tensors("stream", reconstructor.device))
+        if follower is not None:
+            follower.load_state_dict(meta["map"], saved.arrays("map"))
+    except (KeyError, ValueError) as error:
+        if isinstance(error, StateError):
+            raise
+        raise StateError(
+            f"the saved state in {saved.path} does not fit this run ({error}): run without --resume to start over"
+        ) from None
+
+
+def _finished_summary(meta: dict[str, Any], output_dir: Path, started: float) -> ReconstructionSummary:
+    """The summary of a run that had finished: nothing is done again."""
+    log.info("%s holds a finished run of %d frames: nothing to resume", output_dir, meta.get("frames", 0))
+    precision = ExecutionPrecision(**meta["precision"]) if "precision" in meta else ExecutionPrecision()
+    return ReconstructionSummary(
+        output_dir=output_dir,
+        frames=int(meta.get("frames", 0)),
+        seconds=time.perf_counter() - started,
+        stream_seconds=0.0,
+        points=int(meta.get("points", 0)),
+        scene_points=int(meta.get("scene_points", 0)),
+        precision=precision,
+        already_finished=True,
+    )
+
+
+def _announce_state_size(reconstructor: Reconstructor, options: ReconstructOptions, opened: OpenedInput) -> None:
+    """Say how large the saved state gets: a warning when the full cache's state (it grows with the stream) will
+    pass :data:`LARGE_STATE` bytes (or the stream's length is unknown), else an info line."""
+    model = reconstructor.model
+    policy = parse_policy(options.stream.cache)
+    dtype = model.execution.trunk_dtype or next(model.parameters()).dtype
+    size = estimate_state_size(policy, model.config, opened.first_size, dtype, next(model.parameters()).dtype)
+    large = opened.total is None or size.at(opened.total) > LARGE_STATE
+    if policy.kind == "full" and large:
+        log.warning("%s; a bounded cache (--cache window:K) keeps it bounded", size.describe(opened.total))
+    else:
+        log.info("%s", size.describe(opened.total))
 
 
 def map_follower(

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from streamvggt.io.inputs.preprocess import Preprocessor
-from streamvggt.io.inputs.sources import Frame, FrameSource, expected_frames, open_source, read_frames
+from streamvggt.io.inputs.sources import (
+    Frame,
+    FrameSource,
+    ReadPosition,
+    expected_frames,
+    open_source,
+    read_frames,
+)
 from streamvggt.io.outputs.interchange import SourceFrame
 
 if TYPE_CHECKING:
@@ -92,6 +99,17 @@ class OpenedInput:
     def first_size(self) -> tuple[int, int]:
         """(H, W) of the first frame once preprocessed: the size the model is warmed up at."""
         return self.preprocessor(self.first.image, self.first.name).image.shape[:2]
+
+
+@contextlib.contextmanager
+def resumed_frames(
+    source: str | os.PathLike, stream: StreamOptions, position: ReadPosition
+) -> Iterator[Iterator[Frame]]:
+    """The frames of ``source`` after ``position`` (a saved frame's :class:`ReadPosition`), read with the stream's
+    sampling: image files before it are skipped unread, a video seeks. Opened apart from :func:`open_input`'s
+    source, whose first frame was already read for the checks."""
+    with open_source(source) as frames_source:
+        yield read_frames(frames_source, stream.stride, stream.fps, stream.max_frames, resume=position)
 
 
 @contextlib.contextmanager

@@ -154,6 +154,16 @@ class StreamCache:
         """Every tensor the layers keep between steps: what a compiled step updates in place."""
         return [tensor for layer in self.layers() for tensor in layer.tensors()]
 
+    def state_dict(self) -> tuple[dict[str, object], dict[str, Tensor]]:
+        """(meta, tensors) to save: see :func:`cache_state`."""
+        return cache_state(self)
+
+    def load_state_dict(
+        self, meta: dict[str, object], tensors: dict[str, Tensor], device: torch.device | str = "cpu"
+    ) -> None:
+        """Continue from a :meth:`state_dict`, after :meth:`open`: see :func:`load_cache_state`."""
+        load_cache_state(self, meta, tensors, device)
+
 
 class PlainStore:
     """Keys and values [B, heads, capacity, d] in the dtype they arrive in."""
@@ -533,3 +543,96 @@ def _spans(starts: list[int], k: Tensor) -> Tensor:
     batch, heads, count, _ = k.shape
     offsets = torch.tensor(starts, device=k.device)[:, None] + torch.arange(count, device=k.device)
     return offsets[:, None, :].expand(batch, heads, count).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------------- saved state
+# A stream's cache as (JSON-able meta, tensors): what a run state saves (streamvggt.io.run_state) so that a stream
+# interrupted by a kill goes on where it stood. Kept apart from the policies' update code on purpose: these read
+# and set the layers' attributes, never change how a layer updates.
+
+
+def cache_state(cache: StreamCache) -> tuple[dict[str, object], dict[str, Tensor]]:
+    """``cache``'s state: per layer its counters, ring and scales (meta) and only the valid part of its storage
+    (tensors, never the preallocated room), so a bounded cache's state stays bounded."""
+    tensors: dict[str, Tensor] = {}
+    trunk = [_layer_state(layer, f"trunk.{i}", tensors) for i, layer in enumerate(cache.trunk)]
+    camera = [
+        [_layer_state(layer, f"camera.{i}.{j}", tensors) for j, layer in enumerate(iteration)]
+        for i, iteration in enumerate(cache.camera)
+    ]
+    return {"policy": str(cache.policy), "trunk": trunk, "camera": camera}, tensors
+
+
+def load_cache_state(
+    cache: StreamCache, meta: dict[str, object], tensors: dict[str, Tensor], device: torch.device | str
+) -> None:
+    """Set ``cache`` (already :meth:`StreamCache.open` for the stream's frame size) to a :func:`cache_state`;
+    ValueError (one line) when it was saved for another policy or model."""
+    if meta.get("policy") != str(cache.policy):
+        raise ValueError(f"the saved cache has policy {meta.get('policy')}, this stream {cache.policy}")
+    trunk, camera = meta["trunk"], meta["camera"]
+    if len(trunk) != len(cache.trunk) or [len(it) for it in camera] != [len(it) for it in cache.camera]:
+        raise ValueError("the saved cache has other layers than this model's (another checkpoint or config?)")
+    for i, layer in enumerate(cache.trunk):
+        _load_layer_state(layer, trunk[i], f"trunk.{i}", tensors, device)
+    for i, iteration in enumerate(cache.camera):
+        for j, layer in enumerate(iteration):
+            _load_layer_state(layer, camera[i][j], f"camera.{i}.{j}", tensors, device)
+
+
+def _layer_state(layer: LayerCache, prefix: str, tensors: dict[str, Tensor]) -> dict[str, object]:
+    store = layer.store
+    length = layer.length
+    meta: dict[str, object] = {
+        "kind": type(layer).__name__,
+        "length": length,
+        "capacity": store.capacity,
+        "slot_lengths": layer.slot_lengths,
+        "int8": isinstance(store, Int8Store),
+    }
+    if isinstance(layer, WindowCache):
+        meta["filled"] = layer._filled
+        meta["ring"] = None if layer._ring is None else int(layer._ring)
+        meta["slot_frames"] = getattr(layer, "slot_frames", None)
+    if store.k is None:
+        return meta
+    tensors[f"{prefix}.k"] = store.k[:, :, :length]
+    tensors[f"{prefix}.v"] = store.v[:, :, :length]
+    if isinstance(store, Int8Store):
+        tensors[f"{prefix}.k_scale"] = store.k_scale
+        tensors[f"{prefix}.v_scale"] = store.v_scale[:, :, :length]
+        meta["dtype"] = str(store.dtype).removeprefix("torch.")
+        meta["length_hint"] = store.length_hint
+    return meta
+
+
+def _load_layer_state(
+    layer: LayerCache, meta: dict, prefix: str, tensors: dict[str, Tensor], device: torch.device | str
+) -> None:
+    store = layer.store
+    if meta["kind"] != type(layer).__name__ or meta["int8"] != isinstance(store, Int8Store):
+        raise ValueError(f"the saved cache layer {prefix} is a {meta['kind']}, this stream's a {type(layer).__name__}")
+    length, capacity = int(meta["length"]), int(meta["capacity"])
+    layer.length = length
+    layer.slot_lengths = None if meta["slot_lengths"] is None else [int(n) for n in meta["slot_lengths"]]
+    layer.key_mask = None  # each update computes it anew
+    if isinstance(layer, WindowCache):
+        layer._filled = int(meta["filled"])
+        layer._ring = None if meta["ring"] is None else torch.tensor(int(meta["ring"]), device=device)
+        if meta.get("slot_frames") is not None:
+            layer.slot_frames = [int(n) for n in meta["slot_frames"]]
+    if capacity == 0:
+        return
+    k, v = tensors[f"{prefix}.k"].to(device), tensors[f"{prefix}.v"].to(device)
+    # The saved capacity, zero-filled past the valid prefix: the same room (a bounded layer's static shape, the
+    # same doublings) and the zeros that unwritten slots hold once streams of different lengths read them.
+    shape = (*k.shape[:2], capacity, k.shape[-1])
+    store.k, store.v = k.new_zeros(shape), v.new_zeros(shape)
+    store.k[:, :, :length], store.v[:, :, :length] = k, v
+    if isinstance(store, Int8Store):
+        v_scale = tensors[f"{prefix}.v_scale"].to(device)
+        store.v_scale = v_scale.new_zeros((*shape[:3], 1))
+        store.v_scale[:, :, :length] = v_scale
+        store.k_scale = tensors[f"{prefix}.k_scale"].to(device).clone()
+        store.dtype = getattr(torch, meta["dtype"])
+        store.length_hint = int(meta["length_hint"])

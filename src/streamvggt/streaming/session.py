@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from streamvggt.io.run_state import RunStateStore, StateError
 from streamvggt.model import conveniences
 from streamvggt.model.predictions import Predictions
 from streamvggt.model.streamvggt import StreamVGGT
@@ -46,6 +49,8 @@ class StreamSession:
     mapping adds ``torch.compile`` arguments; ``"regions"``: the model's transformer blocks and dense heads
     compiled once for every session and cache policy (:mod:`streamvggt.runtime.regional_compile`).
     """
+
+    resumable = True  # its state can be saved and restored (state_dict / load_state_dict)
 
     def __init__(
         self,
@@ -139,10 +144,13 @@ class StreamSession:
 
     def _open(self, frame: Tensor) -> None:
         """Allocate the caches for a stream whose frames look like ``frame``."""
+        self._open_size(frame.shape[-2], frame.shape[-1], frame.device)
+
+    def _open_size(self, height: int, width: int, device: torch.device) -> None:
+        """Make the caches (and the tracker) for a stream of ``height`` x ``width`` frames on ``device``."""
         model = self.model
-        if frame.device.type == "cpu":
+        if device.type == "cpu":
             keep_freed_memory()  # frames then reuse their predecessors' pages instead of faulting new ones in
-        height, width = frame.shape[-2:]
         self.frame_size = (height, width)
         frame_tokens = model.aggregator.tokens_per_frame(height, width)
         head = model.camera_head
@@ -153,8 +161,78 @@ class StreamSession:
             camera_blocks=head.trunk_depth,
         )
         if self.query_points is not None:
-            self._tracker = StreamingTracker(model, self.query_points.to(frame.device).float())
+            self._tracker = StreamingTracker(model, self.query_points.to(device).float())
         log.debug("stream opened: %dx%d, %d tokens per frame, cache %s", height, width, frame_tokens, self.policy)
+
+    # ------------------------------------------------------------------------------------------ saved state
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """(meta, tensors): everything the next steps depend on (counters, frame size, the cache's valid part, the
+        tracker), JSON-able meta and tensors for :class:`streamvggt.io.run_state.RunStateStore`. A compiled step
+        is not saved: a restored session builds its own."""
+        meta: dict[str, Any] = {
+            "batch_size": self.batch_size,
+            "policy": str(self.policy),
+            "num_frames": self.num_frames,
+            "slot_frames": list(self.slot_frames),
+            "frame_size": None if self.frame_size is None else list(self.frame_size),
+            "query_points": self.query_points is not None,
+        }
+        tensors: dict[str, Tensor] = {}
+        if self.query_points is not None:
+            tensors["query_points"] = self.query_points
+        if self.frame_size is not None:
+            meta["cache"], cache_tensors = self.cache.state_dict()
+            tensors.update({f"cache.{k}": t for k, t in cache_tensors.items()})
+        if self._tracker is not None:
+            meta["tracker"], tracker_tensors = self._tracker.state_dict()
+            tensors.update({f"tracker.{k}": t for k, t in tracker_tensors.items()})
+        return meta, tensors
+
+    def load_state_dict(self, meta: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> None:
+        """Continue from a :meth:`state_dict` of a session of the same model, batch size, policy and query points:
+        the next step's outputs equal those the saved session's next step would have given. ValueError (one line)
+        when the state does not fit this session."""
+        if meta["batch_size"] != self.batch_size or meta["policy"] != str(self.policy):
+            raise ValueError(
+                f"the saved session streams {meta['batch_size']} x {meta['policy']}, "
+                f"this one {self.batch_size} x {self.policy}"
+            )
+        if bool(meta["query_points"]) != (self.query_points is not None):
+            raise ValueError("the saved session and this one differ in having query points")
+        self.reset()
+        device = next(self.model.parameters()).device
+        if meta["frame_size"] is not None:
+            height, width = meta["frame_size"]
+            self._open_size(int(height), int(width), device)
+            self.cache.load_state_dict(meta["cache"], _under(tensors, "cache."), device)
+            if self._tracker is not None:
+                self._tracker.load_state_dict(meta["tracker"], _under(tensors, "tracker."), device)
+        self.num_frames = int(meta["num_frames"])
+        self.slot_frames = [int(n) for n in meta["slot_frames"]]
+
+    def save_state(self, path: str | os.PathLike) -> Path:
+        """Save this session's state into the folder ``path`` (atomically, with checksums: see
+        :class:`streamvggt.io.run_state.RunStateStore`); returns the state's folder."""
+        meta, tensors = self.state_dict()
+        return RunStateStore(path).save({"session": meta}, {"session": tensors})
+
+    @classmethod
+    def restore(
+        cls, model: StreamVGGT, path: str | os.PathLike, compile: bool | str | Mapping[str, Any] = False
+    ) -> StreamSession:
+        """The session saved in ``path`` by :meth:`save_state`, going on with ``model`` (the same weights).
+        Raises StateError (one line) when no state is there or it is damaged."""
+        saved = RunStateStore(path).load()
+        if saved is None or "session" not in saved.meta:
+            raise StateError(f"no saved session in {path}")
+        meta = saved.meta["session"]
+        device = next(model.parameters()).device
+        tensors = saved.tensors("session", device) if "session" in saved.groups else {}
+        query_points = tensors.get("query_points")
+        session = cls(model, meta["batch_size"], meta["policy"], query_points=query_points, compile=compile)
+        session.load_state_dict(meta, tensors)
+        return session
 
     def _check_frame(self, frame: Tensor) -> None:
         if frame.ndim != 4 or frame.shape[1] != 3:
@@ -170,6 +248,11 @@ class StreamSession:
         patch = self.model.config.patch_size
         if frame.shape[-2] % patch or frame.shape[-1] % patch:
             raise ValueError(f"frame size {frame.shape[-2]}x{frame.shape[-1]} is not a multiple of {patch}")
+
+
+def _under(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The tensors whose names start with ``prefix``, without it."""
+    return {name[len(prefix) :]: t for name, t in tensors.items() if name.startswith(prefix)}
 
 
 conveniences.provide("stream", StreamSession)  # model.stream(...)

@@ -86,6 +86,33 @@ class BatchedStreams:
             result, self._results[index] = self._results[index], None
             return result
 
+    def slot_state(self, stream: SlotStream) -> tuple[dict, dict[str, Tensor]]:
+        """``stream``'s state (see :meth:`StreamSession.state_dict`): with a batch of one only, where the slot's
+        state is the session's; a slot of a larger batch would need its rows cut out of every layer."""
+        if not self.resumable:
+            raise ValueError(f"a slot of a batch of {self.batch_size} cannot save its state: use a batch of 1")
+        with self._changed:  # no batched step runs meanwhile
+            return self.session.state_dict()
+
+    def restore_slot(self, stream: SlotStream, meta: dict, tensors: dict[str, Tensor]) -> None:
+        """Give ``stream`` a slot that goes on from a :meth:`slot_state` (a batch of one only): its next frame
+        continues the saved stream instead of starting a new one."""
+        if not self.resumable:
+            raise ValueError(f"a slot of a batch of {self.batch_size} cannot be restored: use a batch of 1")
+        height, width = meta["frame_size"]
+        with self._changed:
+            index = self._claim((int(height), int(width)))
+            self._fresh[index] = False  # not reset at its next frame: it goes on
+            self._resize = False  # the session is set to this size right here
+            self.session.load_state_dict(meta, tensors)
+            stream.index = index
+            stream.num_frames = int(meta["slot_frames"][index])  # this stream's frames, not the session's steps
+
+    @property
+    def resumable(self) -> bool:
+        """Whether a slot's state can be saved and restored (a batch of one)."""
+        return self.batch_size == 1
+
     def _claim(self, size: tuple[int, int]) -> int:
         """A free slot for a new stream of frames of ``size`` (H, W), marked live and to be reset; waits for one,
         and for a session whose streams all have that size or that has no stream left (it then starts over)."""
@@ -160,6 +187,19 @@ class SlotStream:
         out = self.batch.step(self, frame)
         self.num_frames += 1
         return out
+
+    @property
+    def resumable(self) -> bool:
+        """Whether this stream's state can be saved and restored (a batch of one)."""
+        return self.batch.resumable
+
+    def state_dict(self) -> tuple[dict, dict[str, Tensor]]:
+        """This stream's state (a batch of one only): see :meth:`BatchedStreams.slot_state`."""
+        return self.batch.slot_state(self)
+
+    def load_state_dict(self, meta: dict, tensors: dict[str, Tensor]) -> None:
+        """Go on from a saved state, before the first frame: see :meth:`BatchedStreams.restore_slot`."""
+        self.batch.restore_slot(self, meta, tensors)
 
     def end(self) -> None:
         """This stream has no more frames: its slot is free for another input."""

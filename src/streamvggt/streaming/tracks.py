@@ -72,6 +72,29 @@ class StreamingTracker:
         tensors += [t for t in (self._anchor, self._previous) if t is not None]
         return sum(t.numel() * t.element_size() for t in tensors)
 
+    def state_dict(self) -> tuple[dict[str, int], dict[str, Tensor]]:
+        """(meta, tensors) to continue this tracker elsewhere (a saved run state): the queries, frame 0's
+        feature map, the window's feature maps and tracks, the last track."""
+        tensors = {"query_points": self.query_points}
+        if self._anchor is not None:
+            tensors["anchor"], tensors["previous"] = self._anchor, self._previous
+        for i, (fmap, track) in enumerate(self._recent):
+            tensors[f"recent.{i}.fmap"], tensors[f"recent.{i}.track"] = fmap, track
+        return {"window": self.window, "num_frames": self.num_frames, "recent": len(self._recent)}, tensors
+
+    def load_state_dict(self, meta: dict[str, int], tensors: dict[str, Tensor], device: torch.device | str) -> None:
+        """Continue from a :meth:`state_dict` (of a tracker with the same queries and window)."""
+        if int(meta["window"]) != self.window:
+            raise ValueError(f"the saved tracker has a window of {meta['window']} frames, this one {self.window}")
+        if not torch.equal(tensors["query_points"].to(self.query_points), self.query_points):
+            raise ValueError("the saved tracker follows other query points")
+        self.num_frames = int(meta["num_frames"])
+        self._anchor = tensors["anchor"].to(device) if "anchor" in tensors else None
+        self._previous = tensors["previous"].to(device) if "previous" in tensors else None
+        self._recent.clear()
+        for i in range(int(meta["recent"])):
+            self._recent.append((tensors[f"recent.{i}.fmap"].to(device), tensors[f"recent.{i}.track"].to(device)))
+
     @torch.no_grad()
     def step(self, tokens: Mapping[int, Tensor], frame_size: tuple[int, int]) -> dict[str, Tensor]:
         """Track into the next frame, given its tokens {layer: [B, 1, P, 2C]} and its size (H, W)."""
