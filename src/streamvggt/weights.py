@@ -359,9 +359,8 @@ def _read_torch(path: Path) -> Any:
         unsafe = _unsafe_globals(path)
         if unsafe:
             raise CheckpointError(
-                f"{path} holds Python objects that cannot be loaded without running code ({', '.join(unsafe[:3])}); "
-                "if you trust the file, extract its state dict once: "
-                "torch.save(torch.load(path, weights_only=False)['model'], 'weights.pth')"
+                f"{path} holds Python objects that only running its code could load ({', '.join(unsafe[:3])}); "
+                "streamvggt reads tensors only: ask its maker for the weights as safetensors or a plain state dict"
             ) from None
         raise CheckpointError(
             f"cannot read {path}: not a PyTorch checkpoint, or truncated ({_torch_load_reason(error)})"
