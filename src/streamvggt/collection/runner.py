@@ -223,11 +223,10 @@ def _reconstruct_entry(
     started = time.perf_counter()
     if options.stream.fps is not None and is_image_input(entry.input):
         options = options.replace(fps=None)  # image frames have no times: --fps samples the videos only
-    # With a batch of one an input killed midway goes on from its saved state (in its staging folder) instead of
-    # its first frame; a slot of a larger batch cannot save its state alone, so there it starts over.
-    resumable = stream.resumable and options.state_every != 0
+    # An input killed midway goes on from its saved state (in its staging folder: its slot's state, which any free
+    # slot of the next run's batch continues) instead of its first frame; with --state-every 0 nothing is saved.
     kept = root.state / "staging" / entry.name
-    resume = resumable and (kept / STATE_DIR / POINTER).is_file()
+    resume = options.state_every != 0 and (kept / STATE_DIR / POINTER).is_file()
     staging = kept if resume else root.staging(entry.name)
     try:
         try:
@@ -235,7 +234,7 @@ def _reconstruct_entry(
                 entry.input,
                 staging,
                 model,
-                options=options.replace(resume=resume, state_every=options.state_every if resumable else 0),
+                options=options.replace(resume=resume),
                 session=stream,
                 on_stream_end=stream.end,
                 consumers=[FrameCallback(on_frame)],

@@ -636,3 +636,131 @@ def _load_layer_state(
         store.k_scale = tensors[f"{prefix}.k_scale"].to(device).clone()
         store.dtype = getattr(torch, meta["dtype"])
         store.length_hint = int(meta["length_hint"])
+
+
+# A slot of a batched cache saved and restored on its own (collection.runner with --batch B > 1): one batch
+# element's part of every layer, in the format of a batch of one, so that a saved slot can go on in any slot of any
+# batch (of one as well).
+
+
+def slot_cache_state(cache: StreamCache, index: int) -> tuple[dict[str, object], dict[str, Tensor]]:
+    """Batch element ``index``'s part of ``cache`` as the :func:`cache_state` of a batch of one: per layer only
+    that element's valid slots (its own length once streams have different lengths), its key scale and its ring
+    position. The tensors are copies: the batch's next steps write the storage in place."""
+    tensors: dict[str, Tensor] = {}
+    trunk = [_slot_layer_state(layer, index, f"trunk.{i}", tensors) for i, layer in enumerate(cache.trunk)]
+    camera = [
+        [_slot_layer_state(layer, index, f"camera.{i}.{j}", tensors) for j, layer in enumerate(iteration)]
+        for i, iteration in enumerate(cache.camera)
+    ]
+    return {"policy": str(cache.policy), "trunk": trunk, "camera": camera}, tensors
+
+
+def load_slot_cache_state(
+    cache: StreamCache,
+    index: int,
+    batch: int,
+    meta: dict[str, object],
+    tensors: dict[str, Tensor],
+    device: torch.device | str,
+) -> None:
+    """Put a :func:`slot_cache_state` (or the :func:`cache_state` of a batch of one) into batch element ``index``
+    of ``cache`` (open, ``batch`` elements): its slots written into every layer at that element, its length and ring
+    position set, the other elements' streams untouched. ValueError (one line) when saved for another policy or
+    model."""
+    if meta.get("policy") != str(cache.policy):
+        raise ValueError(f"the saved cache has policy {meta.get('policy')}, this stream {cache.policy}")
+    trunk, camera = meta["trunk"], meta["camera"]
+    if len(trunk) != len(cache.trunk) or [len(it) for it in camera] != [len(it) for it in cache.camera]:
+        raise ValueError("the saved cache has other layers than this model's (another checkpoint or config?)")
+    for i, layer in enumerate(cache.trunk):
+        _load_slot_layer(layer, index, batch, trunk[i], f"trunk.{i}", tensors, device)
+    for i, iteration in enumerate(cache.camera):
+        for j, layer in enumerate(iteration):
+            _load_slot_layer(layer, index, batch, camera[i][j], f"camera.{i}.{j}", tensors, device)
+
+
+def _slot_layer_state(layer: LayerCache, index: int, prefix: str, tensors: dict[str, Tensor]) -> dict[str, object]:
+    store = layer.store
+    split = layer.slot_lengths is not None
+    length = layer.slot_lengths[index] if split else layer.length
+    meta: dict[str, object] = {
+        "kind": type(layer).__name__,
+        "length": length,
+        "capacity": store.capacity,
+        "slot_lengths": [length] if split else None,
+        "int8": isinstance(store, Int8Store),
+    }
+    if isinstance(layer, WindowCache):
+        seen = layer.slot_frames[index] if split else layer.frames_seen
+        # The counters a batch of one that saw ``seen`` frames holds (its ring counts on once full).
+        meta["filled"] = min(seen, 1 + layer.frames)
+        meta["ring"] = seen if seen > layer.frames else None
+        meta["slot_frames"] = [seen] if split else None
+    if store.k is None:
+        return meta
+    row = slice(index, index + 1)
+    tensors[f"{prefix}.k"] = store.k[row, :, :length].clone()
+    tensors[f"{prefix}.v"] = store.v[row, :, :length].clone()
+    if isinstance(store, Int8Store):
+        tensors[f"{prefix}.k_scale"] = store.k_scale[row].clone()
+        tensors[f"{prefix}.v_scale"] = store.v_scale[row, :, :length].clone()
+        meta["dtype"] = str(store.dtype).removeprefix("torch.")
+        meta["length_hint"] = min(store.length_hint, length)
+    return meta
+
+
+def _load_slot_layer(
+    layer: LayerCache,
+    index: int,
+    batch: int,
+    meta: dict,
+    prefix: str,
+    tensors: dict[str, Tensor],
+    device: torch.device | str,
+) -> None:
+    store = layer.store
+    if meta["kind"] != type(layer).__name__ or meta["int8"] != isinstance(store, Int8Store):
+        raise ValueError(f"the saved cache layer {prefix} is a {meta['kind']}, this stream's a {type(layer).__name__}")
+    if f"{prefix}.k" not in tensors:
+        layer.reset_slot(index)  # saved before its stream stored anything: its next frame starts the stream
+        return
+    split = meta["slot_lengths"] is not None
+    length = int(meta["slot_lengths"][0]) if split else int(meta["length"])
+    k, v = tensors[f"{prefix}.k"].to(device), tensors[f"{prefix}.v"].to(device)
+    int8 = isinstance(store, Int8Store)
+    dtype = getattr(torch, meta["dtype"]) if int8 else k.dtype
+    # Shaped like what the layer's update allocates from: [batch, heads, *, dim] in the dtype keys arrive in.
+    like = torch.empty((batch, k.shape[1], 0, k.shape[-1]), dtype=dtype, device=device)
+    if store.capacity == 0:  # nothing stored yet (a session opened for this stream): the saved room, zeroed
+        store.allocate(like, int(meta["capacity"]), 0)
+        store.zero_from(0)
+        layer.length = 0
+    if layer.slot_lengths is None:
+        layer._split_slots(batch)  # the other elements keep the shared stream so far, each on its own from now
+    if length > store.capacity:
+        limit = layer._capacity_limit()
+        capacity = max(length, 2 * store.capacity)
+        store.allocate(like, capacity if limit is None else min(capacity, limit), layer.length)
+        store.zero_from(layer.length)
+    # The element's whole row: its saved slots at the same positions, zeros after them (masked, never garbage).
+    store.k[index].zero_()
+    store.v[index].zero_()
+    store.k[index, :, :length], store.v[index, :, :length] = k[0], v[0]
+    if int8:
+        store.v_scale[index].zero_()
+        store.v_scale[index, :, :length] = tensors[f"{prefix}.v_scale"].to(device)[0]
+        store.k_scale[index] = tensors[f"{prefix}.k_scale"].to(device)[0]
+        store.length_hint = max(store.length_hint, length)
+    layer.slot_lengths[index] = length
+    layer.length = max(layer.length, length)
+    # Which keys each element sees in the views as they now stand (the next update computes it anew).
+    lengths = torch.tensor(layer.slot_lengths, device=device)
+    uniform = all(n == layer.length for n in layer.slot_lengths)
+    layer.key_mask = None if uniform else (torch.arange(layer.length, device=device) < lengths[:, None])[:, None, None]
+    if isinstance(layer, WindowCache):
+        if split:
+            seen = int(meta["slot_frames"][0])
+        else:
+            seen = int(meta["filled"]) if meta["ring"] is None else int(meta["ring"])
+        layer.slot_frames[index] = seen

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from streamvggt.model.predictions import Predictions
 from streamvggt.model.streamvggt import StreamVGGT
+from streamvggt.streaming.cache import load_slot_cache_state, slot_cache_state
 
 log = logging.getLogger(__name__)
 
@@ -87,31 +88,63 @@ class BatchedStreams:
             return result
 
     def slot_state(self, stream: SlotStream) -> tuple[dict, dict[str, Tensor]]:
-        """``stream``'s state (see :meth:`StreamSession.state_dict`): with a batch of one only, where the slot's
-        state is the session's; a slot of a larger batch would need its rows cut out of every layer."""
-        if not self.resumable:
-            raise ValueError(f"a slot of a batch of {self.batch_size} cannot save its state: use a batch of 1")
-        with self._changed:  # no batched step runs meanwhile
-            return self.session.state_dict()
+        """``stream``'s state as a batch of one's :meth:`StreamSession.state_dict`: its slot's rows of every cache
+        layer (its own valid length, int8 scales, ring position) and its frame count, taken between batched steps.
+        :meth:`restore_slot` continues it in any free slot of a batch of any size."""
+        with self._changed:  # no batched step runs meanwhile (and none can write the slot: it waits for its frame)
+            index = stream.index
+            if index is None and stream.num_frames:
+                raise ValueError("this stream has ended: its slot holds another stream's state")
+            session = self.session
+            opened = index is not None and not self._fresh[index]  # a claimed slot is reset at its first frame
+            frames = session.slot_frames[index] if opened else 0
+            meta: dict = {
+                "batch_size": 1,
+                "policy": str(session.policy),
+                "num_frames": frames,
+                "slot_frames": [frames],
+                "frame_size": list(session.frame_size) if opened else None,
+                "query_points": False,
+            }
+            tensors: dict[str, Tensor] = {}
+            if opened:
+                meta["cache"], cache_tensors = slot_cache_state(session.cache, index)
+                tensors.update({f"cache.{name}": tensor for name, tensor in cache_tensors.items()})
+            return meta, tensors
 
     def restore_slot(self, stream: SlotStream, meta: dict, tensors: dict[str, Tensor]) -> None:
-        """Give ``stream`` a slot that goes on from a :meth:`slot_state` (a batch of one only): its next frame
-        continues the saved stream instead of starting a new one."""
-        if not self.resumable:
-            raise ValueError(f"a slot of a batch of {self.batch_size} cannot be restored: use a batch of 1")
-        height, width = meta["frame_size"]
+        """Give ``stream`` a free slot that goes on from a :meth:`slot_state` (or any batch of one's state): its
+        rows are written into every layer at that slot, the other slots' streams go on untouched, and its next
+        frame continues the saved stream instead of starting a new one."""
+        session = self.session
+        if meta["batch_size"] != 1 or meta["policy"] != str(session.policy) or meta["query_points"]:
+            raise ValueError(
+                f"a slot goes on from one stream of {session.policy} without query points, "
+                f"not {meta['batch_size']} x {meta['policy']}{' with query points' if meta['query_points'] else ''}"
+            )
+        if meta["frame_size"] is None:
+            return  # saved before its first frame: that frame takes a slot and starts the stream
+        height, width = (int(n) for n in meta["frame_size"])
+        device = next(session.model.parameters()).device
         with self._changed:
-            index = self._claim((int(height), int(width)))
+            index = self._claim((height, width))
+            try:
+                if self._resize or session.frame_size is None:
+                    # No other stream has stepped at this size yet: open the session for it right here.
+                    session.reset()
+                    session._open_size(height, width, device)
+                    self._resize = False
+                cache_tensors = {name[6:]: t for name, t in tensors.items() if name.startswith("cache.")}
+                load_slot_cache_state(session.cache, index, self.batch_size, meta["cache"], cache_tensors, device)
+            except BaseException:
+                self._streaming[index] = False  # the slot stays free; its next stream resets it
+                self._changed.notify_all()
+                raise
             self._fresh[index] = False  # not reset at its next frame: it goes on
-            self._resize = False  # the session is set to this size right here
-            self.session.load_state_dict(meta, tensors)
+            session.slot_frames[index] = int(meta["slot_frames"][0])
+            session.num_frames = max(session.num_frames, 1)  # open: its next step must not open it anew
             stream.index = index
-            stream.num_frames = int(meta["slot_frames"][index])  # this stream's frames, not the session's steps
-
-    @property
-    def resumable(self) -> bool:
-        """Whether a slot's state can be saved and restored (a batch of one)."""
-        return self.batch_size == 1
+            stream.num_frames = int(meta["slot_frames"][0])  # this stream's frames, not the session's steps
 
     def _claim(self, size: tuple[int, int]) -> int:
         """A free slot for a new stream of frames of ``size`` (H, W), marked live and to be reset; waits for one,
@@ -188,13 +221,10 @@ class SlotStream:
         self.num_frames += 1
         return out
 
-    @property
-    def resumable(self) -> bool:
-        """Whether this stream's state can be saved and restored (a batch of one)."""
-        return self.batch.resumable
+    resumable = True  # its state can be saved and restored, in a batch of any size (what the reconstructor asks)
 
     def state_dict(self) -> tuple[dict, dict[str, Tensor]]:
-        """This stream's state (a batch of one only): see :meth:`BatchedStreams.slot_state`."""
+        """This stream's state: see :meth:`BatchedStreams.slot_state`."""
         return self.batch.slot_state(self)
 
     def load_state_dict(self, meta: dict, tensors: dict[str, Tensor]) -> None:
