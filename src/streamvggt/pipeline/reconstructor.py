@@ -180,9 +180,10 @@ class Reconstructor:
 
     def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """(meta, tensors) to continue this stream in another process (a saved run state): the session's state
-        and the first camera every result is expressed relative to. Not for a slot of a batch larger than 1."""
+        and the first camera every result is expressed relative to. Not for a session that cannot save its state
+        (``resumable`` False)."""
         if not getattr(self.session, "resumable", False):
-            raise ValueError("this stream (a slot of a batch larger than 1) cannot save its state")
+            raise ValueError("this stream's session cannot save its state")
         meta, tensors = self.session.state_dict()
         first = None if self.first_extrinsic is None else self.first_extrinsic.tolist()
         return {"session": meta, "first_extrinsic": first, "index_offset": self._index_offset}, tensors
@@ -194,7 +195,7 @@ class Reconstructor:
             queries = tensors["query_points"].to(self.device)  # fixed at the first frame, as step would have
             self.session = StreamSession(self.model, cache=self.cache, query_points=queries, compile=self.compile)
         elif not getattr(self.session, "resumable", False):
-            raise ValueError("this stream (a slot of a batch larger than 1) cannot be restored")
+            raise ValueError("this stream's session cannot be restored")
         self.session.load_state_dict(session_meta, {k: t.to(self.device) for k, t in tensors.items()})
         first = meta["first_extrinsic"]
         self.first_extrinsic = None if first is None else torch.tensor(first, dtype=torch.float64)
@@ -347,7 +348,7 @@ def reconstruct(
     with contextlib.ExitStack() as stack:
         opened = stack.enter_context(open_input(source, options.stream))
         live = opened.source.kind == "stream"
-        # A slot of a batch larger than 1 (reconstruct-many --batch) cannot save or restore its state alone.
+        # A given session saves and restores only if it says it can (a batched session's slots do).
         own_session = session is None or getattr(session, "resumable", False)
         saving = options.state_every != 0 and not live and own_session
         fingerprint = saved = None
