@@ -154,13 +154,16 @@ def run_streams(batch: BatchedStreams, plans: list) -> list:
     return results
 
 
-def feed(stream, frames: torch.Tensor, save_after: int | None = None, started=None) -> tuple[list, object]:
-    """Step ``frames`` through ``stream`` (then end it); the state after ``save_after`` frames, if asked."""
+def feed(stream, frames: torch.Tensor, save_after: int | None = None, started=None, hold=None) -> tuple[list, object]:
+    """Step ``frames`` through ``stream`` (then end it); the state after ``save_after`` frames, if asked.
+    ``started`` is set after the first step; the stream then waits for ``hold`` (it keeps its slot meanwhile)."""
     outputs, state = [], None
     for t in range(len(frames)):
         outputs.append(stream.step(frames[t : t + 1]))
         if started is not None:
             started.set()
+        if hold is not None and t == 0:
+            hold.wait(timeout=60)
         if t + 1 == save_after:
             state = stream.state_dict()
     stream.end()
@@ -195,9 +198,9 @@ def test_a_slot_state_restored_into_another_batch_goes_on_as_the_uninterrupted_s
     restored_in = threading.Event()
 
     def resumed(batch):
-        stream = batch.stream()
         if not restore_first:
             beside_started.wait(timeout=60)  # the other stream holds slot 0 and has stepped: this takes slot 1
+        stream = batch.stream()
         stream.load_state_dict(meta, tensors)
         restored_in.set()
         return stream.index, feed(stream, long[saved_at:])[0]
@@ -205,7 +208,9 @@ def test_a_slot_state_restored_into_another_batch_goes_on_as_the_uninterrupted_s
     def other(batch):
         if restore_first:
             restored_in.wait(timeout=60)
-        return feed(batch.stream(), beside, started=beside_started)[0]
+        # Without a restore first, slot 0 stays live until the restored stream has its slot (beside a live one).
+        hold = None if restore_first else restored_in
+        return feed(batch.stream(), beside, started=beside_started, hold=hold)[0]
 
     batch = BatchedStreams(model, 2, spec)
     (index, outputs), beside_outputs = run_streams(batch, [resumed, other])
