@@ -264,3 +264,12 @@ def test_a_closed_pipe_ends_the_command_quietly(tmp_path, checkpoint):
     assert stderr == ""
     assert process.returncode == 141
     assert json.loads((tmp_path / "out" / "cameras.json").read_text())["frames"]
+
+
+def test_an_unknown_argument_is_reported_by_its_command(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["reconstruct", "frames", "-o", "out", "--bogus", "1"])
+    assert caught.value.code == 2
+    assert (
+        capsys.readouterr().err.splitlines()[-1] == "streamvggt reconstruct: error: unrecognized arguments: --bogus 1"
+    )

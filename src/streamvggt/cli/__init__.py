@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         args, extra = parser.parse_known_args(argv)
         take_extra = getattr(command, "take_extra_arguments", None)
         if extra and (take_extra is None or not take_extra(args, extra)):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            _parser_of(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
         code = _run(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return code
@@ -67,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         return _closed_pipe()
     except MissingExtraError as error:
         return fail(prog(args, command.NAME if command else None), str(error))
+
+
+def _parser_of(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The subcommand's own parser, so that its errors read ``streamvggt COMMAND: error: ...``."""
+    for action in parser._subparsers._group_actions:  # argparse keeps subparsers only here
+        if name in getattr(action, "choices", {}):
+            return action.choices[name]
+    return parser
 
 
 def _command(argv: list[str]) -> ModuleType | None:
