@@ -18,9 +18,9 @@ import torch
 
 from streamvggt.geometry import umeyama, unproject_depth
 from streamvggt.mapping.predictor import FramePrediction
-from streamvggt.mapping.sim3 import Sim3
+from streamvggt.mapping.sim3 import Sim3, rotation_angle
 from streamvggt.results import FrameResult
-from streamvggt.scenes.procedural_room import SyntheticScene
+from streamvggt.scenes.procedural_room import SyntheticScene, look_at
 
 TRAJECTORIES = ("circle", "figure8", "line", "twin_rooms")
 
@@ -35,17 +35,6 @@ class Drift:
     scale: float = 0.003
     depth_noise: float = 0.01
     outliers: float = 0.05
-
-
-def _look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
-    forward = (target - centre) / np.linalg.norm(target - centre)
-    right = np.cross(forward, np.array([0.0, 1.0, 0.0]))
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    pose = np.eye(4)
-    pose[:3, :3] = np.stack((right, down, forward), axis=1)
-    pose[:3, 3] = centre
-    return pose
 
 
 def camera_path(kind: str, room: np.ndarray, frames_per_lap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +59,7 @@ def camera_path(kind: str, room: np.ndarray, frames_per_lap: int) -> tuple[np.nd
             for a in angle:
                 centre = np.array([r * np.cos(a), h, r * np.sin(a)])
                 target = centre + np.array([np.cos(a), -0.1, np.sin(a)])
-                laps.append(_look_at(centre, target))
+                laps.append(look_at(centre, target))
         render = np.stack(laps)
         world = render.copy()
         if kind == "twin_rooms":
@@ -85,11 +74,11 @@ def camera_path(kind: str, room: np.ndarray, frames_per_lap: int) -> tuple[np.nd
         for g, t in zip(ground, tangent, strict=True):
             centre = np.array([g[0], 1.4, g[1]])
             direction = np.array([t[0], 0.0, t[1]]) / np.linalg.norm(t)
-            poses.append(_look_at(centre, centre + direction + np.array([0.0, -0.1, 0.0])))
+            poses.append(look_at(centre, centre + direction + np.array([0.0, -0.1, 0.0])))
         render = np.stack(poses)
         return render, render.copy()
     xs = np.linspace(-0.7, 0.5, n) * half[0]
-    poses = [_look_at(np.array([x, 1.4, 0.0]), np.array([x + 1.0, 1.3, 0.2 * np.sin(x)])) for x in xs]
+    poses = [look_at(np.array([x, 1.4, 0.0]), np.array([x + 1.0, 1.3, 0.2 * np.sin(x)])) for x in xs]
     render = np.stack(poses)
     return render, render.copy()
 
@@ -251,13 +240,9 @@ def true_revisits(
             if earlier > later - gap:
                 break
             offset = np.linalg.norm(poses[later, :3, 3] - poses[earlier, :3, 3]) / median
-            turn = math.degrees(_angle(poses[earlier, :3, :3].T @ poses[later, :3, :3]))
+            turn = math.degrees(rotation_angle(poses[earlier, :3, :3].T @ poses[later, :3, :3]))
             if offset <= distance and turn <= angle_deg:
                 matches.append(earlier)
         if matches:
             out[later] = matches
     return out
-
-
-def _angle(rotation: np.ndarray) -> float:
-    return math.acos(max(-1.0, min(1.0, (float(np.trace(rotation)) - 1.0) / 2.0)))

@@ -181,10 +181,10 @@ def _camera_path(rng: np.random.Generator, room: np.ndarray, num_frames: int) ->
     centres = np.stack((ground[:, 0], height, ground[:, 1]), -1)
     targets = np.stack((target[:, 0], target_height, target[:, 1]), -1)
     roll = rng.uniform(-0.08, 0.08) * np.sin(2 * np.pi * time + rng.uniform(0, 2 * np.pi))
-    return np.stack([_look_at(c, t, r) for c, t, r in zip(centres, targets, roll, strict=True)])
+    return np.stack([look_at(c, t, r) for c, t, r in zip(centres, targets, roll, strict=True)])
 
 
-def _look_at(centre: np.ndarray, target: np.ndarray, roll: float) -> np.ndarray:
+def look_at(centre: np.ndarray, target: np.ndarray, roll: float = 0.0) -> np.ndarray:
     """OpenCV camera-to-world at ``centre`` looking at ``target`` (world y up), rolled by ``roll`` radians."""
     forward = (target - centre) / np.linalg.norm(target - centre)
     right = np.cross(forward, np.array([0.0, 1.0, 0.0]))
