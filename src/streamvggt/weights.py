@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -56,6 +57,8 @@ WEIGHTS_NAME = "model.safetensors"
 DEFAULT_PRESET = "streamvggt-1b"
 # A small model trained by this project on synthetic scenes, shipped so that everything works offline.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default_model"
+# Values sampled per parameter tensor by parameter_digest: evenly spaced, so any training step changes some.
+DIGEST_SAMPLES = 1024
 
 
 @dataclass(frozen=True)
@@ -555,3 +558,20 @@ def _one_line(error: BaseException) -> str:
 # The model's conveniences (StreamVGGT.from_pretrained, model.save_pretrained) are these functions.
 conveniences.provide("load", load_model)
 conveniences.provide("save", save_pretrained)
+
+
+def parameter_digest(model: StreamVGGT) -> str:
+    """The identity of a model held in memory (no file to point at): a digest of its configuration and of each
+    parameter's name, shape, dtype and evenly spaced values."""
+    digest = hashlib.sha256(repr(model.config).encode())
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            if not isinstance(value, torch.Tensor):  # packed quantised weights: their type and repr
+                digest.update(f"{name}:{type(value).__name__}:{value!r}".encode())
+                continue
+            tensor = value.dequantize() if value.is_quantized else value
+            flat = tensor.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // DIGEST_SAMPLES)].double().cpu().numpy()
+            digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
+            digest.update(sample.tobytes())
+    return digest.hexdigest()[:16]

@@ -3,9 +3,7 @@
 A rerun of a collection compares them with the run's own: an input made with other options is done again, and
 the log says which options changed. Every option counts except those known not to change the outputs (device,
 compilation, progress, the viewer), so an option added later redoes inputs rather than keeping stale ones. The
-checkpoint counts by identity: a file's path, size and modification time (what make and rsync compare; hashing a
-multi-GB file on every run would cost seconds), a Hugging Face repo id by name, a model passed in memory by a
-digest of its configuration and a sample of its parameters (any training step changes them all).
+checkpoint counts by the identity a saved run state records (:func:`streamvggt.pipeline.resume.checkpoint_record`).
 """
 
 from __future__ import annotations
@@ -14,22 +12,18 @@ import dataclasses
 import hashlib
 import json
 import os
-from pathlib import Path
 from typing import Any
-
-import torch
 
 from streamvggt.io.outputs.interchange import ExportOptions
 from streamvggt.mapping.options import MapOptions
 from streamvggt.model.streamvggt import StreamVGGT
 from streamvggt.pipeline.options import ReconstructOptions
-from streamvggt.weights import DEFAULT_MODEL_DIR
+from streamvggt.pipeline.resume import checkpoint_record
 
 # Options that do not change what is written: where and how fast the model runs, and what is shown meanwhile.
 IGNORED = {"model": ("checkpoint", "device", "compile"), "stream": ("query_points",)}
 # Image inputs have no frame times: --fps samples the videos only, so it does not change an image folder's outputs.
 IMAGE_IGNORED = ("stream.fps",)
-SAMPLED_VALUES = 1024  # per parameter tensor, for a model passed in memory
 
 
 def run_fingerprint(options: ReconstructOptions, model: StreamVGGT | str | os.PathLike | None) -> dict[str, Any]:
@@ -37,7 +31,7 @@ def run_fingerprint(options: ReconstructOptions, model: StreamVGGT | str | os.Pa
 
     model: the model given to the run (a StreamVGGT, a checkpoint source, or None for ``options.model.checkpoint``).
     """
-    sections: dict[str, Any] = {"checkpoint": checkpoint_identity(options.model.checkpoint if model is None else model)}
+    sections: dict[str, Any] = {"checkpoint": checkpoint_record(options.model.checkpoint if model is None else model)}
     for name in ("model", "stream", "output"):
         section = getattr(options, name)
         values = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
@@ -49,33 +43,6 @@ def run_fingerprint(options: ReconstructOptions, model: StreamVGGT | str | os.Pa
         sections["map"] |= dataclasses.asdict(dataclasses.replace(settings, map_options=None))
         sections["map"]["map_options"] = settings.map_options or MapOptions()
     return _plain(sections)
-
-
-def checkpoint_identity(source: StreamVGGT | str | os.PathLike | None) -> dict[str, Any]:
-    """What identifies a checkpoint without reading it whole (see the module docstring)."""
-    if isinstance(source, StreamVGGT):
-        return {"in_memory": parameter_digest(source)}
-    path = Path(DEFAULT_MODEL_DIR if source is None else source).expanduser()
-    if not path.exists():
-        return {"source": str(source)}  # a Hugging Face repo id
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
-    return {"source": str(path.resolve()), "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
-
-
-def parameter_digest(model: StreamVGGT) -> str:
-    """A digest of the model's configuration, parameter names, shapes, dtypes and evenly spaced values of each."""
-    digest = hashlib.sha256(repr(model.config).encode())
-    with torch.no_grad():
-        for name, value in model.state_dict().items():
-            if not isinstance(value, torch.Tensor):  # packed quantised weights: their type and repr
-                digest.update(f"{name}:{type(value).__name__}:{value!r}".encode())
-                continue
-            tensor = value.dequantize() if value.is_quantized else value
-            flat = tensor.detach().reshape(-1)
-            sample = flat[:: max(1, flat.numel() // SAMPLED_VALUES)].double().cpu().numpy()
-            digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
-            digest.update(sample.tobytes())
-    return digest.hexdigest()[:16]
 
 
 def options_digest(fingerprint: dict[str, Any]) -> str:

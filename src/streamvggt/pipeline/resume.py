@@ -148,16 +148,10 @@ def checkpoint_record(model: Any) -> dict[str, Any]:
     """The checkpoint's fingerprint: a source (a file, a folder, a repo id; None: the bundled model) or, for a
     model already loaded, its config and a sample of every parameter (cheap, and any other weights differ)."""
     from streamvggt.model.streamvggt import StreamVGGT
+    from streamvggt.weights import parameter_digest
 
     if isinstance(model, StreamVGGT):
-        import hashlib
-
-        digest = hashlib.sha256()
-        for name, parameter in model.state_dict().items():
-            sample = parameter.detach().flatten()[:4096].float().cpu().numpy()
-            digest.update(name.encode())
-            digest.update(sample.tobytes())
-        return {"kind": "loaded model", "path": "a model loaded in Python", "parameters_sample": digest.hexdigest()}
+        return {"in_memory": parameter_digest(model)}
     if model is None:
         from streamvggt.weights import DEFAULT_MODEL_DIR
 
