@@ -3,14 +3,17 @@ and loading the repository's scripts as modules."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
+import io
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
 from streamvggt import ModelConfig, StreamVGGT
+from streamvggt.cli import main
 
 # Tolerances from tests/fixtures/README.md.
 RTOL, ATOL = 1e-4, 1e-5
@@ -53,3 +56,11 @@ def load_script(path: Path) -> ModuleType:
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, name: str, atol: float = ATOL) -> None:
     torch.testing.assert_close(actual, expected, rtol=RTOL, atol=atol, msg=lambda m: f"{name}: {m}")
+
+
+def run_cli(*args: object) -> tuple[int, str, str]:
+    """Run ``streamvggt ARGS`` in this process; returns (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from streamvggt.cli import build_parser, main
 from streamvggt.pipeline.reconstructor import Reconstructor
+from tests.helpers import run_cli
 from tests.reconstruct_helpers import HEIGHT, WIDTH, frame_pixels, tiny_checkpoint, write_images, write_video
 
 FRAME_NAMES = ["10.png", "2.png", "1.png", "30.png"]  # natural order: 1, 2, 10, 30
@@ -33,14 +34,6 @@ OPENCV_FROM_GLTF = np.diag([1.0, -1.0, -1.0, 1.0])  # the flip scene.glb documen
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
-
-
-def run_cli(*args) -> tuple[int, str, str]:
-    """Run the command in this process; returns (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
 
 
 def reconstruct_frames(tmp_path: Path, checkpoint: Path) -> tuple[int, str, str]:

@@ -5,8 +5,6 @@ and the checkpoint export as a visible subcommand."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import re
 import subprocess
@@ -22,19 +20,13 @@ from streamvggt import ReconstructOptions
 from streamvggt.cli import COMMANDS, build_parser, main
 from streamvggt.pipeline.options import ModelOptions, OutputOptions, StreamOptions, ViewerOptions
 from streamvggt.pipeline.reconstructor import reconstruct
+from tests.helpers import run_cli
 from tests.reconstruct_helpers import WIDTH, tiny_checkpoint, write_images
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
-
-
-def run_cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
 
 
 # ------------------------------------------------------------------------------------------- the command pattern

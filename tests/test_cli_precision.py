@@ -4,8 +4,6 @@ are recorded in cameras.json and the summary, and bad values are one line."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 from pathlib import Path
@@ -15,12 +13,12 @@ import torch
 
 import streamvggt.pipeline.reconstructor as reconstruction
 from streamvggt import StreamVGGT
-from streamvggt.cli import main
 from streamvggt.io.inputs.sources import Frame
 from streamvggt.pipeline.reconstructor import Reconstructor, reconstruct
 from streamvggt.pipeline.warm_up import warm_up
 from streamvggt.runtime.precision import apply_precision, converted_for
 from streamvggt.streaming.session import StreamSession
+from tests.helpers import run_cli
 from tests.reconstruct_helpers import HEIGHT, WIDTH, frame_pixels, tiny_checkpoint, tiny_model, write_images
 
 
@@ -67,13 +65,6 @@ def events(monkeypatch) -> list[tuple]:
     monkeypatch.setattr(reconstruction, "warm_up", recording_warm_up)
     monkeypatch.setattr(StreamSession, "step", recording_step)
     return seen
-
-
-def run_cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
 
 
 def reconstruct_cli(frames: Path, checkpoint: Path, *options) -> tuple[int, str, str]:

@@ -4,8 +4,6 @@ lists the accepted loops in loops.json."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -15,7 +13,6 @@ import torch
 from PIL import Image
 
 import streamvggt.pipeline.reconstructor as reconstructor_module
-from streamvggt.cli import main
 from streamvggt.io.inputs.preprocess import Preprocessor
 from streamvggt.io.inputs.sources import Frame
 from streamvggt.io.outputs.interchange import ExportOptions
@@ -25,6 +22,7 @@ from streamvggt.mapping import GlobalMap, MapOptions
 from streamvggt.mapping.simulate import Drift, ate_rmse, make_sequence
 from streamvggt.pipeline.loop_closure import MapFollower
 from streamvggt.pipeline.run import WriteFrames, run_frames
+from tests.helpers import run_cli
 
 pytest.importorskip("gtsam")
 trimesh = pytest.importorskip("trimesh")
@@ -155,13 +153,6 @@ def two_laps(tmp_path_factory) -> Path:
     for i in range(sequence.num_frames):
         Image.fromarray(sequence.image(i)).save(folder / f"{i:04d}.png")
     return folder
-
-
-def run_cli(*args: str) -> tuple[int, str, str]:
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main([str(a) for a in args])
-    return code, stdout.getvalue(), stderr.getvalue()
 
 
 @pytest.fixture

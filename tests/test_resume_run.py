@@ -4,7 +4,6 @@ code 1, and leaves the earlier outputs as they were."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -17,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamvggt.cli import main
 from streamvggt.io.run_state import STATE_DIR, RunStateStore
 from streamvggt.pipeline.reconstructor import reconstruct
+from tests.helpers import run_cli
 from tests.reconstruct_helpers import WIDTH, tiny_checkpoint, write_images, write_video
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,13 +37,6 @@ def frames(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("input") / "frames"
     write_images(folder, [f"{i:03d}.png" for i in range(FRAMES)])
     return folder
-
-
-def run_cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
 
 
 def command(source: Path, output: Path, checkpoint: Path, *extra) -> list[str]:
