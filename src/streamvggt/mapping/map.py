@@ -61,7 +61,7 @@ class _Rejection:
     reason: str
 
 
-class _Growing:
+class GrowingArray:
     """An append-only array with amortised O(1) appends (capacity doubles), for per-frame records."""
 
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
@@ -74,8 +74,17 @@ class _Growing:
         self._data[self.size] = value
         self.size += 1
 
+    @classmethod
+    def holding(cls, values: np.ndarray) -> GrowingArray:
+        """An array holding ``values`` [N, ...] (with room to grow)."""
+        grown = cls(values.shape[1:], values.dtype)
+        grown._data = np.concatenate((values, np.zeros((max(64, len(values)), *values.shape[1:]), values.dtype)))
+        grown.size = len(values)
+        return grown
+
     @property
     def values(self) -> np.ndarray:
+        """The appended records [size, ...]: a view, so assigning into it updates them."""
         return self._data[: self.size]
 
     @property
@@ -103,11 +112,11 @@ class GlobalMap:
         self.keyframes: list[Keyframe] = []
         self.graph = PoseGraph()
         self._images = ImageStore(image_source)
-        self._ref = _Growing((), np.int32)  # per frame: its reference keyframe
-        self._rel = _Growing((3, 4), np.float64)  # per frame: its [R | t] in the reference keyframe's camera
-        self._descriptors = _Growing((0,), np.float16)  # replaced on the first keyframe (width known then)
+        self._ref = GrowingArray((), np.int32)  # per frame: its reference keyframe
+        self._rel = GrowingArray((3, 4), np.float64)  # per frame: its [R | t] in the reference keyframe's camera
+        self._descriptors = GrowingArray((0,), np.float16)  # replaced on the first keyframe (width known then)
         self._descriptor_kind: str | None = None
-        self._path = _Growing((), np.float64)  # per keyframe: path length travelled so far, map units
+        self._path = GrowingArray((), np.float64)  # per keyframe: path length travelled so far, map units
         self._segments: list[Sim3] = [Sim3.identity()]  # per segment: its world into the map's frame
         self._segment_start = 0
         self._force_keyframe = False
@@ -211,8 +220,11 @@ class GlobalMap:
 
     def load_state_dict(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         """Continue from a :meth:`state_dict` (into a map built with the same options)."""
-        self._ref, self._rel = _growing(arrays["ref"]), _growing(arrays["rel"])
-        self._descriptors, self._path = _growing(arrays["descriptors"]), _growing(arrays["path"])
+        self._ref, self._rel = GrowingArray.holding(arrays["ref"]), GrowingArray.holding(arrays["rel"])
+        self._descriptors, self._path = (
+            GrowingArray.holding(arrays["descriptors"]),
+            GrowingArray.holding(arrays["path"]),
+        )
         raws = _get_sims(arrays, "keyframes.raw")
         offsets = np.cumsum([0] + [int(record[5]) for record in meta["keyframes"]])
         self.keyframes = [
@@ -444,7 +456,7 @@ class GlobalMap:
             descriptor, kind = image_descriptor(result.image, valid), "image"
         if self._descriptor_kind is None:
             self._descriptor_kind = kind
-            self._descriptors = _Growing(descriptor.shape, np.float16)
+            self._descriptors = GrowingArray(descriptor.shape, np.float16)
         elif kind != self._descriptor_kind:
             earlier = self._descriptor_kind
             raise ValueError(f"frame {frame} has a descriptor from {kind}, earlier keyframes from {earlier}")
@@ -617,14 +629,6 @@ def _get_sims(arrays: dict[str, np.ndarray], prefix: str) -> list[Sim3]:
     scales, rotations = arrays[f"{prefix}.scale"], arrays[f"{prefix}.rotation"]
     translations = arrays[f"{prefix}.translation"]
     return [Sim3(float(s), r.copy(), t.copy()) for s, r, t in zip(scales, rotations, translations, strict=True)]
-
-
-def _growing(values: np.ndarray) -> _Growing:
-    """A :class:`_Growing` holding ``values``."""
-    grown = _Growing(values.shape[1:], values.dtype)
-    grown._data = np.concatenate((values, np.zeros((max(64, len(values)), *values.shape[1:]), values.dtype)))
-    grown.size = len(values)
-    return grown
 
 
 def _numpy(value: Any) -> np.ndarray:

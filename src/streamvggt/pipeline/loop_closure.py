@@ -18,6 +18,7 @@ import numpy as np
 
 from streamvggt.io.outputs.writer import FrameCorrections
 from streamvggt.mapping import GlobalMap, MapOptions
+from streamvggt.mapping.map import GrowingArray
 
 if TYPE_CHECKING:
     import torch
@@ -76,14 +77,14 @@ class MapFollower:
         self.indices: list[int] = []  # the stream index of each frame added (the map's frames, in order)
         self.restarts = 0
         self._use_tokens: bool | None = None if descriptor == "auto" else descriptor == "tokens"
-        self._sent = np.zeros((0, 3, 4))  # per frame: the correction a viewer shows it with
+        self._sent = GrowingArray((3, 4), np.float64)  # per frame: the correction a viewer shows it with
         self.finished = False
 
     def on_frame(self, result: FrameResult, frame: Frame) -> None:
         tokens = self._tokens()
         loop = self.gmap.add(result, tokens)
         self.indices.append(result.index)
-        self._sent = np.concatenate((self._sent, _IDENTITY[None]))  # the viewer got the frame as streamed
+        self._sent.append(_IDENTITY)  # the viewer got the frame as streamed
         if self.gmap.should_restart():
             self._restart()
         if self.on_correction is None:
@@ -106,7 +107,7 @@ class MapFollower:
         meta, arrays = self.gmap.state_dict()
         arrays = {f"map.{k}": v for k, v in arrays.items()}
         arrays["follower.indices"] = np.asarray(self.indices, dtype=np.int64)
-        arrays["follower.sent"] = self._sent.copy()
+        arrays["follower.sent"] = self._sent.values.copy()
         follower = {"restarts": self.restarts, "use_tokens": self._use_tokens}
         return {"map": meta, "follower": follower}, arrays
 
@@ -114,7 +115,7 @@ class MapFollower:
         """Continue from a :meth:`state_dict`."""
         self.gmap.load_state_dict(meta["map"], {k[4:]: v for k, v in arrays.items() if k.startswith("map.")})
         self.indices = [int(i) for i in arrays["follower.indices"]]
-        self._sent = np.asarray(arrays["follower.sent"], dtype=np.float64).reshape(-1, 3, 4)
+        self._sent = GrowingArray.holding(np.asarray(arrays["follower.sent"], dtype=np.float64).reshape(-1, 3, 4))
         self.restarts = int(meta["follower"]["restarts"])
         self._use_tokens = meta["follower"]["use_tokens"]
 
@@ -177,11 +178,12 @@ class MapFollower:
         """Send the frames whose correction moved since it was last sent (only the newest with ``last_only``)."""
         transforms = self.gmap.frame_corrections()
         start = len(transforms) - 1 if last_only else 0
-        moved = np.abs(transforms[start:] - self._sent[start:]).max(axis=(1, 2)) > RESEND_TOLERANCE
+        sent = self._sent.values
+        moved = np.abs(transforms[start:] - sent[start:]).max(axis=(1, 2)) > RESEND_TOLERANCE
         rows = np.nonzero(moved)[0] + start
         if not len(rows):
             return
-        self._sent[rows] = transforms[rows]
+        sent[rows] = transforms[rows]
         poses = self.gmap.poses_of(rows.tolist())
         scales = self.gmap.scales_of(rows.tolist())
         self.on_correction(
